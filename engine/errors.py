@@ -1,0 +1,83 @@
+"""Every exception flarebus raises on purpose, each carrying structured data.
+
+Callers branch on the type and read the fields; the message is for people.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class FlarebusError(Exception):
+    """Base class of flarebus' own errors."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with one input file, at one place in it.
+
+    ``str()`` gives the compiler-style line flarebus prints:
+    ``rules/cpu.yaml:14:11: rule 'high-cpu': for: "30 sec" is not a duration``.
+    """
+
+    file: str
+    line: int
+    column: int
+    message: str
+    rule: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}: "
+        who = f"rule {self.rule!r}: " if self.rule else ""
+        return f"{where}{who}{self.message}"
+
+
+@dataclass(eq=False)
+class InvalidFileError(FlarebusError):
+    """A rule, config or test file (or a set of them) is invalid; ``problems`` lists why."""
+
+    problems: list[Problem] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.problems)
+
+
+class ConfigError(InvalidFileError):
+    """The config file, or a setting from flags or environment, is invalid."""
+
+
+@dataclass(eq=False)
+class SampleError(FlarebusError):
+    """Input that is not a valid sample: which input, which field and why."""
+
+    reason: str
+    line: int | None = None
+    source: str = "<input>"
+
+    def __str__(self) -> str:
+        where = f"{self.source}:{self.line}: " if self.line is not None else ""
+        return f"{where}{self.reason}"
+
+
+@dataclass(eq=False)
+class NatsServerError(FlarebusError):
+    """The embedded nats-server could not be found, started or reached."""
+
+    message: str
+    log_tail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.message}\n{self.log_tail}".rstrip()
+
+
+@dataclass(eq=False)
+class PluginError(FlarebusError):
+    """A plugin could not be loaded or configured; ``source`` says where it came from."""
+
+    plugin: str
+    message: str
+    source: str = ""
+
+    def __str__(self) -> str:
+        origin = f" (from {self.source})" if self.source else ""
+        return f"plugin {self.plugin!r}{origin}: {self.message}"

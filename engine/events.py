@@ -1,0 +1,187 @@
+"""The wire contracts: every message flarebus puts on or takes off the bus.
+
+These Structs and ``schemas/*.schema.json`` describe the same messages; a test
+feeds both the same corpus and checks they agree. Decoders are built once here
+and reused everywhere, because building a msgspec decoder is the slow part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+#: A subject token: what may stand between two dots of a NATS subject.
+TOKEN = r"[A-Za-z0-9_\-]+"
+#: A metric name: one or more tokens joined by dots (``cpu.usage``, ``http.requests_total``).
+METRIC_NAME_PATTERN = rf"^{TOKEN}(\.{TOKEN})*$"
+#: A label name, as in Prometheus.
+LABEL_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+_metric_name_re = re.compile(METRIC_NAME_PATTERN)
+_token_re = re.compile(rf"^{TOKEN}$")
+
+MetricName = Annotated[str, msgspec.Meta(pattern=METRIC_NAME_PATTERN, max_length=255)]
+SourceName = Annotated[str, msgspec.Meta(pattern=rf"^{TOKEN}$", max_length=255)]
+LabelName = Annotated[str, msgspec.Meta(pattern=LABEL_NAME_PATTERN, max_length=128)]
+Labels = dict[LabelName, str]
+Timestamp = Annotated[float, msgspec.Meta(ge=0)]
+
+
+def _require_finite(field: str, value: float) -> None:
+    """JSON cannot carry NaN or infinity, but the Python API can be handed them."""
+    if not math.isfinite(value):
+        raise ValueError(f"`{field}` must be a finite number, got {value!r}")
+
+
+def is_metric_name(name: str) -> bool:
+    """True when ``name`` can be the tail of a ``metrics.<name>`` subject."""
+    return len(name) <= 255 and _metric_name_re.match(name) is not None
+
+
+def is_token(name: str) -> bool:
+    """True when ``name`` is a single subject token (a rule name, a stack source)."""
+    return _token_re.match(name) is not None
+
+
+class MetricSample(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
+    """One observation of one series, published on ``metrics.<name>``."""
+
+    name: MetricName
+    value: float
+    ts: Timestamp | None = None
+    labels: Labels = {}
+
+    def __post_init__(self) -> None:
+        _require_finite("value", self.value)
+        if self.ts is not None:
+            _require_finite("ts", self.ts)
+
+
+class Stack(msgspec.Struct, forbid_unknown_fields=True):
+    """One sampled call stack, root frame first, with its weight."""
+
+    frames: Annotated[list[Annotated[str, msgspec.Meta(min_length=1)]], msgspec.Meta(min_length=1)]
+    weight: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+
+    def __post_init__(self) -> None:
+        _require_finite("weight", self.weight)
+
+
+class StackSample(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
+    """Sampled call stacks of one source, published on ``stacks.<source>``."""
+
+    source: SourceName
+    stacks: list[Stack]
+    ts: Timestamp | None = None
+    unit: Literal["samples", "nanoseconds"] = "samples"
+    labels: Labels = {}
+
+    def __post_init__(self) -> None:
+        if self.ts is not None:
+            _require_finite("ts", self.ts)
+
+
+class ActionRef(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
+    """An action a trigger asks for: a plugin name and its per-rule config."""
+
+    plugin: Annotated[str, msgspec.Meta(min_length=1)]
+    config: dict[str, Any] = {}
+
+
+TriggerState = Literal["firing", "resolved"]
+
+
+class Trigger(msgspec.Struct, forbid_unknown_fields=True):
+    """What the engine publishes on ``triggers.<rule>`` when a rule fires or resolves.
+
+    ``metric_name``, ``value``, ``threshold`` and ``duration`` are the arguments
+    action plugins of the metric-reader lineage received (``Execute(ctx,
+    metricName, value, threshold, duration)``); the names are kept on purpose.
+    """
+
+    id: Annotated[str, msgspec.Meta(min_length=1)]
+    rule: SourceName
+    state: TriggerState
+    severity: str
+    metric_name: str
+    value: float
+    threshold: str
+    duration: Annotated[float, msgspec.Meta(ge=0)]
+    labels: Labels
+    annotations: dict[str, str]
+    active_since: Timestamp
+    at: Timestamp
+    actions: list[ActionRef]
+
+    def __post_init__(self) -> None:
+        for field in ("value", "duration", "active_since", "at"):
+            _require_finite(field, getattr(self, field))
+
+
+def series_key(name: str, labels: Mapping[str, str]) -> str:
+    """The identity of a series: metric name plus its full label set, canonical and stable.
+
+    ``cpu.usage{host="web-1",zone="a"}`` - labels sorted, values JSON-escaped.
+    Used as the state key, the KV checkpoint key's source and the shard hash input.
+    """
+    if not labels:
+        return name
+    inner = ",".join(f"{k}={_json_str(v)}" for k, v in sorted(labels.items()))
+    return f"{name}{{{inner}}}"
+
+
+def _json_str(value: str) -> str:
+    return encoder.encode(value).decode()
+
+
+def shard_of(key: str, shards: int) -> int:
+    """Which of ``shards`` engines owns the series ``key``: a stable hash, same in every process."""
+    if shards <= 1:
+        return 0
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % shards
+
+
+# One decoder (and encoder) per message kind, built once and reused.
+metric_decoder: msgspec.json.Decoder[MetricSample | list[MetricSample]] = msgspec.json.Decoder(
+    MetricSample | list[MetricSample]
+)
+stack_decoder: msgspec.json.Decoder[StackSample | list[StackSample]] = msgspec.json.Decoder(
+    StackSample | list[StackSample]
+)
+trigger_decoder: msgspec.json.Decoder[Trigger] = msgspec.json.Decoder(Trigger)
+encoder = msgspec.json.Encoder()
+
+
+def decode_metrics(data: bytes) -> list[MetricSample]:
+    """Decode a ``metrics.*`` payload: one sample or a batch, always a list back."""
+    decoded = metric_decoder.decode(data)
+    return decoded if isinstance(decoded, list) else [decoded]
+
+
+def decode_stacks(data: bytes) -> list[StackSample]:
+    """Decode a ``stacks.*`` payload: one stack sample or a batch, always a list back."""
+    decoded = stack_decoder.decode(data)
+    return decoded if isinstance(decoded, list) else [decoded]
+
+
+def metric_sample(
+    name: str, value: float, ts: float | None = None, labels: dict[str, str] | None = None
+) -> MetricSample:
+    """Build a MetricSample from Python values, validated exactly as on the wire."""
+    return msgspec.convert(
+        {"name": name, "value": value, "ts": ts, "labels": labels or {}},
+        MetricSample,
+        strict=False,
+    )
+
+
+def to_builtins(obj: Any) -> Any:
+    """A Struct as plain dicts and lists (for JSON Schema validation and printing)."""
+    return msgspec.to_builtins(obj)
+

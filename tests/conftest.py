@@ -1,0 +1,39 @@
+"""Fixtures: one real nats-server (JetStream on, temp store) per test session."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from nats.aio.client import Client
+
+from engine import bus
+from engine.config import NatsSettings
+from engine.nats_server import EmbeddedNats
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
+    """The session's nats-server; tests that kill or restart a server start their own."""
+    server = EmbeddedNats(tmp_path_factory.mktemp("nats"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_url(nats_server: EmbeddedNats) -> str:
+    return nats_server.url
+
+
+@pytest.fixture
+def nats_settings(nats_url: str) -> NatsSettings:
+    return NatsSettings(servers=[nats_url], name="flarebus-test")
+
+
+@pytest.fixture
+async def nc(nats_settings: NatsSettings) -> AsyncIterator[Client]:
+    """A plain nats-py connection to the session's server."""
+    client = await bus.connect(nats_settings)
+    yield client
+    await client.close()

@@ -1,0 +1,76 @@
+"""Helpers the tests share: running the real `flarebus` command, collecting messages."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def flarebus_cmd(*args: str) -> list[str]:
+    """argv that runs the flarebus CLI of this checkout with this interpreter."""
+    return [sys.executable, "-m", "engine.cli", *args]
+
+
+def run_flarebus(*args: str, input: bytes | str | None = None,
+                 env: dict[str, str] | None = None, cwd: str | Path | None = None,
+                 timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run `flarebus ARGS...` to completion; text output captured."""
+    full_env = {**os.environ, **(env or {})}
+    if isinstance(input, bytes):
+        input = input.decode()
+    return subprocess.run(flarebus_cmd(*args), input=input, capture_output=True, text=True,
+                          env=full_env, cwd=cwd or ROOT, timeout=timeout, check=False)
+
+
+def start_flarebus(*args: str, env: dict[str, str] | None = None,
+                   cwd: str | Path | None = None, **kwargs: object) -> subprocess.Popen[str]:
+    """Start `flarebus ARGS...` as a background process (the caller stops it)."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.Popen(flarebus_cmd(*args), env=full_env, cwd=cwd or ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)  # type: ignore[call-overload]
+
+
+class Collector:
+    """Subscribes to a subject and keeps every message it receives."""
+
+    def __init__(self) -> None:
+        self.messages: list[Msg] = []
+        self._arrived = asyncio.Event()
+
+    async def __call__(self, msg: Msg) -> None:
+        self.messages.append(msg)
+        self._arrived.set()
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list[Msg]:
+        """Wait until ``count`` messages arrived (or fail after ``timeout``)."""
+        async def enough() -> None:
+            while len(self.messages) < count:
+                self._arrived.clear()
+                await self._arrived.wait()
+        await asyncio.wait_for(enough(), timeout)
+        return self.messages
+
+
+async def collect(nc: Client, subject: str) -> Collector:
+    collector = Collector()
+    await nc.subscribe(subject, cb=collector)
+    await nc.flush()
+    return collector
+
+
+def lines(*items: str) -> str:
+    return "".join(f"{item}\n" for item in items)
+
+
+__all__: Sequence[str] = ["DATA", "ROOT", "Collector", "collect", "flarebus_cmd", "lines",
+                          "run_flarebus", "start_flarebus"]
