@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 import threading
 from typing import IO
@@ -21,7 +22,12 @@ import msgspec
 from engine import bus
 from engine.cliopts import add_nats_options, settings
 from engine.errors import SampleError
-from engine.events import MetricSample, metric_sample
+from engine.events import (
+    LABEL_NAME_PATTERN,
+    METRIC_NAME_PATTERN,
+    MetricSample,
+    metric_sample,
+)
 from engine.publish import Publisher
 
 _line_decoder = msgspec.json.Decoder(MetricSample)
@@ -66,14 +72,23 @@ def sample_from_args(args: argparse.Namespace) -> MetricSample:
         raise SampleError(_field_message(exc), source="arguments") from None
 
 
+_AT = re.compile(r"^(?P<message>.*?)(?: - at (?P<key>`key` in )?`\$\.?(?P<path>[^`]*)`)?$", re.S)
+_HINTS = {
+    METRIC_NAME_PATTERN: "is not a metric name (dot-separated tokens of letters, digits, _ and -)",
+    LABEL_NAME_PATTERN: "has a label name that is not letters, digits and _ (not starting with a "
+                        "digit)",
+}
+
+
 def _field_message(exc: msgspec.ValidationError) -> str:
-    """msgspec says 'Expected `float`, got `str` - at `$.value`'; lead with the field."""
-    text = str(exc)
-    message, _, where = text.rpartition(" - at `$")
-    if where:
-        field = where.rstrip("`").lstrip(".") or "sample"
-        return f"{field}: {message}"
-    return text
+    """msgspec says 'Expected `float`, got `str` - at `$.value`'; lead with the field instead."""
+    match = _AT.match(str(exc))
+    assert match is not None  # the pattern matches any text
+    message, path = match["message"], match["path"] or ""
+    for pattern, hint in _HINTS.items():
+        if repr(pattern) in message:
+            message = hint
+    return f"{path}: {message}" if path else message
 
 
 def decode_line(line: bytes, number: int, source: str) -> MetricSample:

@@ -22,7 +22,7 @@ import msgspec
 
 import schemas
 from engine.durations import parse_duration
-from engine.errors import ConfigError, Problem
+from engine.errors import ConfigError, InvalidFileError, Problem
 from engine.validation import schema_problems
 from engine.yamlfile import load_yaml
 
@@ -71,6 +71,9 @@ class WorkerSettings(msgspec.Struct, kw_only=True):
     ack_wait: float = 30.0
     default_action: str = "log"
     plugin_dir: str | None = None
+    consumer: str = "flarebus-workers"  # the durable pull consumer all workers share
+    done_ttl: float = 24 * 3600.0  # how long (trigger id, action) completions are remembered
+    threads: int = 8  # thread pool for plain-def (blocking) plugins
 
 
 class SamplerSettings(msgspec.Struct, kw_only=True):
@@ -159,10 +162,11 @@ def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``, recursively; None in ``over`` means "not given"."""
     merged = dict(base)
     for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+        if isinstance(value, Mapping):
+            merged[key] = _merge(merged.get(key) or {}, value)
         elif value is not None:
             merged[key] = value
     return merged
@@ -188,7 +192,10 @@ def load_config(path: str | Path | None = None, *, env: Mapping[str, str] | None
     if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
         path = DEFAULT_CONFIG_FILE
     if path is not None:
-        doc = load_yaml(path)
+        try:
+            doc = load_yaml(path)
+        except InvalidFileError as exc:
+            raise ConfigError(exc.problems) from None
         source = doc.file
         if doc.data is not None:
             problems = schema_problems(doc, "config")

@@ -81,3 +81,27 @@ class PluginError(FlarebusError):
     def __str__(self) -> str:
         origin = f" (from {self.source})" if self.source else ""
         return f"plugin {self.plugin!r}{origin}: {self.message}"
+
+
+@dataclass(eq=False)
+class PluginConfigError(InvalidFileError):
+    """A plugin's config does not match what the plugin declared; ``problems`` says where."""
+
+    plugin: str = ""
+
+
+@dataclass(eq=False)
+class ActionError(FlarebusError):
+    """An action failed for one trigger: which plugin, why, on which try.
+
+    ``permanent`` marks failures a retry cannot fix (unknown plugin, invalid
+    config), which go to the dead-letter subject at once.
+    """
+
+    plugin: str
+    error: str
+    tries: int = 1
+    permanent: bool = False
+
+    def __str__(self) -> str:
+        return f"plugin {self.plugin!r} failed (try {self.tries}): {self.error}"

@@ -17,16 +17,20 @@ import msgspec
 
 #: A subject token: what may stand between two dots of a NATS subject.
 TOKEN = r"[A-Za-z0-9_\-]+"
+#: End of string. Plain ``$`` also matches before a trailing newline in Python's ``re`` (which
+#: msgspec and jsonschema both use), and a newline must never reach a subject.
+END = r"(?!\n)$"
 #: A metric name: one or more tokens joined by dots (``cpu.usage``, ``http.requests_total``).
-METRIC_NAME_PATTERN = rf"^{TOKEN}(\.{TOKEN})*$"
+METRIC_NAME_PATTERN = rf"^{TOKEN}(\.{TOKEN})*{END}"
 #: A label name, as in Prometheus.
-LABEL_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+LABEL_NAME_PATTERN = rf"^[A-Za-z_][A-Za-z0-9_]*{END}"
+TOKEN_PATTERN = rf"^{TOKEN}{END}"
 
 _metric_name_re = re.compile(METRIC_NAME_PATTERN)
-_token_re = re.compile(rf"^{TOKEN}$")
+_token_re = re.compile(TOKEN_PATTERN)
 
 MetricName = Annotated[str, msgspec.Meta(pattern=METRIC_NAME_PATTERN, max_length=255)]
-SourceName = Annotated[str, msgspec.Meta(pattern=rf"^{TOKEN}$", max_length=255)]
+SourceName = Annotated[str, msgspec.Meta(pattern=TOKEN_PATTERN, max_length=255)]
 LabelName = Annotated[str, msgspec.Meta(pattern=LABEL_NAME_PATTERN, max_length=128)]
 Labels = dict[LabelName, str]
 Timestamp = Annotated[float, msgspec.Meta(ge=0)]
@@ -57,9 +61,11 @@ class MetricSample(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=Tru
     labels: Labels = {}
 
     def __post_init__(self) -> None:
-        _require_finite("value", self.value)
-        if self.ts is not None:
-            _require_finite("ts", self.ts)
+        # Decoding checks the Meta constraints; these are what a Python caller can still hand in.
+        if not math.isfinite(self.value):
+            raise ValueError(f"`value` must be a finite number, got {self.value!r}")
+        if self.ts is not None and not (self.ts >= 0 and math.isfinite(self.ts)):
+            raise ValueError(f"`ts` must be Unix seconds (finite, >= 0), got {self.ts!r}")
 
 
 class Stack(msgspec.Struct, forbid_unknown_fields=True):

@@ -6,10 +6,12 @@
         await pub.sample("cpu.usage", 93.5, host="web-1")
 
 With batching on (the default), samples sent close together go out as one
-JSON-array message per subject: a batch is flushed when it holds
-``max_batch`` samples or ``max_bytes`` bytes, or ``linger`` seconds after its
-first sample, whichever comes first, and on ``flush()``/``close()``. With
-``batch=False`` each sample is its own message, as soon as it is sent.
+JSON-array message per subject: a batch is sent when it holds ``max_batch``
+samples, or ``linger`` seconds after its first sample, and on
+``flush()``/``close()``; no message exceeds ``max_bytes`` (nor the server's
+max_payload) — a batch that encodes larger is split. Batches hold the Structs
+and are encoded once, as a list, which is what makes batching cheap per
+sample. With ``batch=False`` each sample is its own message, sent at once.
 
 The trace context of the caller (if a span is recording) travels in the NATS
 headers, so the engine's spans join the publisher's trace.
@@ -18,7 +20,6 @@ headers, so the engine's spans join the publisher's trace.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Iterable
 from types import TracebackType
@@ -35,14 +36,26 @@ DEFAULT_LINGER = 0.005
 
 
 class _Batch:
-    """Encoded samples waiting to go out on one subject."""
+    """Samples waiting to go out on one subject, and the trace context of the first."""
 
-    __slots__ = ("headers", "nbytes", "parts")
+    __slots__ = ("headers", "samples")
 
     def __init__(self, headers: dict[str, str] | None) -> None:
-        self.parts: list[bytes] = []
-        self.nbytes = 2
+        self.samples: list[MetricSample | StackSample] = []
         self.headers = headers
+
+
+def _number(value: object) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise SampleError(f"value: {value!r} is not a number") from None
+
+
+def _check_labels(labels: dict[str, object]) -> None:
+    for key, label in labels.items():
+        if not isinstance(label, str):
+            raise SampleError(f"labels.{key}: must be a string, got {label!r}")
 
 
 class Publisher:
@@ -57,8 +70,8 @@ class Publisher:
         self._stacks_prefix = stacks_prefix
         self._batching = batch
         self._max_batch = max(1, max_batch)
-        limit = nc.max_payload if nc.is_connected and nc.max_payload else max_bytes + 1024
-        self._max_bytes = max(1024, min(max_bytes, limit - 1024))
+        server_limit = nc.max_payload if nc.is_connected and nc.max_payload else max_bytes
+        self._max_bytes = max(1024, min(max_bytes, server_limit))
         self._linger = linger
         self._stamp = stamp
         # metric name -> subject; doubles as the cache of names already validated
@@ -80,28 +93,32 @@ class Publisher:
 
     async def sample(self, name: str, value: float, ts: float | None = None, /,
                      **labels: str) -> None:
-        """Publish one sample of ``name``; keyword arguments are its labels."""
-        subject = self._subject(name)
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            raise SampleError(f"value: {value!r} is not a number") from None
-        if not math.isfinite(value):
-            raise SampleError(f"value: must be a finite number, got {value!r}")
-        for key, label in labels.items():
-            if not isinstance(label, str):
-                raise SampleError(f"labels.{key}: must be a string, got {label!r}")
+        """Publish one sample of ``name``; keyword arguments are its labels.
+
+        The hot path of every user program: names are validated once and
+        cached, and a batched sample costs a Struct and a list append.
+        """
+        subject = self._subjects.get(name) or self._subject(name)
+        if value.__class__ is not float:
+            value = _number(value)
         if ts is None and self._stamp:
             ts = time.time()
-        elif ts is not None and not (math.isfinite(ts) and ts >= 0):
-            raise SampleError(f"ts: must be Unix seconds (a finite number >= 0), got {ts!r}")
-        await self._put(subject, encoder.encode(MetricSample(name, value, ts, labels)))
+        if labels:
+            _check_labels(labels)
+        try:
+            sample = MetricSample(name, value, ts, labels)
+        except ValueError as exc:  # MetricSample.__post_init__: NaN, infinity, negative ts
+            raise SampleError(str(exc).replace("`", "").replace(" must", ": must", 1)) from None
+        if not self._batching:
+            await self._put(subject, sample)
+        elif full := self._buffer(subject, sample):
+            await self._publish(subject, full.samples, full.headers)
 
     async def send(self, sample: MetricSample) -> None:
         """Publish an already built (and so already validated) MetricSample."""
         if sample.ts is None and self._stamp:
             sample = MetricSample(sample.name, sample.value, time.time(), sample.labels)
-        await self._put(self._subject(sample.name), encoder.encode(sample))
+        await self._put(self._subject(sample.name), sample)
 
     async def send_many(self, samples: Iterable[MetricSample]) -> None:
         for sample in samples:
@@ -113,26 +130,29 @@ class Publisher:
             raise SampleError(f"source: {sample.source!r} is not a subject token")
         if sample.ts is None and self._stamp:
             sample.ts = time.time()
-        await self._put(f"{self._stacks_prefix}.{sample.source}", encoder.encode(sample))
+        await self._put(f"{self._stacks_prefix}.{sample.source}", sample)
 
-    async def _put(self, subject: str, payload: bytes) -> None:
+    async def _put(self, subject: str, sample: MetricSample | StackSample) -> None:
         if not self._batching:
-            await self._nc.publish(subject, payload, headers=telemetry.inject_headers())
+            await self._nc.publish(subject, encoder.encode(sample),
+                                   headers=telemetry.inject_headers())
             self.published_messages += 1
             self.published_samples += 1
-            return
+        elif full := self._buffer(subject, sample):
+            await self._publish(subject, full.samples, full.headers)
+
+    def _buffer(self, subject: str, sample: MetricSample | StackSample) -> _Batch | None:
+        """Add to the subject's batch (synchronous: no coroutine per sample); the batch if full."""
         batch = self._pending.get(subject)
         if batch is None:
             batch = self._pending[subject] = _Batch(telemetry.inject_headers())
-        elif batch.nbytes + len(payload) + 1 > self._max_bytes:
-            await self._publish_batch(subject, self._pending.pop(subject))
-            batch = self._pending[subject] = _Batch(telemetry.inject_headers())
-        batch.parts.append(payload)
-        batch.nbytes += len(payload) + 1
-        if len(batch.parts) >= self._max_batch:
-            await self._publish_batch(subject, self._pending.pop(subject))
-        elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._linger, self._on_linger)
+            if self._timer is None:
+                self._timer = asyncio.get_running_loop().call_later(self._linger,
+                                                                    self._on_linger)
+        batch.samples.append(sample)
+        if len(batch.samples) >= self._max_batch:
+            return self._pending.pop(subject)
+        return None
 
     def _on_linger(self) -> None:
         self._timer = None
@@ -140,21 +160,27 @@ class Publisher:
         self._flushing.add(task)
         task.add_done_callback(self._flushing.discard)
 
-    async def _publish_batch(self, subject: str, batch: _Batch) -> None:
-        parts = batch.parts
-        payload = parts[0] if len(parts) == 1 else b"[" + b",".join(parts) + b"]"
-        await self._nc.publish(subject, payload, headers=batch.headers)
+    async def _publish(self, subject: str, samples: list[MetricSample | StackSample],
+                       headers: dict[str, str] | None) -> None:
+        """One message for ``samples``, or two halves (recursively) if it would be too big."""
+        payload = encoder.encode(samples[0] if len(samples) == 1 else samples)
+        if len(payload) > self._max_bytes and len(samples) > 1:
+            middle = len(samples) // 2
+            await self._publish(subject, samples[:middle], headers)
+            await self._publish(subject, samples[middle:], headers)
+            return
+        await self._nc.publish(subject, payload, headers=headers)
         self.published_messages += 1
-        self.published_samples += len(parts)
+        self.published_samples += len(samples)
 
     async def flush(self) -> None:
-        """Send every pending batch now and flush the connection."""
+        """Send every pending batch now."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         pending, self._pending = self._pending, {}
         for subject, batch in pending.items():
-            await self._publish_batch(subject, batch)
+            await self._publish(subject, batch.samples, batch.headers)
 
     async def close(self) -> None:
         """Flush what is pending and wait until the server has it; the connection stays open."""

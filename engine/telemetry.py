@@ -28,8 +28,11 @@ _configured = False
 def inject_headers() -> dict[str, str] | None:
     """The current trace context as NATS headers, or None when nothing is being traced.
 
-    Called per published message, so the common case (no span) costs one lookup.
+    Called per published message, so the common case (an empty context: nothing
+    traced) costs one context-variable lookup.
     """
+    if not otel_context.get_current():
+        return None
     if not trace.get_current_span().get_span_context().is_valid:
         return None
     carrier: dict[str, str] = {}

@@ -47,7 +47,7 @@ class Collector:
         self.messages: list[Msg] = []
         self._arrived = asyncio.Event()
 
-    async def __call__(self, msg: Msg) -> None:
+    async def on_message(self, msg: Msg) -> None:
         self.messages.append(msg)
         self._arrived.set()
 
@@ -63,7 +63,7 @@ class Collector:
 
 async def collect(nc: Client, subject: str) -> Collector:
     collector = Collector()
-    await nc.subscribe(subject, cb=collector)
+    await nc.subscribe(subject, cb=collector.on_message)
     await nc.flush()
     return collector
 
