@@ -22,12 +22,7 @@ import msgspec
 from engine import bus
 from engine.cliopts import add_nats_options, settings
 from engine.errors import SampleError
-from engine.events import (
-    LABEL_NAME_PATTERN,
-    METRIC_NAME_PATTERN,
-    MetricSample,
-    metric_sample,
-)
+from engine.events import MetricSample, metric_sample
 from engine.publish import Publisher
 
 _line_decoder = msgspec.json.Decoder(MetricSample)
@@ -72,22 +67,20 @@ def sample_from_args(args: argparse.Namespace) -> MetricSample:
         raise SampleError(_field_message(exc), source="arguments") from None
 
 
-_AT = re.compile(r"^(?P<message>.*?)(?: - at (?P<key>`key` in )?`\$\.?(?P<path>[^`]*)`)?$", re.S)
-_HINTS = {
-    METRIC_NAME_PATTERN: "is not a metric name (dot-separated tokens of letters, digits, _ and -)",
-    LABEL_NAME_PATTERN: "has a label name that is not letters, digits and _ (not starting with a "
-                        "digit)",
-}
+_AT = re.compile(r"^(?P<message>.*?)(?: - at (?:`key` in )?`\$\.?(?P<path>[^`]*)`)?$", re.S)
+_FIELD_FIRST = re.compile(r"^`(?P<field>[a-z_]+)` (?P<rest>.*)$", re.S)
 
 
 def _field_message(exc: msgspec.ValidationError) -> str:
-    """msgspec says 'Expected `float`, got `str` - at `$.value`'; lead with the field instead."""
+    """Lead with the field: msgspec says 'Expected `float`, got `str` - at `$.value`',
+    flarebus says 'value: Expected `float`, got `str`'."""
     match = _AT.match(str(exc))
     assert match is not None  # the pattern matches any text
     message, path = match["message"], match["path"] or ""
-    for pattern, hint in _HINTS.items():
-        if repr(pattern) in message:
-            message = hint
+    own = _FIELD_FIRST.match(message)  # MetricSample.__post_init__: "`name` 'x y' is not ..."
+    if own:
+        path = ".".join(p for p in (path, own["field"]) if p)
+        message = own["rest"]
     return f"{path}: {message}" if path else message
 
 

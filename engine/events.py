@@ -26,14 +26,44 @@ METRIC_NAME_PATTERN = rf"^{TOKEN}(\.{TOKEN})*{END}"
 LABEL_NAME_PATTERN = rf"^[A-Za-z_][A-Za-z0-9_]*{END}"
 TOKEN_PATTERN = rf"^{TOKEN}{END}"
 
-_metric_name_re = re.compile(METRIC_NAME_PATTERN)
 _token_re = re.compile(TOKEN_PATTERN)
 
-MetricName = Annotated[str, msgspec.Meta(pattern=METRIC_NAME_PATTERN, max_length=255)]
 SourceName = Annotated[str, msgspec.Meta(pattern=TOKEN_PATTERN, max_length=255)]
 LabelName = Annotated[str, msgspec.Meta(pattern=LABEL_NAME_PATTERN, max_length=128)]
 Labels = dict[LabelName, str]
 Timestamp = Annotated[float, msgspec.Meta(ge=0)]
+
+
+class _KnownGood:
+    """Strings already checked against a pattern, so each distinct one is matched once.
+
+    msgspec runs a ``Meta(pattern=...)`` through ``re`` for every value it decodes,
+    which made a metric sample five times dearer to decode than without it; names and
+    label keys repeat endlessly, so a set lookup answers almost every time. Bounded:
+    hostile input with endless distinct names only makes the set start over.
+    """
+
+    __slots__ = ("_good", "_limit", "_max_length", "_pattern")
+
+    def __init__(self, pattern: str, max_length: int, limit: int = 65_536) -> None:
+        self._pattern = re.compile(pattern)
+        self._max_length = max_length
+        self._limit = limit
+        self._good: set[str] = set()
+
+    def __contains__(self, text: str) -> bool:
+        if text in self._good:
+            return True
+        if len(text) > self._max_length or self._pattern.match(text) is None:
+            return False
+        if len(self._good) >= self._limit:
+            self._good.clear()
+        self._good.add(text)
+        return True
+
+
+_metric_names = _KnownGood(METRIC_NAME_PATTERN, 255)
+_label_names = _KnownGood(LABEL_NAME_PATTERN, 128)
 
 
 def _require_finite(field: str, value: float) -> None:
@@ -44,7 +74,7 @@ def _require_finite(field: str, value: float) -> None:
 
 def is_metric_name(name: str) -> bool:
     """True when ``name`` can be the tail of a ``metrics.<name>`` subject."""
-    return len(name) <= 255 and _metric_name_re.match(name) is not None
+    return name in _metric_names
 
 
 def is_token(name: str) -> bool:
@@ -52,20 +82,33 @@ def is_token(name: str) -> bool:
     return _token_re.match(name) is not None
 
 
-class MetricSample(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
-    """One observation of one series, published on ``metrics.<name>``."""
+METRIC_NAME_HINT = "is not a metric name (dot-separated tokens of letters, digits, _ and -)"
+LABEL_NAME_HINT = "is not a label name (letters, digits and _, not starting with a digit)"
 
-    name: MetricName
+
+class MetricSample(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
+    """One observation of one series, published on ``metrics.<name>``.
+
+    The checks live in ``__post_init__`` rather than in ``Meta`` constraints: they
+    run on decode and on construction alike, and they are the engine's hot path
+    (see _KnownGood). schemas/metric_sample.schema.json states the same rules.
+    """
+
+    name: str
     value: float
-    ts: Timestamp | None = None
-    labels: Labels = {}
+    ts: float | None = None
+    labels: dict[str, str] = {}
 
     def __post_init__(self) -> None:
-        # Decoding checks the Meta constraints; these are what a Python caller can still hand in.
+        if self.name not in _metric_names:
+            raise ValueError(f"`name` {self.name!r} {METRIC_NAME_HINT}")
         if not math.isfinite(self.value):
             raise ValueError(f"`value` must be a finite number, got {self.value!r}")
         if self.ts is not None and not (self.ts >= 0 and math.isfinite(self.ts)):
             raise ValueError(f"`ts` must be Unix seconds (finite, >= 0), got {self.ts!r}")
+        for key in self.labels:
+            if key not in _label_names:
+                raise ValueError(f"`labels` key {key!r} {LABEL_NAME_HINT}")
 
 
 class Stack(msgspec.Struct, forbid_unknown_fields=True):

@@ -1,0 +1,1 @@
+"""The built-in plugins: log, file, http, webhook, slack, nats (see actions.registry.BUILTINS)."""

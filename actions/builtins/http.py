@@ -1,0 +1,113 @@
+"""``http``: POST the trigger JSON to a URL; success only on a 2xx answer.
+
+The URL is ``config.url``, else ``HTTP_PLUGIN_ENDPOINT``. With ``secret``,
+the body is signed with HMAC-SHA256 and the signature sent as
+``<signature_header>: sha256=<hex>`` (GitHub's webhook convention), so the
+receiver can verify the trigger came from flarebus. ``allow_hosts`` limits
+where rule authors may send triggers. A 4xx answer other than 408/429 is a
+permanent failure (dead-lettered at once: retrying an unauthorized or bad
+request cannot help); 5xx, 408, 429, timeouts and connection errors retry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from typing import Annotated, Any
+
+import msgspec
+
+from actions.api import Action, Sink
+from actions.httpclient import HttpError, check_url, post
+from engine.errors import ActionError
+from engine.events import Trigger, encoder
+
+SIGNATURE_HEADER = "X-Flarebus-Signature"
+RETRYABLE_4XX = {408, 425, 429}
+
+
+class HttpConfig(msgspec.Struct, forbid_unknown_fields=True):
+    url: str | None = None
+    timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    headers: dict[str, str] = {}
+    secret: str | None = None
+    signature_header: str = SIGNATURE_HEADER
+    allow_hosts: list[str] | None = None
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The signature header value: ``sha256=`` and the hex HMAC-SHA256 of the body."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class HttpPoster:
+    """What the http action and the webhook sinks share: URL, headers, signing, status check."""
+
+    name: str
+    config: Any
+
+    def setup(self, config: HttpConfig) -> None:
+        self.config = config
+        self.url = config.url or os.environ.get("HTTP_PLUGIN_ENDPOINT") or None
+
+    def check(self) -> None:
+        if self.url is not None:
+            check_url(self.url, self.config.allow_hosts)
+
+    async def send(self, body: bytes) -> None:
+        if self.url is None:
+            raise ActionError(self.name, "no url: set config.url or HTTP_PLUGIN_ENDPOINT",
+                              permanent=True)
+        try:
+            check_url(self.url, self.config.allow_hosts)
+        except ValueError as exc:
+            raise ActionError(self.name, str(exc), permanent=True) from None
+        headers = dict(self.config.headers)
+        if self.config.secret:
+            headers[self.config.signature_header] = sign(self.config.secret, body)
+        try:
+            response = await post(self.url, body, headers=headers, timeout=self.config.timeout)
+        except TimeoutError:
+            raise ActionError(self.name, f"POST {self.url}: no answer within "
+                                         f"{self.config.timeout:g}s") from None
+        except HttpError as exc:
+            raise ActionError(self.name, f"POST {self.url}: {exc}") from None
+        if not response.ok:
+            permanent = 400 <= response.status < 500 and response.status not in RETRYABLE_4XX
+            raise ActionError(self.name, f"POST {self.url}: HTTP {response.status} "
+                                         f"{response.reason}".rstrip(), permanent=permanent)
+
+
+class HttpAction(HttpPoster, Action):
+    """POSTs the trigger, exactly as on the wire, as ``application/json``."""
+
+    name = "http"
+    config_schema = HttpConfig
+
+    def init(self, config: HttpConfig) -> None:
+        self.setup(config)
+
+    def validate_config(self) -> None:
+        self.check()
+
+    async def execute(self, trigger: Trigger) -> None:
+        await self.send(encoder.encode(trigger))
+
+
+class HttpSink(HttpPoster, Sink):
+    """A sink that POSTs a JSON body built from (rule_name, msg)."""
+
+    config_schema = HttpConfig
+
+    def init(self, config: HttpConfig) -> None:
+        self.setup(config)
+
+    def validate_config(self) -> None:
+        self.check()
+
+    def body(self, rule_name: str, msg: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def notify(self, rule_name: str, msg: str) -> None:
+        await self.send(encoder.encode(self.body(rule_name, msg)))

@@ -1,0 +1,45 @@
+"""Assembling a worker from a Config: discover, validate, connect, serve.
+
+``flarebus worker`` and ``flarebus up`` both call :func:`run_worker`; a plugin
+config error or a plugin name clash stops the worker before it takes any
+trigger (fail fast and loud, with file:line:column), while a broken plugin
+file is only reported.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from actions.host import PluginHost
+from actions.registry import Registry, discover
+from actions.worker import Worker, serve
+from engine import bus
+from engine.config import Config
+from engine.yamlfile import YamlDocument, load_yaml
+
+log = logging.getLogger("flarebus.worker")
+
+
+def config_document(config: Config) -> YamlDocument | None:
+    """The config file again, for error positions in its ``plugins:`` section."""
+    return load_yaml(config.source) if config.source else None
+
+
+def registry_for(config: Config) -> Registry:
+    registry = discover(config.worker.plugin_dir)
+    registry.check()
+    return registry
+
+
+async def run_worker(config: Config, *, handle_signals: bool = True) -> Worker:
+    """Run a worker until SIGTERM/SIGINT; returns it (drained) afterwards."""
+    registry = registry_for(config)
+    nc = await bus.connect(config.nats, retry_initial=True)
+    host = PluginHost(registry, config.plugins, default_timeout=config.worker.timeout,
+                      threads=config.worker.threads, config_doc=config_document(config), nc=nc)
+    try:
+        await host.start()
+        return await serve(nc, host, config.worker, handle_signals=handle_signals)
+    finally:
+        await host.close()
+        await bus.close(nc)

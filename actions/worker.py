@@ -1,0 +1,421 @@
+"""The action worker: one shared durable pull consumer, at-least-once actions, clean drain.
+
+Every worker process binds the same durable consumer on ``FLAREBUS_TRIGGERS``
+(filter ``triggers.*``), so JetStream splits the load between however many
+run, and a message a dead worker held is redelivered to the others after
+``ack_wait``. For each trigger:
+
+- its actions run concurrently (a rule naming none gets ``ACTION_PLUGIN``);
+- an action already recorded as done for this trigger id (KV bucket
+  ``FLAREBUS_ACTIONS_DONE``) is skipped on redelivery;
+- all succeeded: ack. Some failed: the successes are recorded, the message is
+  nak'ed with an exponential delay and any worker retries it (the delivery
+  count is the try count). After ``max_tries``, or on a failure no retry can
+  fix, the trigger goes to ``triggers.dead.<rule>`` with the plugin, the error
+  and the try count in headers, and is acked;
+- while actions run, ``in_progress`` resets the server's redelivery timer.
+
+SIGTERM stops fetching, waits ``grace`` for what runs, naks the rest, exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+from nats.js.kv import KeyValue
+from opentelemetry import trace
+from opentelemetry.trace import INVALID_SPAN, Status, StatusCode
+
+from actions.host import PluginHost
+from engine import bus
+from engine.config import WorkerSettings
+from engine.errors import ActionError
+from engine.events import ActionRef, Trigger, trigger_decoder
+from engine.telemetry import extract_context, meter, tracer
+
+log = logging.getLogger("flarebus.worker")
+
+PLUGIN_HEADER = "Flarebus-Plugin"
+ERROR_HEADER = "Flarebus-Error"
+TRIES_HEADER = "Flarebus-Tries"
+MAX_HEADER = 1000
+_NO_SPAN = contextlib.nullcontext(INVALID_SPAN)
+#: How long one pull request waits for messages before it is renewed.
+FETCH_WAIT = 5.0
+
+_run = meter.create_counter("flarebus.actions.run", description="actions started")
+_failed = meter.create_counter("flarebus.actions.failed", description="action attempts failed")
+_retried = meter.create_counter("flarebus.actions.retried", description="triggers retried")
+_dead = meter.create_counter("flarebus.actions.dead_lettered",
+                             description="triggers dead-lettered")
+_latency = meter.create_histogram("flarebus.action.latency", unit="s",
+                                  description="action run time")
+
+
+def done_key(trigger_id: str, index: int, plugin: str) -> str:
+    """The KV key recording that action ``index`` (``plugin``) of a trigger succeeded.
+
+    Hashed: trigger ids and plugin names may hold characters KV keys may not.
+    """
+    raw = f"{trigger_id}\x00{index}\x00{plugin}".encode()
+    return hashlib.blake2b(raw, digest_size=20).hexdigest()
+
+
+def backoff(tries: int, initial: float, maximum: float) -> float:
+    """The delay before try ``tries + 1``: initial, 2x, 4x ... capped at ``maximum``."""
+    return min(initial * 2 ** max(tries - 1, 0), maximum)
+
+
+def _header_text(text: str) -> str:
+    """Header values are one line and bounded."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= MAX_HEADER else flat[: MAX_HEADER - 3] + "..."
+
+
+@dataclass
+class Outcome:
+    """What happened to one trigger's actions in one delivery."""
+
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failures: list[ActionError] = field(default_factory=list)
+
+
+class Worker:
+    """Consumes triggers and runs their actions through a PluginHost."""
+
+    def __init__(self, nc: Client, host: PluginHost, settings: WorkerSettings) -> None:
+        self.nc = nc
+        self.host = host
+        self.settings = settings
+        self.js: JetStreamContext = nc.jetstream()
+        self.kv: KeyValue | None = None
+        self.psub: Any = None
+        #: Fetched and not yet settled (acked, nak'ed or dead-lettered): heartbeated.
+        self.inflight: dict[int, Msg] = {}  # by id(): Msg is not hashable
+        #: Fetched, waiting for one of the `concurrency` runners. Up to `batch` wait here,
+        #: so the next pull overlaps the running actions.
+        self.queue: asyncio.Queue[Msg] = asyncio.Queue()
+        self.stopping = asyncio.Event()
+        self._slot = asyncio.Event()
+        self.max_inflight = settings.concurrency + settings.batch
+        # No tracer provider installed: spans would be no-ops; skip building them per action.
+        self.tracing = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+        self.handled = 0
+
+    # -- setup ---------------------------------------------------------------------------
+
+    def consumer_config(self) -> ConsumerConfig:
+        s = self.settings
+        return ConsumerConfig(
+            durable_name=s.consumer, ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL, filter_subject=bus.TRIGGERS_FILTER,
+            ack_wait=s.ack_wait, max_deliver=-1,
+            max_ack_pending=max(1000, s.concurrency * 64),
+            description="flarebus action workers (shared by every worker process)")
+
+    async def setup(self) -> None:
+        """The stream, the done bucket and the shared consumer (created or brought in line)."""
+        await bus.ensure_triggers_stream(self.js)
+        self.kv = await bus.actions_done_bucket(self.js, ttl=self.settings.done_ttl)
+        config = self.consumer_config()
+        try:
+            await self.js.add_consumer(bus.TRIGGERS_STREAM, config)
+        except Exception as exc:  # exists with immutable differences: use it as it is
+            log.warning("consumer %s: keeping the existing config (%s)", config.durable_name, exc)
+        self.psub = await self.js.pull_subscribe_bind(
+            durable=self.settings.consumer, stream=bus.TRIGGERS_STREAM)
+
+    # -- main loop -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Fetch and handle until ``stop()``; then drain within the grace period."""
+        heartbeat = asyncio.create_task(self._heartbeat())
+        runners = [asyncio.create_task(self._runner()) for _ in range(self.settings.concurrency)]
+        try:
+            await self._fetch_loop()
+        finally:
+            await self.drain(runners)
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            # nats-py's pull subscription never marks fetched messages done, so a later
+            # connection drain would wait its full timeout on it: unsubscribe first.
+            with contextlib.suppress(Exception):
+                await self.psub.unsubscribe()
+
+    async def _fetch_loop(self) -> None:
+        low_water = max(1, self.settings.batch // 2)
+        while not self.stopping.is_set():
+            free = self.max_inflight - len(self.inflight)
+            if free < low_water:  # pull in batches, not one message per freed slot
+                self._slot.clear()
+                await self._wait_any(self._slot)
+                continue
+            try:
+                msgs = await self._fetch(min(self.settings.batch, free))
+            except (TimeoutError, NatsTimeoutError):
+                continue
+            except Exception as exc:  # disconnected, server restarting: try again
+                if self.stopping.is_set():
+                    break
+                log.warning("fetch failed: %s", exc or type(exc).__name__)
+                await self._wait_any(None, 0.5)
+                continue
+            for msg in msgs:
+                self.inflight[id(msg)] = msg
+                self.queue.put_nowait(msg)
+
+    async def _runner(self) -> None:
+        """One of `concurrency` loops: take a fetched trigger, process it, settle it."""
+        while True:
+            msg = await self.queue.get()
+            try:
+                if self.stopping.is_set():  # fetched but not started: hand it back
+                    with contextlib.suppress(Exception):
+                        await msg.nak()
+                else:
+                    await self.process(msg)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("trigger handling crashed; it will be redelivered")
+            finally:
+                self.inflight.pop(id(msg), None)
+                self._slot.set()
+
+    async def _fetch(self, batch: int) -> list[Msg]:
+        """One pull request, abandoned when ``stop()`` is called (so stopping is immediate).
+
+        A message the server sends to an abandoned request is not lost: unacked, it is
+        redelivered after ``ack_wait``.
+        """
+        fetch = asyncio.ensure_future(self.psub.fetch(batch, timeout=FETCH_WAIT))
+        stop = asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait([fetch, stop], return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not fetch.done():
+            fetch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await fetch
+            return []
+        return fetch.result()
+
+    async def _wait_any(self, event: asyncio.Event | None, timeout: float | None = None) -> None:
+        waits = [asyncio.ensure_future(self.stopping.wait())]
+        if event is not None:
+            waits.append(asyncio.ensure_future(event.wait()))
+        _, pending = await asyncio.wait(waits, timeout=timeout,
+                                        return_when=asyncio.FIRST_COMPLETED)
+        for p in pending:
+            p.cancel()
+
+    def stop(self) -> None:
+        """Stop fetching; ``run()`` then drains and returns."""
+        if not self.stopping.is_set():
+            log.info("stopping: finishing %d in-flight trigger(s) within %gs",
+                     len(self.inflight), self.settings.grace)
+        self.stopping.set()
+
+    async def drain(self, runners: list[asyncio.Task[None]]) -> None:
+        """Let running triggers finish within ``grace``; nak the rest (queued or cut off)."""
+        deadline = time.monotonic() + self.settings.grace
+        while self.inflight and time.monotonic() < deadline:
+            if self.queue.qsize() >= len(self.inflight):
+                break  # only queued ones left: the runners nak them as they take them
+            await asyncio.sleep(0.02)
+        while not self.queue.empty() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)  # runners are nak-ing the queued ones
+        for task in runners:
+            task.cancel()  # a trigger still running is nak'ed by process()
+        await asyncio.wait(runners, timeout=5)
+        if self.inflight:
+            log.warning("grace period over: handing %d trigger(s) back", len(self.inflight))
+        for msg in list(self.inflight.values()):
+            with contextlib.suppress(Exception):
+                await msg.nak()
+        self.inflight.clear()
+
+    async def _heartbeat(self) -> None:
+        """Tell the server every in-flight trigger is still being worked on."""
+        interval = max(self.settings.ack_wait / 3, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            for msg in list(self.inflight.values()):
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
+
+    # -- one trigger ---------------------------------------------------------------------
+
+    async def process(self, msg: Msg) -> None:
+        """Run one trigger's actions; ack, nak for retry, or dead-letter."""
+        tries = msg.metadata.num_delivered if msg.metadata else 1
+        try:
+            trigger = trigger_decoder.decode(msg.data)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            rule = msg.subject.rsplit(".", 1)[-1]
+            await self.dead_letter(msg, rule, [ActionError("-", f"invalid trigger: {exc}",
+                                                           tries, permanent=True)], tries)
+            return
+        try:
+            outcome = await self.run_actions(msg, trigger, tries)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            raise
+        self.handled += 1
+        if not outcome.failures:
+            await msg.ack()
+            return
+        permanent = any(f.permanent for f in outcome.failures)
+        if permanent or tries >= self.settings.max_tries:
+            await self.dead_letter(msg, trigger.rule, outcome.failures, tries)
+            return
+        delay = backoff(tries, self.settings.backoff_initial, self.settings.backoff_max)
+        for failure in outcome.failures:
+            log.warning("trigger %s: %s; retrying in %gs", trigger.id, failure, delay)
+        _retried.add(1, {"rule": trigger.rule})
+        await msg.nak(delay=delay)
+
+    def refs(self, trigger: Trigger) -> Sequence[ActionRef]:
+        return trigger.actions or [ActionRef(plugin=self.settings.default_action)]
+
+    async def run_actions(self, msg: Msg, trigger: Trigger, tries: int) -> Outcome:
+        refs = self.refs(trigger)
+        outcome = Outcome()
+        # One action: the ack is its record. Several: each success is recorded so a
+        # retry (or a redelivery after a crash) runs only what has not succeeded.
+        record = len(refs) > 1
+        parent = extract_context(msg.headers)
+        results: list[Any]
+        if len(refs) == 1:  # the common case, without gather's tasks
+            try:
+                results = [await self.run_one(0, refs[0], trigger, tries, parent, record)]
+            except Exception as exc:
+                results = [exc]
+        else:
+            results = await asyncio.gather(
+                *(self.run_one(i, ref, trigger, tries, parent, record)
+                  for i, ref in enumerate(refs)), return_exceptions=True)
+        for ref, result in zip(refs, results, strict=True):
+            if isinstance(result, ActionError):
+                outcome.failures.append(result)
+            elif isinstance(result, asyncio.CancelledError):
+                raise result
+            elif isinstance(result, BaseException):
+                outcome.failures.append(ActionError(ref.plugin, _describe(result), tries))
+            elif result:
+                outcome.ran.append(ref.plugin)
+            else:
+                outcome.skipped.append(ref.plugin)
+        return outcome
+
+    async def already_done(self, key: str) -> bool:
+        if self.kv is None:
+            return False
+        try:
+            await self.kv.get(key)
+        except NotFoundError:  # KeyNotFoundError and KeyDeletedError derive from it
+            return False
+        return True
+
+    async def run_one(self, index: int, ref: ActionRef, trigger: Trigger, tries: int,
+                      parent: Any, record: bool) -> bool:
+        """Run one action unless already done; True if it ran. ActionError on failure."""
+        key = done_key(trigger.id, index, ref.plugin) if record else ""
+        if record and tries > 1 and await self.already_done(key):
+            log.debug("trigger %s: %s already done, skipped", trigger.id, ref.plugin)
+            return False
+        attributes = {"plugin": ref.plugin, "rule": trigger.rule}
+        span_cm: Any = tracer.start_as_current_span(
+            "action.execute", context=parent, attributes={
+                "flarebus.plugin": ref.plugin, "flarebus.rule": trigger.rule,
+                "flarebus.trigger_id": trigger.id, "flarebus.try": tries,
+                "flarebus.action_index": index}) if self.tracing else _NO_SPAN
+        with span_cm as span:
+            _run.add(1, attributes)
+            started = time.perf_counter()
+            try:
+                await self.host.run(ref, trigger)
+            except ActionError as exc:
+                exc.tries = tries
+                self._failed(span, attributes, exc)
+                raise
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = ActionError(ref.plugin, _describe(exc), tries)
+                self._failed(span, attributes, error)
+                raise error from exc
+            finally:
+                _latency.record(time.perf_counter() - started, attributes)
+        if record and self.kv is not None:
+            try:
+                await self.kv.put(key, b"1")
+            except Exception as exc:  # the action succeeded; a missing record only risks a rerun
+                log.warning("could not record %s done for %s: %s", ref.plugin, trigger.id, exc)
+        return True
+
+    @staticmethod
+    def _failed(span: Any, attributes: dict[str, str], error: ActionError) -> None:
+        _failed.add(1, attributes)
+        span.set_status(Status(StatusCode.ERROR, error.error))
+        span.record_exception(error)
+
+    async def dead_letter(self, msg: Msg, rule: str, failures: Sequence[ActionError],
+                          tries: int) -> None:
+        """Publish the trigger to ``triggers.dead.<rule>`` with why, then ack it."""
+        plugins = ",".join(dict.fromkeys(f.plugin for f in failures))
+        errors = "; ".join(f"{f.plugin}: {f.error}" for f in failures)
+        headers = {
+            PLUGIN_HEADER: _header_text(plugins),
+            ERROR_HEADER: _header_text(errors),
+            TRIES_HEADER: str(tries),
+            bus.REASON_HEADER: _header_text(f"failed after {tries} tries: {errors}"),
+        }
+        msg_id = (msg.headers or {}).get(bus.MSG_ID_HEADER)
+        if msg_id:
+            headers[bus.MSG_ID_HEADER] = f"{msg_id}:dead"
+        for key in ("traceparent", "tracestate"):
+            if msg.headers and key in msg.headers:
+                headers[key] = msg.headers[key]
+        subject = bus.dead_letter_subject(rule if rule and "." not in rule else "invalid")
+        await self.js.publish(subject, msg.data, headers=headers)
+        _dead.add(1, {"rule": rule})
+        log.error("trigger dead-lettered to %s after %d tries: %s", subject, tries, errors)
+        await msg.ack()
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def serve(nc: Client, host: PluginHost, settings: WorkerSettings, *,
+                handle_signals: bool = True) -> Worker:
+    """Set up and run a worker until SIGTERM/SIGINT (or ``worker.stop()``)."""
+    worker = Worker(nc, host, settings)
+    await worker.setup()
+    if handle_signals:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+    log.info("worker ready: consumer %s, concurrency %d, plugins %s", settings.consumer,
+             settings.concurrency, ", ".join(sorted(host.registry.plugins)))
+    await worker.run()
+    return worker

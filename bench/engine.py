@@ -1,0 +1,321 @@
+"""Engine benchmarks: ingest throughput, publish->trigger latency, restart time.
+
+Every figure is printed next to a baseline measured in the same run, on the
+same embedded nats-server:
+
+1. ingest, single-sample messages: engine samples/s (1k rules, 10k series)
+   vs a bare nats-py subscriber that only decodes the same messages (goal >= 0.7)
+2. ingest, batched messages of 100 samples: engine samples/s (goal >= 250k/s)
+   vs the bare batched decode (goal >= 0.5)
+3. latency from publishing a crossing sample to the trigger's JetStream ack,
+   at 5k samples/s background load: p50, p99 (goal p99 < 20 ms)
+4. restart: engine start to resuming with 100k tracked series
+
+The load comes from a separate publisher process (this file, ``--role publisher``)
+so publishing does not share the measured event loop.
+
+    .venv/bin/python bench/engine.py            # about a minute
+    .venv/bin/python bench/engine.py --quick    # smaller, for a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# This file is bench/engine.py: its own directory must not shadow the `engine` package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(ROOT))
+
+import nats  # noqa: E402
+
+from engine.config import Config, EngineSettings, NatsSettings  # noqa: E402
+from engine.events import MetricSample, Trigger, decode_metrics, encoder  # noqa: E402
+from engine.nats_server import EmbeddedNats  # noqa: E402
+from engine.service import Engine  # noqa: E402
+
+METRICS = 250  # x 4 rules = 1000 rules
+RULES_PER_METRIC = 4
+SERIES_PER_METRIC = 40  # x 250 metrics = 10k series
+
+
+# ------------------------------------------------------------------ publisher process
+
+def build_messages(mode: str, count: int, base_ts: float, prefix: str) -> list[tuple[str, bytes]]:
+    """``count`` samples over 10k series, values below every threshold, ts increasing."""
+    out: list[tuple[str, bytes]] = []
+    if mode == "single":
+        for i in range(count):
+            m, s = i % METRICS, (i // METRICS) % SERIES_PER_METRIC
+            name = f"{prefix}{m}"
+            sample = MetricSample(name, float(i % 50), base_ts + i * 1e-6, {"series": f"s{s}"})
+            out.append((f"metrics.{name}", encoder.encode(sample)))
+    else:
+        per = 100
+        for b in range(count // per):
+            m = b % METRICS
+            name = f"{prefix}{m}"
+            batch = [MetricSample(name, float(j % 50), base_ts + (b * per + j) * 1e-6,
+                                  {"series": f"s{j % SERIES_PER_METRIC}"}) for j in range(per)]
+            out.append((f"metrics.{name}", encoder.encode(batch)))
+    return out
+
+
+async def publisher_role(args: argparse.Namespace) -> None:
+    nc = await nats.connect(args.url, pending_size=64 * 1024 * 1024)
+    if args.rate:  # background load: `rate` samples/s as batches of 50 every 10 ms
+        end = time.monotonic() + args.duration
+        tick = 0
+        while time.monotonic() < end:
+            now = time.time()
+            batch = [MetricSample(f"{args.prefix}{(tick + j) % METRICS}", 10.0, now,
+                                  {"series": f"s{j % SERIES_PER_METRIC}"})
+                     for j in range(int(args.rate / 100))]
+            for s in batch:
+                await nc.publish(f"metrics.{s.name}", encoder.encode(s))
+            tick += 1
+            await asyncio.sleep(0.01)
+        await nc.close()
+        return
+    messages = build_messages(args.mode, args.count, args.base_ts, args.prefix)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    for subject, payload in messages:
+        await nc.publish(subject, payload)
+    await nc.flush()
+    print("done", flush=True)
+    await nc.close()
+
+
+def start_publisher(url: str, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, __file__, "--role", "publisher", "--url", url,
+                             *extra], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+# ------------------------------------------------------------------ measured side
+
+def write_rules(path: Path, prefix: str) -> Path:
+    lines = ["rules:"]
+    for m in range(METRICS):
+        for r in range(RULES_PER_METRIC):
+            lines += [f"  - name: {prefix}-{m}-{r}", f"    metric: {prefix}{m}",
+                      f"    when: \"> {100 + r}\"", "    for: 10s", "    actions: [log]"]
+    lines += ["  - name: latency-probe", "    metric: latency.probe", "    when: \"> 100\"",
+              "    for: 0s", "    actions: [log]"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def run_load(url: str, mode: str, count: int, prefix: str,
+                   received: callable) -> float:  # type: ignore[valid-type]
+    """Publish ``count`` samples from a child process; seconds until all were consumed."""
+    proc = start_publisher(url, "--mode", mode, "--count", str(count),
+                           "--base-ts", str(time.time()), "--prefix", prefix)
+    assert proc.stdout is not None and proc.stdin is not None
+    assert proc.stdout.readline().strip() == "ready"
+    start = time.perf_counter()
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    while received() < count:
+        await asyncio.sleep(0.002)
+        if time.perf_counter() - start > 120:
+            raise RuntimeError(f"only {received()} of {count} samples consumed")
+    elapsed = time.perf_counter() - start
+    proc.wait()
+    return elapsed
+
+
+async def bare_rate(url: str, mode: str, count: int, prefix: str) -> float:
+    """Samples/s of a nats-py subscriber that only decodes."""
+    nc = await nats.connect(url)
+    seen = 0
+
+    async def cb(msg: nats.aio.msg.Msg) -> None:
+        nonlocal seen
+        seen += len(decode_metrics(msg.data))
+
+    await nc.subscribe("metrics.>", cb=cb, pending_msgs_limit=2_000_000,
+                       pending_bytes_limit=1024 * 1024 * 1024)
+    await nc.flush()
+    elapsed = await run_load(url, mode, count, prefix, lambda: seen)
+    await nc.close()
+    return count / elapsed
+
+
+async def engine_rate(engine: Engine, url: str, mode: str, count: int, prefix: str) -> float:
+    before = engine.stats.samples_received
+    elapsed = await run_load(url, mode, count, prefix,
+                             lambda: engine.stats.samples_received - before)
+    return count / elapsed
+
+
+def evaluator_rate(rules: Path, count: int) -> float:
+    """Samples/s of Evaluator.ingest alone on pre-decoded batches: the rules library's share."""
+    from engine.evaluator import Evaluator
+    from engine.rulefile import load_rules
+    evaluator = Evaluator(load_rules([rules]))
+    batches = [decode_metrics(p) for _, p in build_messages("batched", count, time.time(),
+                                                             "bench")]
+    began = time.perf_counter()
+    for batch in batches:
+        evaluator.ingest(batch, now=time.time())
+    return count / (time.perf_counter() - began)
+
+
+def decode_rate(count: int) -> float:
+    payloads = [p for _, p in build_messages("batched", count, time.time(), "bench")]
+    began = time.perf_counter()
+    for payload in payloads:
+        decode_metrics(payload)
+    return count / (time.perf_counter() - began)
+
+
+def engine_config(url: str) -> Config:
+    return Config(nats=NatsSettings(servers=[url], name="bench-engine"),
+                  engine=EngineSettings(checkpoint_interval=5.0,
+                                        pending_msgs_limit=2_000_000,
+                                        pending_bytes_limit=1024 * 1024 * 1024))
+
+
+async def latency(engine: Engine, url: str, probes: int, acked: dict[str, float],
+                  load_rate: int) -> list[float]:
+    """ms from publishing a crossing sample to its trigger's JetStream ack, under load."""
+    background = start_publisher(url, "--rate", str(load_rate), "--duration",
+                                 str(probes * 0.02 + 5), "--prefix", "bg")
+    nc = await nats.connect(url)
+    await asyncio.sleep(1.0)  # let the background load settle
+    results = []
+    for i in range(probes):
+        sent = time.perf_counter()
+        await nc.publish("metrics.latency.probe", encoder.encode(
+            MetricSample("latency.probe", 200.0, time.time(), {"probe": str(i)})))
+        await nc.flush()
+        while f"{i}" not in acked:
+            await asyncio.sleep(0)
+            if time.perf_counter() - sent > 5:
+                raise RuntimeError(f"probe {i} never acked")
+        results.append((acked[f"{i}"] - sent) * 1000)
+        await asyncio.sleep(0.01)
+    await nc.close()
+    background.terminate()
+    background.wait()
+    return results
+
+
+async def restart(url: str, tmp: Path, series: int) -> tuple[float, float, int]:
+    """Track ``series`` pending series, stop, start again: (checkpoint s, start s, keys restored).
+
+    Only pending and firing series have state worth storing (an inactive one
+    costs nothing to lose), so the series here are all pending: one rule per
+    metric, ``for: 1h``.
+    """
+    rules = tmp / "restart.yaml"
+    rules.write_text("rules:\n" + "".join(
+        f"  - name: restart-{m}\n    metric: restart{m}\n    when: \"> 0\"\n    for: 1h\n"
+        for m in range(METRICS)))
+    config = engine_config(url)
+    engine = Engine(config, [rules])
+    await engine.start()
+    nc = await nats.connect(url)
+    now = time.time()
+    per_metric = series // METRICS
+    for m in range(METRICS):
+        batch = [MetricSample(f"restart{m}", 1.0, now, {"series": f"r{k}"})
+                 for k in range(per_metric)]
+        for i in range(0, len(batch), 100):
+            await nc.publish(f"metrics.restart{m}", encoder.encode(batch[i:i + 100]))
+    await nc.flush()
+    await nc.close()
+    while engine.stats.samples_received < series:
+        await asyncio.sleep(0.01)
+    tracked = engine._stat("series")
+    began = time.perf_counter()
+    await engine.stop()
+    checkpoint_s = time.perf_counter() - began
+    engine = Engine(config, [rules])
+    began = time.perf_counter()
+    await engine.start()
+    start_s = time.perf_counter() - began
+    keys = engine.restored_keys
+    print(f"   tracked series before stop: {tracked}; tracked after restart: "
+          f"{engine._stat('series')}, pending {engine._stat('pending')}")
+    await engine.stop()
+    return checkpoint_s, start_s, keys
+
+
+async def main(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.WARNING)
+    single_n, batched_n = (50_000, 100_000) if args.quick else (200_000, 400_000)
+    probes = 100 if args.quick else 500
+    restart_series = 10_000 if args.quick else 100_000
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedNats(Path(tmp) / "nats") as server:
+        url = server.url
+        rules = write_rules(Path(tmp) / "rules.yaml", "bench")
+        print(f"flarebus engine bench: {METRICS * RULES_PER_METRIC} rules, "
+              f"{METRICS * SERIES_PER_METRIC} series")
+        bare_single = await bare_rate(url, "single", single_n, "bench")
+        bare_batched = await bare_rate(url, "batched", batched_n, "bench")
+        acked: dict[str, float] = {}
+
+        def on_acked(trigger: Trigger) -> None:
+            if trigger.rule == "latency-probe":
+                acked[trigger.labels["probe"]] = time.perf_counter()
+
+        engine = Engine(engine_config(url), [rules], on_acked=on_acked)
+        await engine.start()
+        try:
+            eng_single = await engine_rate(engine, url, "single", single_n, "bench")
+            eng_batched = await engine_rate(engine, url, "batched", batched_n, "bench")
+            print(f"1. ingest, single-sample messages ({single_n}):")
+            print(f"   bare nats-py decode : {bare_single:12,.0f} samples/s")
+            print(f"   engine              : {eng_single:12,.0f} samples/s  "
+                  f"ratio {eng_single / bare_single:.2f} (goal >= 0.7)")
+            print(f"2. ingest, batched messages of 100 ({batched_n} samples):")
+            print(f"   bare nats-py decode : {bare_batched:12,.0f} samples/s")
+            print(f"   engine              : {eng_batched:12,.0f} samples/s  "
+                  f"ratio {eng_batched / bare_batched:.2f} (goal >= 0.5, >= 250,000/s)")
+            print(f"   (evaluator alone, no NATS, same batches: "
+                  f"{evaluator_rate(rules, batched_n):,.0f} samples/s; decode alone: "
+                  f"{decode_rate(batched_n):,.0f} samples/s)")
+            lat = await latency(engine, url, probes, acked, 5000)
+            lat.sort()
+            p50 = statistics.median(lat)
+            p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+            print(f"3. latency publish -> trigger JetStream ack, 5k samples/s background, "
+                  f"{probes} probes:")
+            print(f"   p50 {p50:.2f} ms   p99 {p99:.2f} ms   max {lat[-1]:.2f} ms "
+                  f"(goal p99 < 20 ms)")
+        finally:
+            await engine.stop()
+        checkpoint_s, start_s, keys = await restart(url, Path(tmp), restart_series)
+        print(f"4. restart with {restart_series} tracked series:")
+        print(f"   final checkpoint on stop: {checkpoint_s:.2f} s; "
+              f"start to resumed: {start_s:.2f} s ({keys} state keys restored)")
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller figures, faster")
+    parser.add_argument("--role", default="bench", choices=("bench", "publisher"))
+    parser.add_argument("--url")
+    parser.add_argument("--mode", default="single")
+    parser.add_argument("--count", type=int, default=0)
+    parser.add_argument("--base-ts", type=float, default=0.0)
+    parser.add_argument("--prefix", default="bench")
+    parser.add_argument("--rate", type=int, default=0)
+    parser.add_argument("--duration", type=float, default=0.0)
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    arguments = parse()
+    asyncio.run(publisher_role(arguments) if arguments.role == "publisher" else main(arguments))

@@ -1,0 +1,128 @@
+"""``prometheus``: scrape a Prometheus text exposition endpoint and publish every sample.
+
+Parsed with ``prometheus_client.parser`` (the maintained parser, escapes and all).
+Each sample keeps its labels; its name is made subject-safe (characters outside
+``[A-Za-z0-9_-]``, e.g. the ``:`` of recording rules, become ``_``) and prefixed
+with ``prefix.`` when one is configured. With ``rates: true`` cumulative samples
+(counters, and histogram/summary ``_bucket``/``_count``/``_sum``/``_total``) are
+published as per-second rates named ``<name>.rate`` instead of their raw value;
+the first scrape and a counter reset give no rate. NaN and infinite values
+(legal in the exposition format, not on the bus) and label names the bus does not
+allow are skipped and counted (``skipped``), so one odd sample cannot spoil a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from engine.errors import SampleError
+from engine.events import LABEL_NAME_PATTERN, MetricSample, is_metric_name, series_key
+from samplers.base import Sample, Sampler
+from samplers.system import Rates
+
+_unsafe = re.compile(r"[^A-Za-z0-9_\-]")
+_label_name = re.compile(LABEL_NAME_PATTERN)
+_CUMULATIVE_SUFFIXES = ("_bucket", "_count", "_sum")
+ACCEPT = "text/plain;version=0.0.4;q=1,*/*;q=0.1"
+
+
+def subject_safe(name: str) -> str:
+    """A Prometheus metric name as a subject-safe flarebus metric name."""
+    return _unsafe.sub("_", name) or "_"
+
+
+def is_cumulative(family_type: str, sample_name: str) -> bool:
+    if family_type == "counter":
+        return True
+    return family_type in ("histogram", "summary", "gaugehistogram") and \
+        sample_name.endswith(_CUMULATIVE_SUFFIXES)
+
+
+class PrometheusSampler(Sampler):
+    name = "prometheus"
+    default_interval = 15.0
+    config_schema: ClassVar[dict[str, Any]] = {
+        "type": "object", "additionalProperties": False, "required": ["url"],
+        "properties": {
+            "url": {"type": "string", "pattern": "^https?://"},
+            "timeout": {"type": "number", "exclusiveMinimum": 0},
+            "prefix": {"type": "string", "pattern": r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$"},
+            "rates": {"type": "boolean"},
+            "include": {"type": "string", "description": "regex: only metric names matching"},
+            "exclude": {"type": "string", "description": "regex: drop metric names matching"},
+            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    }
+    options = (
+        ("--url", "url", str, "exposition endpoint, e.g. http://127.0.0.1:9100/metrics"),
+        ("--prefix", "prefix", str, "prepend PREFIX. to every metric name"),
+        ("--rates", "rates", bool, "publish counters as per-second rates (<name>.rate)"),
+        ("--include", "include", str, "only metrics whose name matches this regex"),
+        ("--exclude", "exclude", str, "drop metrics whose name matches this regex"),
+        ("--timeout", "timeout", float, "scrape timeout in seconds (default 10)"),
+    )
+
+    def __init__(self, config: Any = None) -> None:
+        super().__init__(config)
+        self.include = re.compile(self.config["include"]) if "include" in self.config else None
+        self.exclude = re.compile(self.config["exclude"]) if "exclude" in self.config else None
+        self.rates = Rates()
+        self.skipped = 0
+
+    def fetch(self) -> str:
+        """The exposition text (blocking; collect() runs it in a thread)."""
+        headers = {"Accept": ACCEPT, "User-Agent": "flarebus", **self.config.get("headers", {})}
+        request = urllib.request.Request(self.config["url"], headers=headers)
+        with urllib.request.urlopen(request, timeout=self.config.get("timeout", 10.0)) as resp:
+            charset = resp.headers.get_content_charset() or "utf-8"
+            return resp.read().decode(charset, errors="replace")  # type: ignore[no-any-return]
+
+    async def collect(self) -> Sequence[Sample]:
+        try:
+            text = await asyncio.to_thread(self.fetch)
+        except urllib.error.HTTPError as exc:
+            raise SampleError(f"{self.config['url']}: HTTP {exc.code} {exc.reason}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise SampleError(f"{self.config['url']}: cannot scrape: {reason}") from None
+        return self.parse(text, time.time())
+
+    def parse(self, text: str, now: float) -> list[MetricSample]:
+        """The samples of one scrape (``now`` is its time, for rates)."""
+        try:
+            families = list(text_string_to_metric_families(text))
+        except ValueError as exc:
+            raise SampleError(f"{self.config['url']}: not Prometheus text format: {exc}") from None
+        prefix = self.config.get("prefix")
+        as_rates = self.config.get("rates", False)
+        out: list[MetricSample] = []
+        for family in families:
+            for sample in family.samples:
+                if self.include and not self.include.search(sample.name):
+                    continue
+                if self.exclude and self.exclude.search(sample.name):
+                    continue
+                value = float(sample.value)
+                name = subject_safe(sample.name)
+                if prefix:
+                    name = f"{prefix}.{name}"
+                if as_rates and is_cumulative(family.type, sample.name):
+                    rate = self.rates.rate(series_key(name, sample.labels), value, now)
+                    if rate is None:
+                        continue
+                    name, value = f"{name}.rate", rate
+                if not math.isfinite(value) or not is_metric_name(name) \
+                        or not all(_label_name.match(k) for k in sample.labels):
+                    self.skipped += 1
+                    continue
+                out.append(MetricSample(name, value, None, dict(sample.labels)))
+        return out

@@ -1,0 +1,293 @@
+"""Runs samplers: on an interval (APScheduler) or as a stream, isolated from each other.
+
+Every sample goes out through the foundation's batching Publisher with ``ts``
+stamped at collection time (when the sampler gave none) and the configured
+labels added. A sampler that raises - in init, collect or its stream - is
+logged and retried with exponential backoff; the others keep running, because
+one dead exporter endpoint must not silence the host's heartbeat.
+
+``run_samplers(nc, specs, stop=...)`` is the reusable entry point (``flarebus
+sample`` and ``flarebus up`` both call it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import IO, Protocol
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from nats.aio.client import Client
+
+from engine.config import SamplerSettings
+from engine.events import MetricSample, StackSample, encoder
+from engine.publish import Publisher
+from samplers.base import Sample, Sampler
+from samplers.registry import create_sampler
+
+log = logging.getLogger("flarebus.samplers")
+
+BACKOFF_INITIAL = 1.0
+BACKOFF_MAX = 60.0
+
+
+_HOST = socket.gethostname()
+
+
+def default_labels() -> dict[str, str]:
+    """Labels every sample gets unless the sampler or the config says otherwise."""
+    return {"host": _HOST}
+
+
+@dataclass
+class SamplerStats:
+    """What a running sampler did: for logs, tests and `flarebus up`'s status."""
+
+    runs: int = 0
+    failures: int = 0
+    consecutive_failures: int = 0
+    samples: int = 0
+    last_error: str | None = None
+
+
+@dataclass
+class Slot:
+    """One configured sampler inside the runner, with its schedule and retry state."""
+
+    sampler: Sampler
+    interval: float | None
+    labels: dict[str, str]  # the configured labels: they win over the sampler's
+    label: str
+    stats: SamplerStats = field(default_factory=SamplerStats)
+    ready: bool = False
+    retry_at: float = 0.0
+    task: asyncio.Task[None] | None = None
+    finished: bool = False  # a stream that ended for good (stdin at its end)
+
+
+class SampleOutput(Protocol):
+    """Where the runner sends samples: the foundation's Publisher, or a printer."""
+
+    async def send(self, sample: MetricSample) -> None: ...
+    async def send_stacks(self, sample: StackSample) -> None: ...
+    async def close(self) -> None: ...
+
+
+class PrintOutput:
+    """Writes each sample as a JSON line (``flarebus sample --print``: no server needed)."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+
+    async def send(self, sample: MetricSample) -> None:
+        self.stream.write(encoder.encode(sample) + b"\n")
+
+    async def send_stacks(self, sample: StackSample) -> None:
+        self.stream.write(encoder.encode(sample) + b"\n")
+
+    async def close(self) -> None:
+        self.stream.flush()
+
+
+class SamplerRunner:
+    """Drives a set of samplers and publishes what they yield."""
+
+    def __init__(self, publisher: SampleOutput, *, backoff_initial: float = BACKOFF_INITIAL,
+                 backoff_max: float = BACKOFF_MAX) -> None:
+        self.publisher = publisher
+        self.slots: list[Slot] = []
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self._scheduler: AsyncIOScheduler | None = None
+        #: set when every sampler has ended for good (only streams can)
+        self.all_finished = asyncio.Event()
+
+    def add(self, sampler: Sampler, *, interval: float | None = None,
+            labels: Mapping[str, str] | None = None) -> Slot:
+        """Add a sampler; ``interval`` None means the sampler's default (None: a stream)."""
+        every = interval if interval is not None else sampler.default_interval
+        if every is not None and every <= 0:
+            raise ValueError(f"sampler {sampler.name!r}: interval must be > 0")
+        index = sum(1 for s in self.slots if s.sampler.name == sampler.name)
+        label = sampler.name if not index else f"{sampler.name}#{index + 1}"
+        slot = Slot(sampler, every, dict(labels or {}), label)
+        self.slots.append(slot)
+        return slot
+
+    async def start(self) -> None:
+        self._scheduler = AsyncIOScheduler()
+        for slot in self.slots:
+            if slot.interval is None:
+                slot.task = asyncio.create_task(self._stream(slot), name=f"sampler-{slot.label}")
+            else:
+                self._scheduler.add_job(
+                    self._tick, "interval", args=[slot], seconds=slot.interval,
+                    next_run_time=datetime.now(), max_instances=1, coalesce=True,
+                    misfire_grace_time=None, id=slot.label)
+        self._scheduler.start()
+
+    async def stop(self) -> None:
+        """Stop scheduling, end streams, close every sampler, flush what is pending."""
+        if self._scheduler is not None and self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+        tasks = [s.task for s in self.slots if s.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for slot in self.slots:
+            await self._close(slot)
+        await self.publisher.close()
+
+    # -- the two ways a sampler runs --------------------------------------------------
+
+    async def _tick(self, slot: Slot) -> None:
+        """One interval: (re)initialise if needed, collect, publish; failures back off."""
+        if time.monotonic() < slot.retry_at:
+            return
+        try:
+            if not slot.ready:
+                await slot.sampler.init()
+                slot.ready = True
+            ts = time.time()
+            samples = await asyncio.wait_for(slot.sampler.collect(), timeout=slot.interval)
+            await self._publish(slot, samples, ts)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a sampler's failure must never reach the scheduler
+            await self._failed(slot, exc)
+        else:
+            slot.stats.consecutive_failures = 0
+
+    async def _stream(self, slot: Slot) -> None:
+        """A stream sampler: consume its batches; when it raises or ends, back off and restart."""
+        while True:
+            try:
+                await slot.sampler.init()
+                slot.ready = True
+                async for batch in slot.sampler.stream():
+                    await self._publish(slot, batch, time.time())
+                    slot.stats.consecutive_failures = 0
+                if not slot.sampler.restart_on_end:
+                    log.info("sampler %s: input ended", slot.label)
+                    await self._close(slot)
+                    slot.finished = True
+                    if all(s.finished for s in self.slots):
+                        self.all_finished.set()
+                    return
+                raise EOFError("stream ended")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._failed(slot, exc)
+                await asyncio.sleep(max(0.0, slot.retry_at - time.monotonic()))
+
+    async def _failed(self, slot: Slot, exc: BaseException) -> None:
+        stats = slot.stats
+        stats.failures += 1
+        stats.consecutive_failures += 1
+        stats.last_error = f"{type(exc).__name__}: {exc}"
+        delay = min(self.backoff_max,
+                    self.backoff_initial * 2 ** (stats.consecutive_failures - 1))
+        slot.retry_at = time.monotonic() + delay
+        log.warning("sampler %s failed (%s, %d in a row); retrying in %.1fs",
+                    slot.label, stats.last_error, stats.consecutive_failures, delay)
+        if slot.ready:  # re-init on the next try: the failure may have broken its connection
+            await self._close(slot)
+
+    async def _close(self, slot: Slot) -> None:
+        if not slot.ready:
+            return
+        slot.ready = False
+        try:
+            await slot.sampler.close()
+        except Exception as exc:
+            log.warning("sampler %s: close failed: %s", slot.label, exc)
+
+    async def _publish(self, slot: Slot, samples: Sequence[Sample], ts: float) -> None:
+        slot.stats.runs += 1
+        for sample in stamp(samples, ts, slot.labels):
+            if isinstance(sample, StackSample):
+                await self.publisher.send_stacks(sample)
+            else:
+                await self.publisher.send(sample)
+            slot.stats.samples += 1
+
+
+def stamp(samples: Sequence[Sample], ts: float, labels: Mapping[str, str]) -> list[Sample]:
+    """Samples with ``ts`` filled in and labels merged: default host < sampler's < configured."""
+    defaults = default_labels()
+    out: list[Sample] = []
+    for sample in samples:
+        merged = {**defaults, **sample.labels, **labels}
+        if isinstance(sample, StackSample):
+            out.append(StackSample(sample.source, sample.stacks,
+                                   sample.ts if sample.ts is not None else ts,
+                                   sample.unit, merged))
+        else:
+            out.append(MetricSample(sample.name, sample.value,
+                                    sample.ts if sample.ts is not None else ts, merged))
+    return out
+
+
+def build_samplers(specs: Sequence[SamplerSettings]) -> list[tuple[Sampler, SamplerSettings]]:
+    """Every spec's sampler, all configs validated first (PluginError on the first bad one)."""
+    return [(create_sampler(spec.sampler, spec.config), spec) for spec in specs]
+
+
+async def run_samplers(nc: Client | None, specs: Sequence[SamplerSettings], *,
+                       stop: asyncio.Event | None = None,
+                       labels: Mapping[str, str] | None = None,
+                       output: SampleOutput | None = None,
+                       metrics_prefix: str = "metrics", stacks_prefix: str = "stacks",
+                       backoff_initial: float = BACKOFF_INITIAL,
+                       backoff_max: float = BACKOFF_MAX) -> SamplerRunner:
+    """Run ``specs`` (the config's ``samplers:`` entries) until ``stop`` is set or cancelled
+    (or every sampler ended for good, e.g. ``stdin`` at its end).
+
+    Samples go to a batching Publisher on ``nc``, or to ``output`` when given. Every
+    spec is built and its config validated before any runs (PluginError says what is
+    wrong). ``labels`` are added to every sampler's own configured labels. Returns the
+    stopped runner (its slots hold each sampler's stats).
+    """
+    samplers = build_samplers(specs)
+    if output is None:
+        if nc is None:
+            raise ValueError("run_samplers needs a NATS connection or an output")
+        output = Publisher(nc, metrics_prefix=metrics_prefix, stacks_prefix=stacks_prefix)
+    runner = SamplerRunner(output, backoff_initial=backoff_initial, backoff_max=backoff_max)
+    for sampler, spec in samplers:
+        runner.add(sampler, interval=spec.interval, labels={**(labels or {}), **spec.labels})
+    await runner.start()
+    waits = [asyncio.ensure_future(runner.all_finished.wait()),
+             asyncio.ensure_future((stop or asyncio.Event()).wait())]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waits:
+            waiter.cancel()
+        await asyncio.shield(runner.stop())
+    return runner
+
+
+async def collect_once(sampler: Sampler, labels: Mapping[str, str] | None = None
+                       ) -> list[Sample]:
+    """One collection (a stream's first batch), stamped and labelled; init and close around it."""
+    await sampler.init()
+    try:
+        ts = time.time()
+        if sampler.default_interval is None:
+            stream = sampler.stream()
+            try:
+                batch = await anext(stream, [])
+            finally:
+                await stream.aclose()  # type: ignore[attr-defined]
+        else:
+            batch = await sampler.collect()
+        return stamp(batch, ts, labels or {})
+    finally:
+        await sampler.close()

@@ -1,0 +1,143 @@
+"""The prometheus sampler against a real HTTP server serving real exposition text."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from nats.aio.client import Client
+
+from engine.events import MetricSample, decode_metrics
+from engine.publish import Publisher
+from samplers.prometheus import PrometheusSampler, subject_safe
+from samplers.runtime import SamplerRunner
+from tests.support import collect, run_flarebus
+
+EXPOSITION = """\
+# HELP http_requests_total Requests served.
+# TYPE http_requests_total counter
+http_requests_total{method="GET",path="/a \\"quoted\\"\\\\back\\nline"} {requests}
+http_requests_total{method="POST",path="/b"} 7
+# HELP queue_depth Items waiting.
+# TYPE queue_depth gauge
+queue_depth{queue="mail"} 12.5
+queue_depth{queue="odd"} NaN
+# HELP request_seconds Latency.
+# TYPE request_seconds histogram
+request_seconds_bucket{le="0.1"} 3
+request_seconds_bucket{le="1"} 5
+request_seconds_bucket{le="+Inf"} 6
+request_seconds_sum 2.5
+request_seconds_count 6
+# TYPE job:errors:rate5m gauge
+job:errors:rate5m{job="api"} 0.25
+"""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    hits = 0
+
+    def do_GET(self) -> None:
+        if self.path != "/metrics":
+            self.send_error(404)
+            return
+        type(self).hits += 1
+        body = EXPOSITION.replace("{requests}", str(100 * type(self).hits)).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def exporter_url() -> Iterator[str]:
+    """A real HTTP server on a free loopback port serving /metrics."""
+    _Handler.hits = 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/metrics"
+    server.shutdown()
+    server.server_close()
+
+
+def _by_key(samples: list[MetricSample]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k != "host"))): s.value
+            for s in samples}
+
+
+async def _scrape(nc: Client, sampler: PrometheusSampler, until: str) -> list[MetricSample]:
+    """Run the sampler until a message on ``until`` arrived; every sample published by then."""
+    everything = await collect(nc, "metrics.>")
+    box = await collect(nc, until)
+    runner = SamplerRunner(Publisher(nc))
+    runner.add(sampler, interval=0.2)
+    await runner.start()
+    try:
+        await box.wait_for(1)
+    finally:
+        await runner.stop()
+    await nc.flush()
+    return [s for m in everything.messages for s in decode_metrics(m.data)]
+
+
+async def test_samples_arrive_with_names_values_and_labels(nc: Client, exporter_url: str) -> None:
+    """Counters, gauges, histograms and escaped label values arrive as scraped."""
+    sampler = PrometheusSampler({"url": exporter_url, "prefix": "app"})
+    samples = await _scrape(nc, sampler, "metrics.app.request_seconds_count")
+    got = _by_key(samples)
+    escaped = '/a "quoted"\\back\nline'
+    assert got[("app.http_requests_total", (("method", "GET"), ("path", escaped)))] == 100
+    assert got[("app.http_requests_total", (("method", "POST"), ("path", "/b")))] == 7
+    assert got[("app.queue_depth", (("queue", "mail"),))] == 12.5
+    assert got[("app.request_seconds_bucket", (("le", "0.1"),))] == 3
+    assert got[("app.request_seconds_bucket", (("le", "+Inf"),))] == 6
+    assert got[("app.request_seconds_sum", ())] == 2.5
+    assert got[("app.request_seconds_count", ())] == 6
+    assert got[("app.job_errors_rate5m", (("job", "api"),))] == 0.25
+    assert ("app.queue_depth", (("queue", "odd"),)) not in got  # NaN cannot travel
+    assert sampler.skipped >= 1
+    assert all(s.labels["host"] for s in samples)
+
+
+async def test_counters_become_rates_when_configured(nc: Client, exporter_url: str) -> None:
+    """With rates: true the second scrape publishes <name>.rate; gauges stay as they are."""
+    sampler = PrometheusSampler({"url": exporter_url, "rates": True})
+    samples = await _scrape(nc, sampler, "metrics.http_requests_total.rate")
+    got = _by_key(samples)
+    rates = [s for s in samples if s.name == "http_requests_total.rate"
+             and s.labels.get("method") == "GET"]
+    assert rates and rates[0].value > 0  # 100 more requests each scrape
+    assert next(s for s in samples if s.name == "http_requests_total.rate"
+            and s.labels.get("method") == "POST").value == 0
+    assert got[("queue_depth", (("queue", "mail"),))] == 12.5
+    assert not any(s.name == "http_requests_total" for s in samples)
+
+
+def test_metric_names_are_made_subject_safe() -> None:
+    """Characters a subject token cannot hold become underscores."""
+    assert subject_safe("job:errors:rate5m") == "job_errors_rate5m"
+    assert subject_safe("node_cpu_seconds_total") == "node_cpu_seconds_total"
+
+
+def test_the_cli_scrapes_and_publishes(nats_url: str, exporter_url: str) -> None:
+    """`flarebus sample prometheus --url ... --once` publishes one scrape and exits 0."""
+    result = run_flarebus("sample", "prometheus", "--url", exporter_url, "--once",
+                          "--nats", nats_url, "-l", "env=test")
+    assert result.returncode == 0, result.stderr
+    assert "sample(s)" in result.stderr
+
+
+def test_an_unreachable_endpoint_is_a_clear_error(exporter_url: str) -> None:
+    """--once against a closed port fails with the reason, not a traceback."""
+    result = run_flarebus("sample", "prometheus", "--url", "http://127.0.0.1:9/metrics",
+                          "--once", "--print")
+    assert result.returncode == 1
+    assert "Connection refused" in result.stderr or "refused" in result.stderr.lower()
+    assert "Traceback" not in result.stderr

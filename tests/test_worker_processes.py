@@ -1,0 +1,188 @@
+"""Real `flarebus worker` processes sharing one consumer: load split, kill -9, SIGTERM drain."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from engine import bus
+from engine.nats_server import EmbeddedNats
+from tests.plugin_pkg.harness import (
+    PLUGINS,
+    connect,
+    consumer_idle,
+    fresh_stream,
+    private_server,
+    publish,
+    trigger,
+    wait_until,
+)
+from tests.support import ROOT, flarebus_cmd
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
+    with private_server(tmp_path_factory.mktemp("proc-nats")) as s:
+        yield s
+
+
+@pytest.fixture
+async def pnc(server: EmbeddedNats) -> AsyncIterator[Client]:
+    client = await connect(server.url)
+    yield client
+    await client.close()
+
+
+class Fleet:
+    """Worker processes of one test, their shared record file, and their logs."""
+
+    def __init__(self, url: str, tmp: Path, consumer: str) -> None:
+        self.url = url
+        self.tmp = tmp
+        self.consumer = consumer
+        self.records = tmp / "records.jsonl"
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *, concurrency: int = 4, grace: str = "3s") -> subprocess.Popen[bytes]:
+        env = {**os.environ, "RECORD_FILE": str(self.records), "PYTHONUNBUFFERED": "1",
+               "FLAREBUS_WORKER_CONSUMER": self.consumer, "FLAREBUS_WORKER_ACK_WAIT": "2s",
+               "FLAREBUS_WORKER_BACKOFF_INITIAL": "50ms", "FLAREBUS_WORKER_GRACE": grace,
+               "ACTION_PLUGIN": "recorder"}
+        log = (self.tmp / f"worker-{len(self.procs)}.log").open("wb")
+        proc = subprocess.Popen(
+            flarebus_cmd("worker", "--nats", self.url, "--plugin-dir", str(PLUGINS),
+                         "--concurrency", str(concurrency)),
+            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def log(self, index: int) -> str:
+        return (self.tmp / f"worker-{index}.log").read_text()
+
+    def events(self) -> list[dict[str, object]]:
+        if not self.records.exists():
+            return []
+        return [json.loads(line) for line in self.records.read_text().splitlines() if line]
+
+    def ended(self) -> set[object]:
+        return {e["id"] for e in self.events() if e["event"] == "end"}
+
+    async def ready(self, js: JetStreamContext, workers: int) -> None:
+        """Every worker has a pull request waiting: publishing now reaches all of them."""
+        async def waiting() -> bool:
+            try:
+                info = await js.consumer_info(bus.TRIGGERS_STREAM, self.consumer)
+            except Exception:
+                return False
+            return info.num_waiting >= workers
+        await wait_until(waiting, 20, what=f"{workers} workers pulling")
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+
+
+@pytest.fixture
+def fleet(server: EmbeddedNats, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Fleet]:
+    f = Fleet(server.url, tmp_path, f"proc-{request.node.name[-20:].strip('_')}")
+    yield f
+    f.stop_all()
+
+
+async def test_three_workers_share_the_load(pnc: Client, fleet: Fleet) -> None:
+    """300 triggers, three processes: every trigger's action ran and every worker ran some."""
+    js = await fresh_stream(pnc)
+    for _ in range(3):
+        fleet.start(concurrency=8)
+    await fleet.ready(js, 3)
+    triggers = [trigger("load", actions=[], labels={"sleep": "0.01"}) for _ in range(300)]
+    await publish(js, triggers)
+    await wait_until(lambda: len(fleet.ended()) == 300, 60, what="300 triggers done")
+    await wait_until(lambda: consumer_idle(js, fleet.consumer), what="all acked")
+    per_worker = Counter(e["pid"] for e in fleet.events() if e["event"] == "end")
+    assert set(per_worker) == {p.pid for p in fleet.procs}, per_worker
+    assert fleet.ended() == {t.id for t in triggers}
+
+
+async def test_kill_9_mid_action_every_trigger_still_completes(pnc: Client, fleet: Fleet) -> None:
+    """A worker killed mid-action: its triggers are redelivered, each run at most once more."""
+    js = await fresh_stream(pnc)
+    victim = fleet.start(concurrency=4)
+    survivor = fleet.start(concurrency=4)
+    await fleet.ready(js, 2)
+    triggers = [trigger("crash", actions=["recorder"], labels={"sleep": "0.4"})
+                for _ in range(24)]
+    await publish(js, triggers)
+
+    def victim_mid_action() -> bool:
+        starts = {e["id"] for e in fleet.events()
+                  if e["pid"] == victim.pid and e["event"] == "start"}
+        ends = {e["id"] for e in fleet.events() if e["pid"] == victim.pid and e["event"] == "end"}
+        return bool(starts - ends)
+
+    await wait_until(victim_mid_action, 20, what="the victim mid-action")
+    victim.kill()  # SIGKILL: no drain, no nak
+    victim.wait(10)
+    await wait_until(lambda: len(fleet.ended()) == 24, 30, what="every trigger completed")
+    events = fleet.events()
+    starts: dict[object, list[object]] = defaultdict(list)
+    for e in events:
+        if e["event"] == "start":
+            starts[e["id"]].append(e["pid"])
+    victim_unfinished = {e["id"] for e in events if e["pid"] == victim.pid
+                         and e["event"] == "start"} - {
+        e["id"] for e in events if e["pid"] == victim.pid and e["event"] == "end"}
+    assert victim_unfinished, "the kill interrupted nothing"
+    assert all(len(pids) <= 2 for pids in starts.values()), starts
+    for trigger_id in victim_unfinished:
+        assert starts[trigger_id] == [victim.pid, survivor.pid]  # ran once more, elsewhere
+    assert survivor.poll() is None
+
+
+async def test_sigterm_drains_in_flight_actions_and_exits_0(pnc: Client, fleet: Fleet) -> None:
+    """SIGTERM: in-flight actions finish, nothing more is fetched, exit code 0, nothing lost."""
+    js = await fresh_stream(pnc)
+    first = fleet.start(concurrency=2, grace="10s")
+    await fleet.ready(js, 1)
+    triggers = [trigger("drain", actions=["recorder"], labels={"sleep": "0.3"})
+                for _ in range(10)]
+    await publish(js, triggers)
+    await wait_until(lambda: any(e["event"] == "start" for e in fleet.events()), 20,
+                     what="a first action")
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(20) == 0, fleet.log(0)
+    started = {e["id"] for e in fleet.events() if e["event"] == "start"}
+    assert started <= fleet.ended()  # everything that started, finished before exit
+    fleet.start(concurrency=4)
+    await wait_until(lambda: fleet.ended() == {t.id for t in triggers}, 30,
+                     what="the rest done by the next worker")
+
+
+async def test_sigterm_hands_back_what_cannot_finish_within_grace(
+        pnc: Client, fleet: Fleet) -> None:
+    """Past the grace period, in-flight triggers are nak'ed and another worker runs them."""
+    js = await fresh_stream(pnc)
+    first = fleet.start(concurrency=2, grace="200ms")
+    await fleet.ready(js, 1)
+    triggers = [trigger("handback", actions=["recorder"], labels={"sleep": "1.5"})
+                for _ in range(2)]
+    await publish(js, triggers)
+    await wait_until(lambda: sum(e["event"] == "start" for e in fleet.events()) == 2, 20,
+                     what="both started")
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(20) == 0, fleet.log(0)
+    assert fleet.ended() == set()
+    fleet.start(concurrency=2)
+    await wait_until(lambda: fleet.ended() == {t.id for t in triggers}, 30,
+                     what="handed-back triggers done")
