@@ -6,7 +6,8 @@ same arguments in Python spelling:
 - action   ``Execute(ctx, metricName, value, threshold, duration)`` -> ``async execute(trigger)``;
            the Trigger carries ``metric_name``, ``value``, ``threshold`` and ``duration``.
 - sink     ``Notify(ruleName, msg)`` -> ``notify(rule_name, msg)``; usable wherever an action is.
-- sampler  produces metric or stack samples (its runtime lives in ``samplers/``).
+- sampler  produces metric or stack samples: ``collect()`` on an interval or ``stream()``;
+           the class and its runtime live in ``samplers/`` (re-exported here).
 - exporter ``Export(root Frame)`` -> ``export(root)``; writes or sends a flamegraph.
 
 Every method may be ``async def`` or plain ``def``: the worker runs plain
@@ -18,10 +19,12 @@ subclassing a base class is optional and only saves typing ``name``/``init``.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
-from engine.events import MetricSample, StackSample, Trigger
+from engine.events import Trigger
+from samplers.base import Sampler as Sampler  # one sampler kind: the runtime's
+from samplers.base import SamplerPlugin as SamplerPlugin
 
 Kind = Literal["action", "sink", "sampler", "exporter"]
 KINDS: tuple[Kind, ...] = ("action", "sink", "sampler", "exporter")
@@ -58,15 +61,6 @@ class SinkPlugin(Protocol):
 
 
 @runtime_checkable
-class SamplerPlugin(Protocol):
-    """Produces samples; called on an interval by the sampler runtime."""
-
-    name: str
-
-    async def sample(self) -> Iterable[MetricSample | StackSample]: ...
-
-
-@runtime_checkable
 class ExporterPlugin(Protocol):
     """Writes a flamegraph, or sends it on."""
 
@@ -77,7 +71,7 @@ class ExporterPlugin(Protocol):
 
 #: The method that makes a plugin each kind, in the order kinds are recognised.
 KIND_METHODS: dict[Kind, str] = {
-    "action": "execute", "sink": "notify", "exporter": "export", "sampler": "sample",
+    "action": "execute", "sink": "notify", "exporter": "export", "sampler": "collect",
 }
 
 
@@ -127,15 +121,6 @@ class Sink(Plugin):
     def message(self, trigger: Trigger) -> str:
         """The text a sink sends for a trigger: the summary annotation, else a generated line."""
         return message_for(trigger)
-
-
-class Sampler(Plugin):
-    """Base for samplers: implement ``sample()`` returning samples."""
-
-    kind: ClassVar[Kind] = "sampler"
-
-    async def sample(self) -> Iterable[MetricSample | StackSample]:
-        raise NotImplementedError
 
 
 class Exporter(Plugin):

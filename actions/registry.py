@@ -43,6 +43,7 @@ BUILTINS: dict[str, str] = {
     "webhook": "actions.builtins.sinks:WebhookSink",
     "slack": "actions.builtins.sinks:SlackSink",
     "nats": "actions.builtins.nats:NatsAction",
+    "flamegraph": "samplers.flamegraph_action:FlamegraphAction",
 }
 
 
@@ -118,7 +119,7 @@ def _found(plugin: Any, default_name: str, origin: Origin, source: str) -> Found
     kind = kind_of(plugin)
     if kind is None:
         raise PluginError(name, "is not a plugin: it has none of execute(trigger), "
-                                "notify(rule_name, msg), sample(), export(root)", source=source)
+                                "notify(rule_name, msg), collect(), export(root)", source=source)
     if getattr(plugin, "name", None) != name:
         with contextlib.suppress(AttributeError):
             plugin.name = name

@@ -8,6 +8,7 @@ file is only reported.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from actions.host import PluginHost
@@ -31,15 +32,20 @@ def registry_for(config: Config) -> Registry:
     return registry
 
 
-async def run_worker(config: Config, *, handle_signals: bool = True) -> Worker:
-    """Run a worker until SIGTERM/SIGINT; returns it (drained) afterwards."""
+async def run_worker(config: Config, *, stop: asyncio.Event | None = None,
+                     handle_signals: bool | None = None) -> Worker:
+    """Run a worker until ``stop`` is set, or (without ``stop``) until SIGTERM/SIGINT.
+
+    Returns the worker, drained. ``flarebus up`` passes its own ``stop`` event.
+    """
     registry = registry_for(config)
     nc = await bus.connect(config.nats, retry_initial=True)
     host = PluginHost(registry, config.plugins, default_timeout=config.worker.timeout,
                       threads=config.worker.threads, config_doc=config_document(config), nc=nc)
+    signals = stop is None if handle_signals is None else handle_signals
     try:
         await host.start()
-        return await serve(nc, host, config.worker, handle_signals=handle_signals)
+        return await serve(nc, host, config.worker, handle_signals=signals, stop=stop)
     finally:
         await host.close()
         await bus.close(nc)

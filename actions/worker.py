@@ -407,15 +407,24 @@ def _describe(exc: BaseException) -> str:
 
 
 async def serve(nc: Client, host: PluginHost, settings: WorkerSettings, *,
-                handle_signals: bool = True) -> Worker:
-    """Set up and run a worker until SIGTERM/SIGINT (or ``worker.stop()``)."""
+                handle_signals: bool = True, stop: asyncio.Event | None = None) -> Worker:
+    """Set up and run a worker until SIGTERM/SIGINT, ``stop`` is set, or ``worker.stop()``."""
     worker = Worker(nc, host, settings)
     await worker.setup()
     if handle_signals:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, worker.stop)
+    if stop is not None:
+        async def relay() -> None:
+            await stop.wait()
+            worker.stop()
+        relay_task = asyncio.create_task(relay())
     log.info("worker ready: consumer %s, concurrency %d, plugins %s", settings.consumer,
              settings.concurrency, ", ".join(sorted(host.registry.plugins)))
-    await worker.run()
+    try:
+        await worker.run()
+    finally:
+        if stop is not None:
+            relay_task.cancel()
     return worker

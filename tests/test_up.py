@@ -1,0 +1,104 @@
+"""`flarebus up` as a user runs it: from a clean directory, a default rule fires within a minute."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.support import run_flarebus, start_flarebus
+
+
+class Output:
+    """Collects a process' stdout and stderr lines as they arrive."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        for stream in (proc.stdout, proc.stderr):
+            threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream: object) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            with self._lock:
+                self.lines.append(line.rstrip("\n"))
+
+    def text(self) -> str:
+        with self._lock:
+            return "\n".join(self.lines)
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = re.search(pattern, self.text())
+            if found:
+                return found
+            time.sleep(0.2)
+        raise AssertionError(f"{pattern!r} did not appear within {timeout}s:\n{self.text()}")
+
+
+def family(pid: int) -> list[psutil.Process]:
+    parent = psutil.Process(pid)
+    return [parent, *parent.children(recursive=True)]
+
+
+def stop(proc: subprocess.Popen[str], members: list[psutil.Process]) -> int:
+    proc.send_signal(signal.SIGINT)
+    code = proc.wait(30)
+    _, alive = psutil.wait_procs(members, timeout=10)
+    assert alive == [], f"left behind: {alive}"
+    return code
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A clean directory with nothing of flarebus in it."""
+    return tmp_path
+
+
+def test_up_fires_a_default_rule_stops_cleanly_and_resumes(workdir: Path) -> None:
+    """Within 60 s the heartbeat rule fires and the log action prints it; Ctrl-C exits 0 with
+    nothing left running; a second `up` reuses the data dir and restores the engine state."""
+    proc = start_flarebus("up", "--status-every", "2s", cwd=workdir)
+    out = Output(proc)
+    members: list[psutil.Process] = []
+    try:
+        out.wait_for(r"flarebus up\n\s+nats\s+nats://127\.0\.0\.1:\d+ \(embedded", 30)
+        members = family(proc.pid)
+        assert any("nats-server" in p.name() for p in members)
+        out.wait_for(r"FIRING\s+flarebus-heartbeat \{host=", 60)
+        out.wait_for(r"trigger rule=flarebus-heartbeat state=firing", 15)  # the log action ran
+        out.wait_for(r"status\s+[\d.,]+ samples/s, \d+ series, \d+ pending, [1-9]\d* firing", 15)
+        url = (workdir / ".flarebus" / "nats.url").read_text().strip()
+        # a second terminal in the same directory needs no flags
+        tail = run_flarebus("tail", "--all", "--json", "-n", "1", cwd=workdir, timeout=30)
+        assert tail.returncode == 0, tail.stderr
+        assert json.loads(tail.stdout.splitlines()[0])["rule"] == "flarebus-heartbeat"
+        assert url.startswith("nats://127.0.0.1:")
+    finally:
+        code = stop(proc, members or family(proc.pid))
+    assert code == 0, out.text()
+    assert not (workdir / ".flarebus" / "nats.url").exists()
+
+    again = start_flarebus("up", "--status-every", "0", cwd=workdir)
+    second = Output(again)
+    try:
+        restored = second.wait_for(r"(\d+) state keys restored", 40)
+        assert int(restored.group(1)) >= 1, second.text()
+        assert (workdir / ".flarebus" / "nats" / "jetstream").is_dir()
+    finally:
+        assert stop(again, family(again.pid)) == 0, second.text()
+
+
+def test_up_help_teaches() -> None:
+    """`flarebus up --help` says what runs and how to reach it from another terminal."""
+    result = run_flarebus("up", "--help")
+    assert result.returncode == 0
+    assert "flarebus publish cpu.usage 93.5" in result.stdout and "--rules" in result.stdout
