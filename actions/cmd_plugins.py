@@ -18,8 +18,7 @@ from engine.events import encoder
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("plugins", help="list discovered plugins (name, kind, source)",
-                            description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+                            description=__doc__)
     add_config_option(parser)
     parser.add_argument("--plugin-dir", metavar="DIR",
                         help="directory of .py plugin files (default: $PLUGIN_DIR)")

@@ -17,8 +17,7 @@ from engine.cliopts import add_nats_options, settings
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("worker", help="run an action worker (start as many as you like)",
-                            description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+                            description=__doc__)
     add_nats_options(parser)
     parser.add_argument("--concurrency", type=int, metavar="N",
                         help="triggers handled at once (default: worker.concurrency, 16)")

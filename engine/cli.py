@@ -15,6 +15,7 @@ import inspect
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from engine.errors import FlarebusError
 
@@ -42,6 +43,14 @@ Start with `flarebus up` (everything in one process, embedded NATS), or see
 `flarebus COMMAND --help`."""
 
 
+class CommandParser(argparse.ArgumentParser):
+    """Every subcommand's parser: its module docstring is its description, kept as written."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(**kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flarebus",
@@ -51,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="more log output (-vv for debug)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     for module_name in COMMANDS.values():
         try:
             module = importlib.import_module(module_name)

@@ -24,7 +24,7 @@ from engine.yamlfile import load_yaml
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "check", help="validate rule files (and config, rule tests); exit 1 on any error",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__,
         epilog="examples:\n  flarebus check rules/\n  flarebus check --config flarebus.yaml "
                "rules/cpu.yaml")
     parser.add_argument("paths", metavar="PATH", nargs="*", help="files or directories")

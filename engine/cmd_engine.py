@@ -23,7 +23,6 @@ from engine.service import run_engine
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "engine", help="run the rules engine", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
                "  flarebus engine --nats nats://127.0.0.1:4222 --rules rules/\n"
                "  flarebus engine --rules rules/ --shard 0/2   # and --shard 1/2 elsewhere")

@@ -19,8 +19,7 @@ from engine.nats_server import EmbeddedNats
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("nats", help="run the embedded NATS server in the foreground",
-                            description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+                            description=__doc__)
     parser.add_argument("--data-dir", default=".flarebus", type=Path,
                         help="JetStream storage and the URL file (default: .flarebus)")
     parser.add_argument("--port", type=int, default=-1, help="client port (default: a free one)")

@@ -31,7 +31,7 @@ _line_decoder = msgspec.json.Decoder(MetricSample)
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "publish", help="publish a sample (or JSON lines from stdin)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__,
         epilog="examples:\n"
                "  flarebus publish cpu.usage 93.5 -l host=web-1\n"
                "  flarebus publish cpu.usage 12 --ts 1763762400.25\n"

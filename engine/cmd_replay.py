@@ -23,7 +23,7 @@ from engine.rulefile import load_rules
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "replay", help="evaluate rules over recorded samples (offline, event time)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__,
         epilog="examples:\n"
                "  flarebus replay --rules rules/examples/basic.yaml samples.jsonl\n"
                "  cat samples.jsonl | flarebus replay --rules rules/ - | jq .state")

@@ -23,8 +23,7 @@ STALE_AFTER = 60.0
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("status", help="rules and pending/firing series of running engines",
-                            description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+                            description=__doc__)
     parser.add_argument("--json", action="store_true", help="print the summaries as JSON lines")
     add_nats_options(parser)
     parser.set_defaults(func=run)

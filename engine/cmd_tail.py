@@ -27,8 +27,7 @@ from engine.events import Trigger, trigger_decoder
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("tail", help="print triggers live", description=__doc__,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = sub.add_parser("tail", help="print triggers live", description=__doc__)
     parser.add_argument("--rule", metavar="NAME", help="only this rule's triggers")
     parser.add_argument("--json", action="store_true", help="one JSON trigger per line")
     history = parser.add_mutually_exclusive_group()

@@ -17,7 +17,7 @@ from engine.ruletest import run_test_file
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "test", help="run rule unit tests (like promtool test rules)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__,
         epilog="example:\n  flarebus test rules/tests/*.yaml")
     parser.add_argument("files", metavar="TESTFILE", nargs="+",
                         help="test files, or directories of them")

@@ -39,7 +39,7 @@ DEFAULT_SAMPLER_INTERVAL = 5.0
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "up", help="run everything in one process (embedded NATS unless --nats)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__,
         epilog="examples:\n"
                "  flarebus up                         # embedded NATS, default rules\n"
                "  flarebus up --rules my-rules/       # your rules\n"

@@ -25,7 +25,7 @@ from samplers.exporters import EXPORTERS, exporter, format_for_path, parse_folde
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "flamegraph", help="record stacks.<source> and write a flamegraph (svg, html, ...)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__,
         epilog="examples:\n"
                "  flarebus flamegraph --source api --seconds 30 -o api.svg\n"
                "  flarebus flamegraph --source api --seconds 10 -o - --format folded\n"

@@ -57,7 +57,7 @@ def _dest(flag: str) -> str:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "sample", help="run samplers (system, process, prometheus, stack, exec, stdin)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__,
         epilog="examples:\n"
                "  flarebus sample system --interval 5s -l env=prod\n"
                "  flarebus sample prometheus --url http://127.0.0.1:9100/metrics --interval 15s\n"
