@@ -13,7 +13,16 @@ run, and a message a dead worker held is redelivered to the others after
   count is the try count). After ``max_tries``, or on a failure no retry can
   fix, the trigger goes to ``triggers.dead.<rule>`` with the plugin, the error
   and the try count in headers, and is acked;
-- while actions run, ``in_progress`` resets the server's redelivery timer.
+- from the moment a message arrives until it is settled (queued or running),
+  ``in_progress`` resets the server's redelivery timer, so a message is never
+  redelivered while this worker still holds it; a second delivery of a message
+  it holds (or has just acked) is dropped rather than run again.
+
+Pull requests are sent by the worker itself rather than through nats-py's
+``fetch()``: ``fetch`` keeps what a lingering request delivered in a local list
+until the batch is full or the request expires, untracked and unheartbeated, so
+with ``ack_wait`` shorter than the pull wait the server redelivered messages the
+worker was still holding, into the same pull, and one worker ran a trigger twice.
 
 SIGTERM stops fetching, waits ``grace`` for what runs, naks the rest, exits 0.
 """
@@ -23,9 +32,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import signal
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +44,7 @@ from typing import Any
 import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
@@ -57,6 +68,12 @@ MAX_HEADER = 1000
 _NO_SPAN = contextlib.nullcontext(INVALID_SPAN)
 #: How long one pull request waits for messages before it is renewed.
 FETCH_WAIT = 5.0
+#: How many acked messages are remembered, so a redelivery racing an ack is not run again.
+RECENT_ACKS = 10_000
+#: Pull-request statuses: 100 is an idle heartbeat; 404/408 end a request normally
+#: (nothing left, expired); any other (409 ...) ends it with a problem worth a pause.
+_HEARTBEAT_STATUS = "100"
+_NORMAL_END = frozenset({"404", "408"})
 
 _run = meter.create_counter("flarebus.actions.run", description="actions started")
 _failed = meter.create_counter("flarebus.actions.failed", description="action attempts failed")
@@ -105,7 +122,15 @@ class Worker:
         self.settings = settings
         self.js: JetStreamContext = nc.jetstream()
         self.kv: KeyValue | None = None
-        self.psub: Any = None
+        self.sub: Subscription | None = None
+        self.inbox = ""
+        #: Messages the open pull request may still deliver (one request at a time).
+        self.owed = 0
+        self._request_over = asyncio.Event()
+        self._refused: str | None = None
+        #: Held messages by stream position: a second delivery of one is not run again.
+        self.held: dict[tuple[int, float], Msg] = {}
+        self.recent_acks: OrderedDict[tuple[int, float], None] = OrderedDict()
         #: Fetched and not yet settled (acked, nak'ed or dead-lettered): heartbeated.
         self.inflight: dict[int, Msg] = {}  # by id(): Msg is not hashable
         #: Fetched, waiting for one of the `concurrency` runners. Up to `batch` wait here,
@@ -138,8 +163,12 @@ class Worker:
             await self.js.add_consumer(bus.TRIGGERS_STREAM, config)
         except Exception as exc:  # exists with immutable differences: use it as it is
             log.warning("consumer %s: keeping the existing config (%s)", config.durable_name, exc)
-        self.psub = await self.js.pull_subscribe_bind(
-            durable=self.settings.consumer, stream=bus.TRIGGERS_STREAM)
+        prefix = getattr(self.js, "_prefix", None) or "$JS.API"
+        self.next_subject = (f"{prefix}.CONSUMER.MSG.NEXT.{bus.TRIGGERS_STREAM}."
+                             f"{self.settings.consumer}")
+        self.inbox = self.nc.new_inbox()
+        self.sub = await self.nc.subscribe(self.inbox, cb=self._delivered,
+                                           pending_msgs_limit=-1, pending_bytes_limit=-1)
 
     # -- main loop -----------------------------------------------------------------------
 
@@ -154,32 +183,69 @@ class Worker:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-            # nats-py's pull subscription never marks fetched messages done, so a later
-            # connection drain would wait its full timeout on it: unsubscribe first.
             with contextlib.suppress(Exception):
-                await self.psub.unsubscribe()
+                if self.sub is not None:
+                    await self.sub.unsubscribe()
 
     async def _fetch_loop(self) -> None:
+        """Keep one pull request open for as many messages as there is room for."""
         low_water = max(1, self.settings.batch // 2)
+        expires = int(FETCH_WAIT * 1e9)
         while not self.stopping.is_set():
             free = self.max_inflight - len(self.inflight)
             if free < low_water:  # pull in batches, not one message per freed slot
                 self._slot.clear()
                 await self._wait_any(self._slot)
                 continue
+            batch = min(self.settings.batch, free)
+            self.owed = batch
+            self._request_over.clear()
             try:
-                msgs = await self._fetch(min(self.settings.batch, free))
-            except (TimeoutError, NatsTimeoutError):
-                continue
+                await self.nc.publish(self.next_subject, json.dumps(
+                    {"batch": batch, "expires": expires}).encode(), reply=self.inbox)
             except Exception as exc:  # disconnected, server restarting: try again
+                self.owed = 0
                 if self.stopping.is_set():
                     break
-                log.warning("fetch failed: %s", exc or type(exc).__name__)
+                log.warning("pull request failed: %s", exc or type(exc).__name__)
                 await self._wait_any(None, 0.5)
                 continue
-            for msg in msgs:
-                self.inflight[id(msg)] = msg
-                self.queue.put_nowait(msg)
+            # Over when filled, expired (status 408) or refused; a request lost to a
+            # reconnect is given up locally a little after the server would have.
+            await self._wait_any(self._request_over, FETCH_WAIT + 1.0)
+            self.owed = 0
+            if self._refused is not None:  # consumer gone, limits hit: do not spin
+                log.warning("pull request refused: %s", self._refused)
+                self._refused = None
+                await self._wait_any(None, 0.5)
+
+    async def _delivered(self, msg: Msg) -> None:
+        """A message (or a status) for our pull request: tracked and queued at once."""
+        status = msg.headers.get("Status") if msg.headers and not msg.data else None
+        if status is not None:
+            if status != _HEARTBEAT_STATUS:
+                if status not in _NORMAL_END:
+                    self._refused = f"{status} {msg.headers.get('Description', '')}".strip()
+                self._request_over.set()
+            return
+        self.owed -= 1
+        if self.owed <= 0:
+            self._request_over.set()
+        key = _position(msg)
+        if key in self.held:  # redelivered while we hold it: our heartbeat covers both
+            log.warning("dropped a second delivery of a trigger this worker holds")
+            return
+        if key in self.recent_acks:  # redelivered as our ack went out: ack again, no rerun
+            with contextlib.suppress(Exception):
+                await msg.ack()
+            return
+        if self.stopping.is_set():  # arrived as we stop: hand it back at once
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            return
+        self.held[key] = msg
+        self.inflight[id(msg)] = msg
+        self.queue.put_nowait(msg)
 
     async def _runner(self) -> None:
         """One of `concurrency` loops: take a fetched trigger, process it, settle it."""
@@ -197,24 +263,8 @@ class Worker:
                 log.exception("trigger handling crashed; it will be redelivered")
             finally:
                 self.inflight.pop(id(msg), None)
+                self.held.pop(_position(msg), None)
                 self._slot.set()
-
-    async def _fetch(self, batch: int) -> list[Msg]:
-        """One pull request, abandoned when ``stop()`` is called (so stopping is immediate).
-
-        A message the server sends to an abandoned request is not lost: unacked, it is
-        redelivered after ``ack_wait``.
-        """
-        fetch = asyncio.ensure_future(self.psub.fetch(batch, timeout=FETCH_WAIT))
-        stop = asyncio.ensure_future(self.stopping.wait())
-        await asyncio.wait([fetch, stop], return_when=asyncio.FIRST_COMPLETED)
-        stop.cancel()
-        if not fetch.done():
-            fetch.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await fetch
-            return []
-        return fetch.result()
 
     async def _wait_any(self, event: asyncio.Event | None, timeout: float | None = None) -> None:
         waits = [asyncio.ensure_future(self.stopping.wait())]
@@ -280,7 +330,7 @@ class Worker:
             raise
         self.handled += 1
         if not outcome.failures:
-            await msg.ack()
+            await self.ack(msg)
             return
         permanent = any(f.permanent for f in outcome.failures)
         if permanent or tries >= self.settings.max_tries:
@@ -398,7 +448,23 @@ class Worker:
         await self.js.publish(subject, msg.data, headers=headers)
         _dead.add(1, {"rule": rule})
         log.error("trigger dead-lettered to %s after %d tries: %s", subject, tries, errors)
+        await self.ack(msg)
+
+    async def ack(self, msg: Msg) -> None:
+        """Ack, and remember it a while: a redelivery that crossed the ack is not run again."""
         await msg.ack()
+        self.recent_acks[_position(msg)] = None
+        if len(self.recent_acks) > RECENT_ACKS:
+            self.recent_acks.popitem(last=False)
+
+
+def _position(msg: Msg) -> tuple[int, float]:
+    """Which stream message this is, whatever the delivery: its sequence and timestamp.
+
+    The timestamp tells apart two messages of one sequence number in a recreated stream.
+    """
+    meta = msg.metadata
+    return meta.sequence.stream, meta.timestamp.timestamp()
 
 
 def _describe(exc: BaseException) -> str:

@@ -28,10 +28,11 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
 from engine.config import NatsSettings
+from engine.errors import BusError
 
 log = logging.getLogger("flarebus.bus")
 
@@ -120,15 +121,25 @@ async def connect(settings: NatsSettings, *, retry_initial: bool = False,
     options = connect_options(settings) | {
         "disconnected_cb": disconnected, "reconnected_cb": reconnected, "error_cb": error,
     } | extra
+    forever = options["max_reconnect_attempts"]
+    # nats-py applies max_reconnect_attempts to the first connect too; "forever" there
+    # would hang a one-shot command on a dead URL. Try each server once, then reconnect
+    # forever once connected.
+    options["max_reconnect_attempts"] = 1
     delay = 0.2
     while True:
         nc = Client()
         try:
             await nc.connect(**options)
+            nc.options["max_reconnect_attempts"] = forever
             return nc
         except (TimeoutError, NoServersError, OSError) as exc:
             if not retry_initial:
-                raise
+                with contextlib.suppress(Exception):
+                    await nc.close()
+                raise BusError(list(settings.servers),
+                               f"cannot connect ({exc or type(exc).__name__}); is the server "
+                               "running? (`flarebus nats` or `flarebus up` start one)") from None
             log.warning("NATS at %s not reachable (%s); retrying in %.1fs",
                         ", ".join(settings.servers), exc or type(exc).__name__, delay)
             with contextlib.suppress(Exception):
@@ -182,9 +193,14 @@ async def actions_done_bucket(js: JetStreamContext, *, replicas: int = 1,
 
 
 async def ensure_jetstream(nc: Client) -> JetStreamContext:
-    """JetStream context with the triggers stream in place."""
+    """JetStream context with the triggers stream in place; a clear error without JetStream."""
     js = nc.jetstream()
-    await ensure_triggers_stream(js)
+    try:
+        await ensure_triggers_stream(js)
+    except ServiceUnavailableError:
+        raise BusError([nc.connected_url.geturl() if nc.connected_url else "?"],
+                       "JetStream is not enabled (start nats-server with -js, or enable "
+                       "jetstream in its config)") from None
     return js
 
 

@@ -67,17 +67,20 @@ def run(args: argparse.Namespace) -> int:
     if problems:
         for problem in sort_problems(problems):
             print(problem)
-        count = len(set(sort_problems(problems)))
-        print(f"{count} problem{'s' if count != 1 else ''} found", file=sys.stderr)
+        print(f"{_count(len(set(sort_problems(problems))), 'problem')} found", file=sys.stderr)
         return 1
     parts = []
     if rules is not None:
-        parts.append(f"{len(rules.rules)} rules ({len(rules.enabled())} enabled) in "
-                     f"{len(rules.files)} files")
+        parts.append(f"{_count(len(rules.rules), 'rule')} ({len(rules.enabled())} enabled) in "
+                     f"{_count(len(rules.files), 'file')}")
     if configs:
-        parts.append(f"{len(configs)} config file{'s' if len(configs) != 1 else ''}")
+        parts.append(_count(len(configs), "config file"))
     if tests:
-        parts.append(f"{len(tests)} rule test file{'s' if len(tests) != 1 else ''}")
+        parts.append(_count(len(tests), "rule test file"))
     print("ok: " + ", ".join(parts or ["nothing to check"]))
     return 0
 
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -74,4 +74,4 @@ async def run(args: argparse.Namespace) -> int:
             sys.stdout.write(summary_encoder.encode(s).decode() + "\n")
     else:
         sys.stdout.write(render(summaries, time.time()))
-    return 0
+    return 0 if summaries else 1  # a health check must fail while no engine reports

@@ -71,6 +71,17 @@ class NatsServerError(FlarebusError):
 
 
 @dataclass(eq=False)
+class BusError(FlarebusError):
+    """NATS could not be reached, or lacks what flarebus needs (JetStream)."""
+
+    servers: list[str]
+    message: str
+
+    def __str__(self) -> str:
+        return f"NATS at {', '.join(self.servers)}: {self.message}"
+
+
+@dataclass(eq=False)
 class PluginError(FlarebusError):
     """A plugin could not be loaded or configured; ``source`` says where it came from."""
 

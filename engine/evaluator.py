@@ -473,20 +473,35 @@ class Evaluator:
             self._seq += 1
             heapq.heappush(self._heap, (due, self._seq, st))
 
+    def _requeue(self, st: State, when: float) -> None:
+        """Move the heap's top entry (``st``'s live one) to ``when``, its later deadline.
+
+        One sift instead of a pop and a push; the same result as popping and ``_schedule``.
+        """
+        if when == INF:
+            heapq.heappop(self._heap)
+            st.sched = INF
+        else:
+            st.sched = when
+            self._seq += 1
+            heapq.heapreplace(self._heap, (when, self._seq, st))
+
     def _run_timers(self, limit: float, inclusive: bool, out: list[Trigger]) -> None:
         heap = self._heap
         while heap:
             due = heap[0][0]
             if due > limit or (due == limit and not inclusive):
                 return
-            _, _, st = heapq.heappop(heap)
+            st = heap[0][2]
             if st.sched != due or st.dead:
+                heapq.heappop(heap)
                 continue  # superseded by an earlier push
-            st.sched = INF
             when, kind = self._next_event(st)
             if when > due:  # the deadline moved later (new samples): look again then
-                self._schedule(st)
+                self._requeue(st, when)
                 continue
+            heapq.heappop(heap)
+            st.sched = INF
             self._on_event(st, when, kind, out)
 
     def _on_event(self, st: State, when: float, kind: int, out: list[Trigger]) -> None:
@@ -540,19 +555,27 @@ class Evaluator:
         self._run_timers(now, True, out)
         return out
 
-    def next_deadline(self) -> float | None:
-        """The earliest pending deadline (event time), or None."""
+    def next_deadline(self, before: float = INF) -> float | None:
+        """The earliest pending deadline (event time) if it is earlier than ``before``, else None.
+
+        ``before`` is for a caller that already has a wake-up set (the engine's timer): only
+        a deadline earlier than that one is news. The heap's top is a lower bound of every
+        deadline, so when it is not earlier the answer costs O(1); without ``before`` the
+        answer is exact, which means re-queueing every top entry whose deadline moved later
+        (staleness moves with each sample), so asking that after every batch costs a heap
+        operation per recently sampled state.
+        """
         heap = self._heap
         while heap:
             due, _, st = heap[0]
+            if due >= before:
+                return None
             if st.sched != due or st.dead:
                 heapq.heappop(heap)
                 continue
             when = self._next_event(st)[0]
             if when > due:
-                heapq.heappop(heap)
-                st.sched = INF
-                self._schedule(st)
+                self._requeue(st, when)
                 continue
             return due
         return None

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import time
@@ -233,7 +234,7 @@ class Engine:
                 parent = telemetry.extract_context(segment.headers) if segment.headers else None
                 self._emit(triggers, "samples", parent, start_ns)
         self.stats.evaluation_latency.record(time.perf_counter() - began, {"cause": "samples"})
-        self.timer.schedule(self.evaluator.next_deadline())  # type: ignore[union-attr]
+        self._reschedule()
 
     def _on_deadline(self, now: float) -> None:
         began = time.perf_counter()
@@ -243,7 +244,19 @@ class Engine:
         if triggers:
             self._emit(triggers, "timer", None, start_ns)
         self.stats.evaluation_latency.record(time.perf_counter() - began, {"cause": "timer"})
-        self.timer.schedule(self.evaluator.next_deadline())  # type: ignore[union-attr]
+        self._reschedule()
+
+    def _reschedule(self) -> None:
+        """Set the timer to the evaluator's next deadline if that is earlier than the job's.
+
+        Asked after every batch, so it must be O(1) when nothing earlier appeared: passing
+        the job's instant lets the evaluator answer from its heap's top instead of
+        re-queueing the staleness deadlines that every sample moved later.
+        """
+        timer = self.timer
+        assert timer is not None
+        at = timer.scheduled_at
+        timer.schedule(self.evaluator.next_deadline(math.inf if at is None else at))
 
     def apply_rules(self, rules: Any) -> None:
         """Hot reload: swap in a valid rule set (unchanged rules keep their state)."""
@@ -253,7 +266,7 @@ class Engine:
         self.stats.reloads += 1
         if triggers:
             self._emit(triggers, "reload", None, start_ns)
-        self.timer.schedule(self.evaluator.next_deadline())  # type: ignore[union-attr]
+        self._reschedule()
         log.info("rules reloaded: %d rules (%d enabled); %d triggers from removed or changed "
                  "rules", len(rules.rules), len(rules.enabled()), len(triggers))
 

@@ -66,8 +66,12 @@ class DeadlineTimer:
         if deadline is None or (self._at is not None and deadline >= self._at):
             return
         trigger = DateTrigger(run_date=datetime.fromtimestamp(deadline, UTC))
+        # misfire_grace_time=None: a job that comes up late (a busy machine, a long batch)
+        # still runs. APScheduler's default would skip it after 1s and, since _at stays
+        # set, no later deadline would ever be scheduled again.
         self._scheduler.add_job(self._run, trigger, id=JOB_ID, args=[deadline],
-                                replace_existing=True)
+                                replace_existing=True, misfire_grace_time=None,
+                                coalesce=True)
         self._at = deadline
 
     async def _run(self, deadline: float) -> None:

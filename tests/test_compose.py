@@ -136,7 +136,7 @@ class Container:
         return self.root / container_path.lstrip("/")
 
     def rewrite(self, text: str, nats_url: str) -> str:
-        """A container path that exists in the stand-in becomes its host path; nats' address ours."""
+        """A container path that exists in the stand-in becomes its host path; nats' URL ours."""
         text = text.replace(COMPOSE_NATS_URL, nats_url)
         if text.startswith("/") and self.path(text).exists():
             return str(self.path(text))

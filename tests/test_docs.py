@@ -41,6 +41,7 @@ MARKER = re.compile(r"^\s*<!--\s*doc-test(?::\s*(?P<options>.*?))?\s*-->\s*$")
 FENCE = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)")
 SHELLS = {"sh", "bash", "shell", "console"}
 PYTHONS = {"python", "py", "python3"}
+OPTIONS = {"expect-fail", "output", "file"}
 BLOCK_TIMEOUT = 60.0
 #: commands that run until stopped: a doc-test must bound them with `timeout`
 LONG_RUNNING = re.compile(r"\bflarebus\s+(up|engine|worker|nats)\b")
@@ -104,10 +105,9 @@ def parse_page(path: Path, text: str | None = None) -> Page:
     while i < len(lines):
         marker = MARKER.match(lines[i])
         fence = FENCE.match(lines[i])
-        if marker:
-            if i + 1 >= len(lines) or not FENCE.match(lines[i + 1]):
-                problems.append(f"{path.name}:{i + 1}: doc-test marker not directly above a "
-                                "fenced code block")
+        if marker and (i + 1 >= len(lines) or not FENCE.match(lines[i + 1])):
+            problems.append(f"{display(path)}:{i + 1}: doc-test marker not directly above a "
+                            "fenced code block")
         if not fence:
             i += 1
             continue
@@ -120,7 +120,7 @@ def parse_page(path: Path, text: str | None = None) -> Page:
                         else lines[i])
             i += 1
         if i >= len(lines):
-            problems.append(f"{path.name}:{start + 1}: code block never closed")
+            problems.append(f"{display(path)}:{start + 1}: code block never closed")
         above = MARKER.match(lines[start - 1]) if start > 0 else None
         blocks.append(Block(path, start + 1, fence["lang"].lower(), "\n".join(body) + "\n",
                             marked=above is not None,
@@ -168,6 +168,9 @@ def missing_output(expected: list[str], output: str) -> list[str]:
 
 def runnable(block: Block) -> str | None:
     """Why a marked block cannot be a test case (None when it can)."""
+    unknown = set(block.options) - OPTIONS
+    if unknown:
+        return f"unknown doc-test option(s) {sorted(unknown)}: use {sorted(OPTIONS)}"
     if block.file_name is not None:
         name = Path(block.file_name)
         ok = block.file_name and not name.is_absolute() and ".." not in name.parts
@@ -178,7 +181,8 @@ def runnable(block: Block) -> str | None:
     if "output" in block.options and block.lang != "console":
         return "doc-test: output needs a console block (`$ ` commands, then their output)"
     if block.lang in SHELLS:
-        for line in block.code.splitlines():
+        code = console_commands(block.code) if block.lang == "console" else block.code
+        for line in code.splitlines():
             if LONG_RUNNING.search(line) and not re.search(r"\btimeout\b", line):
                 return f"long-running command without `timeout`: {line.strip()}"
     return None
@@ -218,7 +222,8 @@ class TestExtraction:
     def test_a_marker_above_no_block_is_a_problem(self) -> None:
         """A marker separated from its block (here by a blank line) is reported, not ignored."""
         page = parse_page(ROOT / "docs" / "x.md", self.PAGE)
-        assert page.problems == ["x.md:20: doc-test marker not directly above a fenced code block"]
+        assert page.problems == [
+            "docs/x.md:20: doc-test marker not directly above a fenced code block"]
 
     def test_console_transcripts_keep_only_commands(self) -> None:
         """`$ ` lines are run, output lines are not."""
@@ -239,6 +244,12 @@ class TestExtraction:
         assert "timeout" in (runnable(block) or "")
         block.code = "timeout --preserve-status 2 flarebus engine --rules rules/\n"
         assert runnable(block) is None
+
+    def test_misspelt_options_are_refused(self) -> None:
+        """`doc-test: expect_fail` is an error, not a block that silently must succeed."""
+        block = Block(ROOT / "x.md", 1, "sh", "false\n", marked=True,
+                      options=parse_options("expect_fail"))
+        assert "unknown doc-test option" in (runnable(block) or "")
 
 
 def test_doc_test_markers_are_well_placed() -> None:
@@ -337,7 +348,8 @@ def broken_links(page: Page) -> list[str]:
         where = display(page.path)
         if file_part and not dest.exists():
             out.append(f"{where}: link to {target}: no such file")
-        elif anchor and (not file_part or dest.suffix == ".md") and anchor not in anchors(dest, page):
+        elif (anchor and (not file_part or dest.suffix == ".md")
+              and anchor not in anchors(dest, page)):
             out.append(f"{where}: link to {target}: no heading #{anchor}")
     return out
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.evaluator import Evaluator, reduce_window
 from engine.events import MetricSample, Stack, StackSample, Trigger
@@ -161,6 +163,40 @@ def test_timers_due_before_a_sample_fire_first_with_their_own_time() -> None:
     assert ev.next_deadline() == 10.0
     triggers = ev.ingest([s(50, 1, host="b")], now=50)
     assert [(t.labels, t.at) for t in triggers] == [({"host": "a"}, 10.0)]
+
+
+def test_next_deadline_before_answers_only_an_earlier_deadline() -> None:
+    """With ``before``, the exact deadline if it is earlier, else None (the engine's timer)."""
+    ev = Evaluator(rule(**{"for": "10s", "missing": "{after: 30s}"}))
+    ev.ingest([s(0, 1, host="a")], now=0)
+    assert ev.next_deadline(30.0) is None and ev.next_deadline(30.5) == 30.0
+    ev.ingest([s(5, 1, host="a"), s(6, 9, host="b")], now=6)
+    assert ev.next_deadline(17.0) == 16.0  # b's `for`, earlier than any staleness
+    ev.ingest([s(7, 1, host="b")], now=7)
+    assert ev.next_deadline(36.0) == 35.0 and ev.next_deadline(35.0) is None  # a moved to 35
+    assert ev.next_deadline() == 35.0
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 4), st.integers(0, 9)),
+                min_size=1, max_size=40),
+       st.lists(st.integers(0, 120), min_size=40, max_size=40))
+def test_next_deadline_before_agrees_with_the_exact_answer(
+        steps: list[tuple[int, int, int]], befores: list[int]) -> None:
+    """After any samples and timer runs, next_deadline(b) == exact if exact < b else None."""
+    ruleset = rule(**{"for": "7s", "keep_firing_for": "5s", "repeat": "11s",
+                      "missing": "{after: 20s}"})
+    exact, bounded = Evaluator(ruleset), Evaluator(ruleset)
+    ts = 0
+    for (host, gap, value), before in zip(steps, befores, strict=False):
+        ts += gap
+        sample = [s(float(ts), float(value), host=f"h{host}")]
+        assert exact.ingest(sample, now=ts) == bounded.ingest(sample, now=ts)
+        if value == 0:  # now and then, a timer run between samples
+            assert exact.advance(ts + 0.5) == bounded.advance(ts + 0.5)
+        want = exact.next_deadline()
+        assert bounded.next_deadline(float(before)) == (
+            want if want is not None and want < before else None)
 
 
 def test_advance_and_next_deadline_return_not_sleep() -> None:

@@ -129,3 +129,35 @@ class TestNatsCommand:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(15) == 0
         assert not (tmp_path / ".flarebus" / "nats.url").exists()
+
+
+class TestUnreachable:
+    """What a user sees when the bus is not there, or lacks JetStream."""
+
+    def test_one_shot_command_fails_fast_and_says_why(self) -> None:
+        """`flarebus publish` to a dead URL exits 1 with the URL and a hint, not a hang."""
+        from tests.support import run_flarebus
+        result = run_flarebus("publish", "cpu.usage", "1", "--nats", "nats://127.0.0.1:1",
+                              timeout=30)
+        assert result.returncode == 1
+        assert "NATS at nats://127.0.0.1:1: cannot connect" in result.stderr
+        assert "Traceback" not in result.stderr
+
+    async def test_server_without_jetstream_is_named(self, tmp_path: Path) -> None:
+        """A server without JetStream gives a BusError that says how to enable it."""
+        from engine.errors import BusError
+        proc = subprocess.Popen([find_server_binary(), "-a", "127.0.0.1", "-p", "-1",
+                                 "--ports_file_dir", str(tmp_path)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            ports = tmp_path / f"nats-server_{proc.pid}.ports"
+            deadline = time.monotonic() + 10
+            while not (url := EmbeddedNats._read_ports(ports)) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            nc = await bus.connect(NatsSettings(servers=[url]))
+            with pytest.raises(BusError, match="JetStream is not enabled"):
+                await bus.ensure_jetstream(nc)
+            await nc.close()
+        finally:
+            proc.terminate()
+            proc.wait(10)
