@@ -1,0 +1,72 @@
+"""Traces follow a sample from its publisher through the engine to the trigger on JetStream."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from nats.aio.client import Client
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from engine.config import Config, EngineSettings, NatsSettings
+from engine.publish import Publisher
+from engine.service import Engine
+from tests.support import collect
+
+RULE = """\
+rules:
+  - name: traced-cpu
+    metric: traced.cpu
+    when: "> 80"
+    for: 0s
+"""
+
+
+def span_exporter() -> InMemorySpanExporter:
+    """An in-memory exporter on the process' SDK tracer provider (installed once if needed)."""
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    assert isinstance(trace.get_tracer_provider(), TracerProvider)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return exporter
+
+
+async def test_publish_evaluate_and_trigger_share_one_trace(nc: Client, nats_url: str,
+                                                            tmp_path: Path) -> None:
+    """The engine's evaluate and publish spans, and the trigger's headers, carry the
+    publisher's trace id; the publish span is a child of the evaluate span."""
+    exporter = span_exporter()
+    rules = tmp_path / "traced.yaml"
+    rules.write_text(RULE)
+    config = Config(nats=NatsSettings(servers=[nats_url], name="telemetry-test"),
+                    engine=EngineSettings(checkpoint_interval=60.0))
+    engine = Engine(config, [str(rules)])
+    await engine.start()
+    try:
+        got = await collect(nc, "triggers.traced-cpu")  # JetStream publishes reach core subscribers
+        tracer = trace.get_tracer("test-publisher")
+        with tracer.start_as_current_span("user-program") as root:
+            async with Publisher(nc, batch=False) as pub:
+                await pub.sample("traced.cpu", 93.5, host="web-1")
+        trace_id = root.get_span_context().trace_id
+        [msg] = await got.wait_for(1, timeout=15)
+        assert msg.headers is not None and f"{trace_id:032x}" in msg.headers["traceparent"]
+        for _ in range(100):
+            if any(s.name.startswith("publish triggers.") for s in exporter.get_finished_spans()):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await engine.stop()
+    spans = exporter.get_finished_spans()
+    [evaluate] = [s for s in spans if s.name == "evaluate"]
+    [publish] = [s for s in spans if s.name == "publish triggers.traced-cpu"]
+    assert evaluate.context.trace_id == trace_id
+    assert publish.context.trace_id == trace_id
+    assert publish.parent is not None and publish.parent.span_id == evaluate.context.span_id
+    assert evaluate.attributes["flarebus.triggers"] == 1
