@@ -21,6 +21,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -133,7 +134,9 @@ async def _run_roles(args: argparse.Namespace, config: Config, console: Console,
         loop.add_signal_handler(sig, stop.set)
 
     engine = Engine(config, rules_paths, on_acked=console.trigger)
-    await engine.start()
+    if not await _unless_stopped(engine.start(), stop):
+        console.event("stopped", "stopped before the engine was ready (NATS not reachable)")
+        return 0
     loop.add_signal_handler(signal.SIGHUP, engine.request_reload)
     nc = await bus.connect(config.nats, retry_initial=True)
     tasks = {
@@ -166,6 +169,21 @@ async def _run_roles(args: argparse.Namespace, config: Config, console: Console,
     await bus.close(nc)
     console.event("stopped", "engine, worker and samplers stopped")
     return 1 if failed else 0
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run ``work`` unless Ctrl-C comes first (e.g. while waiting for NATS); True if it ran."""
+    task = asyncio.create_task(work)
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return False
+    task.result()  # its exception, if any, is the caller's
+    return True
 
 
 async def _wait(stop: asyncio.Event, tasks: dict[str, asyncio.Task[Any]]) -> bool:

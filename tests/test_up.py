@@ -102,3 +102,15 @@ def test_up_help_teaches() -> None:
     result = run_flarebus("up", "--help")
     assert result.returncode == 0
     assert "flarebus publish cpu.usage 93.5" in result.stdout and "--rules" in result.stdout
+
+
+def test_ctrl_c_while_nats_is_unreachable_stops_at_once(workdir: Path) -> None:
+    """With a dead --nats URL, `up` says so and retries; Ctrl-C ends it with exit 0."""
+    proc = start_flarebus("up", "--nats", "nats://127.0.0.1:1", cwd=workdir)
+    out = Output(proc)
+    try:
+        out.wait_for(r"not reachable", 30)
+    finally:
+        code = stop(proc, family(proc.pid))
+    assert code == 0, out.text()
+    assert "stopped before the engine was ready" in out.text()
