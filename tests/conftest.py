@@ -37,3 +37,20 @@ async def nc(nats_settings: NatsSettings) -> AsyncIterator[Client]:
     client = await bus.connect(nats_settings)
     yield client
     await client.close()
+
+
+@pytest.fixture(scope="module")
+def private_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
+    """A server of the test module's own: worker tests purge streams and kill processes freely."""
+    server = EmbeddedNats(tmp_path_factory.mktemp("private-nats"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def private_nc(private_nats: EmbeddedNats) -> AsyncIterator[Client]:
+    """A plain nats-py connection to the module's private server."""
+    client = await bus.connect(NatsSettings(servers=[private_nats.url], name="flarebus-test"))
+    yield client
+    await client.close()

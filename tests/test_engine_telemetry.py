@@ -7,14 +7,11 @@ from pathlib import Path
 
 from nats.aio.client import Client
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from engine.config import Config, EngineSettings, NatsSettings
 from engine.publish import Publisher
 from engine.service import Engine
-from tests.support import collect
+from tests.support import collect, span_exporter
 
 RULE = """\
 rules:
@@ -24,17 +21,6 @@ rules:
     for: 0s
 """
 
-
-def span_exporter() -> InMemorySpanExporter:
-    """An in-memory exporter on the process' SDK tracer provider (installed once if needed)."""
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    assert isinstance(trace.get_tracer_provider(), TracerProvider)
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return exporter
 
 
 async def test_publish_evaluate_and_trigger_share_one_trace(nc: Client, nats_url: str,

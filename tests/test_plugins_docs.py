@@ -6,13 +6,12 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from engine.nats_server import EmbeddedNats
-from tests.plugin_pkg.harness import connect, fresh_stream, private_server, publish, trigger
+from tests.plugin_pkg.harness import connect, fresh_stream, publish, trigger
 from tests.plugin_pkg.harness import wait_until as wait
 from tests.support import ROOT, run_flarebus, start_flarebus
 
@@ -34,12 +33,6 @@ def example(tmp_path: Path) -> Path:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(text)
     return tmp_path
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
-    with private_server(tmp_path_factory.mktemp("docs-nats")) as s:
-        yield s
 
 
 def test_doc_has_the_marked_blocks() -> None:
@@ -65,10 +58,11 @@ def test_flarebus_plugins_finds_the_example(example: Path) -> None:
     assert line.split()[1:3] == ["action", "plugin"]
 
 
-async def test_a_worker_runs_the_example_plugin(example: Path, server: EmbeddedNats) -> None:
+async def test_a_worker_runs_the_example_plugin(example: Path,
+                                               private_nats: EmbeddedNats) -> None:
     """A real `flarebus worker --config flarebus.yaml` runs the plugin on a published trigger."""
-    nc = await connect(server.url)
-    proc = start_flarebus("worker", "--nats", server.url, "--config", "flarebus.yaml",
+    nc = await connect(private_nats.url)
+    proc = start_flarebus("worker", "--nats", private_nats.url, "--config", "flarebus.yaml",
                           cwd=example, env=ENV)
     try:
         js = await fresh_stream(nc)

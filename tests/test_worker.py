@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import msgspec
-import pytest
 from nats.aio.client import Client
 
 from actions import Action, Sink
@@ -17,32 +15,16 @@ from actions.worker import ERROR_HEADER, PLUGIN_HEADER, TRIES_HEADER, backoff, d
 from engine import bus
 from engine.config import PluginSettings
 from engine.events import ActionRef, Trigger, trigger_decoder
-from engine.nats_server import EmbeddedNats
 from tests.plugin_pkg.harness import (
-    connect,
     consumer_idle,
     fresh_stream,
-    private_server,
     publish,
     running_worker,
     settings,
     trigger,
     wait_until,
 )
-from tests.support import collect
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
-    with private_server(tmp_path_factory.mktemp("worker-nats")) as s:
-        yield s
-
-
-@pytest.fixture
-async def wnc(server: EmbeddedNats) -> AsyncIterator[Client]:
-    client = await connect(server.url)
-    yield client
-    await client.close()
+from tests.support import collect, span_exporter
 
 
 class Recorder(Action):
@@ -83,31 +65,31 @@ class Hangs(Action):
         self.done.add(trigger.id)
 
 
-async def dead_letters(wnc: Client, rule: str) -> Any:
-    return await collect(wnc, bus.dead_letter_subject(rule))
+async def dead_letters(private_nc: Client, rule: str) -> Any:
+    return await collect(private_nc, bus.dead_letter_subject(rule))
 
 
-async def test_all_actions_succeed_and_trigger_is_acked(wnc: Client) -> None:
+async def test_all_actions_succeed_and_trigger_is_acked(private_nc: Client) -> None:
     """Every action of every trigger runs once and the consumer ends with nothing pending."""
-    js = await fresh_stream(wnc)
+    js = await fresh_stream(private_nc)
     a, b = Recorder("rec-a"), Recorder("rec-b")
     cfg = settings()
     triggers = [trigger(actions=["rec-a", "rec-b"]) for _ in range(20)]
-    async with running_worker(wnc, a, b, worker=cfg):
+    async with running_worker(private_nc, a, b, worker=cfg):
         await publish(js, triggers)
         await wait_until(lambda: len(a.done) == 20 and len(b.done) == 20, what="all actions")
         await wait_until(lambda: consumer_idle(js, cfg.consumer), what="all acked")
     assert set(a.runs.values()) == {1} and set(b.runs.values()) == {1}
 
 
-async def test_fails_twice_then_succeeds(wnc: Client) -> None:
+async def test_fails_twice_then_succeeds(private_nc: Client) -> None:
     """A plugin failing twice is retried with backoff and the trigger completes."""
-    js = await fresh_stream(wnc)
-    dead = await dead_letters(wnc, "flaky")
+    js = await fresh_stream(private_nc)
+    dead = await dead_letters(private_nc, "flaky")
     rec = Recorder(fail_first=2)
     cfg = settings(max_tries=5)
     t = trigger("flaky", actions=["rec"])
-    async with running_worker(wnc, rec, worker=cfg):
+    async with running_worker(private_nc, rec, worker=cfg):
         await publish(js, [t])
         await wait_until(lambda: t.id in rec.done, what="third try")
         await wait_until(lambda: consumer_idle(js, cfg.consumer), what="acked")
@@ -115,14 +97,14 @@ async def test_fails_twice_then_succeeds(wnc: Client) -> None:
     assert dead.messages == []
 
 
-async def test_always_failing_plugin_is_dead_lettered_with_its_error(wnc: Client) -> None:
+async def test_always_failing_plugin_is_dead_lettered_with_its_error(private_nc: Client) -> None:
     """After max_tries the trigger lands on triggers.dead.<rule> with plugin, error and tries."""
-    js = await fresh_stream(wnc)
-    dead = await dead_letters(wnc, "doomed")
+    js = await fresh_stream(private_nc)
+    dead = await dead_letters(private_nc, "doomed")
     rec = Recorder(always_fail=True)
     cfg = settings(max_tries=3)
     t = trigger("doomed", actions=["rec"])
-    async with running_worker(wnc, rec, worker=cfg):
+    async with running_worker(private_nc, rec, worker=cfg):
         await publish(js, [t])
         [msg] = await dead.wait_for(1)
         await wait_until(lambda: consumer_idle(js, cfg.consumer), what="acked after dead letter")
@@ -135,13 +117,13 @@ async def test_always_failing_plugin_is_dead_lettered_with_its_error(wnc: Client
     assert trigger_decoder.decode(stored.data).id == t.id  # kept in the stream, not just sent
 
 
-async def test_hanging_plugin_is_cancelled_and_retried(wnc: Client) -> None:
+async def test_hanging_plugin_is_cancelled_and_retried(private_nc: Client) -> None:
     """A plugin past its timeout is cancelled, the failure retried, and the retry completes."""
-    js = await fresh_stream(wnc)
+    js = await fresh_stream(private_nc)
     hangs = Hangs()
     cfg = settings()
     t = trigger("hang", actions=["hangs"])
-    async with running_worker(wnc, hangs, worker=cfg,
+    async with running_worker(private_nc, hangs, worker=cfg,
                               plugin_settings={"hangs": PluginSettings(timeout=0.3)}):
         await publish(js, [t])
         await wait_until(lambda: t.id in hangs.done, what="retry after timeout")
@@ -150,13 +132,13 @@ async def test_hanging_plugin_is_cancelled_and_retried(wnc: Client) -> None:
     assert hangs.runs[t.id] == 2
 
 
-async def test_on_retry_only_the_failed_action_runs_again(wnc: Client) -> None:
+async def test_on_retry_only_the_failed_action_runs_again(private_nc: Client) -> None:
     """Two actions, the second fails once: the first ran once, the second twice."""
-    js = await fresh_stream(wnc)
+    js = await fresh_stream(private_nc)
     first, second = Recorder("first"), Recorder("second", fail_first=1)
     cfg = settings()
     t = trigger("pair", actions=["first", "second"])
-    async with running_worker(wnc, first, second, worker=cfg):
+    async with running_worker(private_nc, first, second, worker=cfg):
         await publish(js, [t])
         await wait_until(lambda: t.id in second.done, what="second action's retry")
         await wait_until(lambda: consumer_idle(js, cfg.consumer), what="acked")
@@ -166,9 +148,9 @@ async def test_on_retry_only_the_failed_action_runs_again(wnc: Client) -> None:
     assert (await kv.get(done_key(t.id, 0, "first"))).value == b"1"
 
 
-async def test_redelivered_trigger_skips_actions_recorded_done(wnc: Client) -> None:
+async def test_redelivered_trigger_skips_actions_recorded_done(private_nc: Client) -> None:
     """A completion recorded in the KV bucket (by a worker that died before acking) is honoured."""
-    js = await fresh_stream(wnc)
+    js = await fresh_stream(private_nc)
     first, second = Recorder("first"), Recorder("second")
     t = trigger("recorded", actions=["first", "second"])
     kv = await bus.actions_done_bucket(js)
@@ -182,18 +164,18 @@ async def test_redelivered_trigger_skips_actions_recorded_done(wnc: Client) -> N
     [msg] = await sub.fetch(1, timeout=5)
     await msg.nak()
     await sub.unsubscribe()
-    async with running_worker(wnc, first, second, worker=cfg):
+    async with running_worker(private_nc, first, second, worker=cfg):
         await wait_until(lambda: t.id in second.done, what="second action")
         await wait_until(lambda: consumer_idle(js, cfg.consumer), what="acked")
     assert first.runs[t.id] == 0
     assert second.runs[t.id] == 1
 
 
-async def test_unknown_plugin_is_dead_lettered_at_once(wnc: Client) -> None:
+async def test_unknown_plugin_is_dead_lettered_at_once(private_nc: Client) -> None:
     """A trigger naming no known plugin cannot succeed: dead-lettered on the first try."""
-    js = await fresh_stream(wnc)
-    dead = await dead_letters(wnc, "typo")
-    async with running_worker(wnc, worker=settings(max_tries=5)):
+    js = await fresh_stream(private_nc)
+    dead = await dead_letters(private_nc, "typo")
+    async with running_worker(private_nc, worker=settings(max_tries=5)):
         await publish(js, [trigger("typo", actions=["lgo"])])
         [msg] = await dead.wait_for(1)
     assert msg.headers[PLUGIN_HEADER] == "lgo"
@@ -201,24 +183,26 @@ async def test_unknown_plugin_is_dead_lettered_at_once(wnc: Client) -> None:
     assert msg.headers[TRIES_HEADER] == "1"
 
 
-async def test_invalid_rule_action_config_is_dead_lettered_with_the_field(wnc: Client) -> None:
+async def test_invalid_rule_action_config_is_dead_lettered_with_the_field(
+        private_nc: Client,
+) -> None:
     """A rule's action config that fails the plugin's schema never reaches the plugin."""
-    js = await fresh_stream(wnc)
-    dead = await dead_letters(wnc, "badcfg")
+    js = await fresh_stream(private_nc)
+    dead = await dead_letters(private_nc, "badcfg")
     t = trigger("badcfg", actions=[ActionRef(plugin="http", config={"timeout": "soon"})])
-    async with running_worker(wnc, worker=settings()):
+    async with running_worker(private_nc, worker=settings()):
         await publish(js, [t])
         [msg] = await dead.wait_for(1)
     assert "timeout" in msg.headers[ERROR_HEADER]
     assert "rule 'badcfg'" in msg.headers[ERROR_HEADER]
 
 
-async def test_undecodable_trigger_is_dead_lettered_not_lost(wnc: Client) -> None:
+async def test_undecodable_trigger_is_dead_lettered_not_lost(private_nc: Client) -> None:
     """A payload that is not a Trigger goes to the dead-letter subject of its subject's rule."""
-    js = await fresh_stream(wnc)
-    dead = await dead_letters(wnc, "garbled")
+    js = await fresh_stream(private_nc)
+    dead = await dead_letters(private_nc, "garbled")
     cfg = settings()
-    async with running_worker(wnc, worker=cfg):
+    async with running_worker(private_nc, worker=cfg):
         await js.publish(bus.trigger_subject("garbled"), b'{"id": 1}')
         [msg] = await dead.wait_for(1)
         await wait_until(lambda: consumer_idle(js, cfg.consumer), what="acked")
@@ -226,12 +210,12 @@ async def test_undecodable_trigger_is_dead_lettered_not_lost(wnc: Client) -> Non
     assert "invalid trigger" in msg.headers[ERROR_HEADER]
 
 
-async def test_empty_actions_run_the_default_action(wnc: Client) -> None:
+async def test_empty_actions_run_the_default_action(private_nc: Client) -> None:
     """A trigger naming no action runs ACTION_PLUGIN (worker.default_action)."""
-    js = await fresh_stream(wnc)
+    js = await fresh_stream(private_nc)
     rec = Recorder("fallback")
     t = trigger("noaction", actions=[])
-    async with running_worker(wnc, rec, worker=settings(default_action="fallback")):
+    async with running_worker(private_nc, rec, worker=settings(default_action="fallback")):
         await publish(js, [t])
         await wait_until(lambda: t.id in rec.done, what="default action")
 
@@ -257,11 +241,13 @@ class BlockingAction(Action):
             self.threads.append(threading.current_thread().name)
 
 
-async def test_sync_plugin_runs_in_thread_pool_within_its_concurrency_limit(wnc: Client) -> None:
+async def test_sync_plugin_runs_in_thread_pool_within_its_concurrency_limit(
+        private_nc: Client,
+) -> None:
     """A blocking def plugin runs in the pool, never on the loop, at most `concurrency` at once."""
-    js = await fresh_stream(wnc)
+    js = await fresh_stream(private_nc)
     blocking = BlockingAction()
-    async with running_worker(wnc, blocking, worker=settings(concurrency=8),
+    async with running_worker(private_nc, blocking, worker=settings(concurrency=8),
                               plugin_settings={"blocking": PluginSettings(concurrency=2)}):
         await publish(js, [trigger("sync", actions=["blocking"]) for _ in range(12)])
         await wait_until(lambda: len(blocking.threads) == 12, what="12 blocking runs")
@@ -280,37 +266,26 @@ class Notes(Sink):
         self.seen.append((rule_name, msg))
 
 
-async def test_sink_runs_wherever_an_action_does(wnc: Client) -> None:
+async def test_sink_runs_wherever_an_action_does(private_nc: Client) -> None:
     """A sink named as a rule's action gets notify(rule_name, msg) with the summary."""
-    js = await fresh_stream(wnc)
+    js = await fresh_stream(private_nc)
     notes = Notes()
     t = msgspec.structs.replace(trigger("disk", actions=["notes"]),
                                 annotations={"summary": "disk 93% on web-1"})
-    async with running_worker(wnc, notes):
+    async with running_worker(private_nc, notes):
         await publish(js, [t])
         await wait_until(lambda: notes.seen, what="notify")
     assert notes.seen == [("disk", "disk 93% on web-1")]
 
 
-async def test_action_span_is_a_child_of_the_trigger_trace(wnc: Client) -> None:
+async def test_action_span_is_a_child_of_the_trigger_trace(private_nc: Client) -> None:
     """`action.execute` spans continue the trace whose context the trigger's headers carry."""
-    from opentelemetry import trace
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    assert isinstance(trace.get_tracer_provider(), TracerProvider)
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    js = await fresh_stream(wnc)
+    exporter = span_exporter()
+    js = await fresh_stream(private_nc)
     rec = Recorder()
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     t = trigger("traced", actions=["rec"])
-    async with running_worker(wnc, rec):
+    async with running_worker(private_nc, rec):
         await publish(js, [t], headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})
         await wait_until(lambda: t.id in rec.done, what="traced action")
         await wait_until(lambda: any(s.name == "action.execute"

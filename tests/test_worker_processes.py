@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,28 +18,13 @@ from engine import bus
 from engine.nats_server import EmbeddedNats
 from tests.plugin_pkg.harness import (
     PLUGINS,
-    connect,
     consumer_idle,
     fresh_stream,
-    private_server,
     publish,
     trigger,
     wait_until,
 )
 from tests.support import ROOT, flarebus_cmd
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
-    with private_server(tmp_path_factory.mktemp("proc-nats")) as s:
-        yield s
-
-
-@pytest.fixture
-async def pnc(server: EmbeddedNats) -> AsyncIterator[Client]:
-    client = await connect(server.url)
-    yield client
-    await client.close()
 
 
 class Fleet:
@@ -94,15 +79,16 @@ class Fleet:
 
 
 @pytest.fixture
-def fleet(server: EmbeddedNats, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Fleet]:
-    f = Fleet(server.url, tmp_path, f"proc-{request.node.name[-20:].strip('_')}")
+def fleet(private_nats: EmbeddedNats, tmp_path: Path,
+          request: pytest.FixtureRequest) -> Iterator[Fleet]:
+    f = Fleet(private_nats.url, tmp_path, f"proc-{request.node.name[-20:].strip('_')}")
     yield f
     f.stop_all()
 
 
-async def test_three_workers_share_the_load(pnc: Client, fleet: Fleet) -> None:
+async def test_three_workers_share_the_load(private_nc: Client, fleet: Fleet) -> None:
     """300 triggers, three processes: every trigger's action ran and every worker ran some."""
-    js = await fresh_stream(pnc)
+    js = await fresh_stream(private_nc)
     for _ in range(3):
         fleet.start(concurrency=8)
     await fleet.ready(js, 3)
@@ -115,9 +101,11 @@ async def test_three_workers_share_the_load(pnc: Client, fleet: Fleet) -> None:
     assert fleet.ended() == {t.id for t in triggers}
 
 
-async def test_kill_9_mid_action_every_trigger_still_completes(pnc: Client, fleet: Fleet) -> None:
+async def test_kill_9_mid_action_every_trigger_still_completes(
+        private_nc: Client, fleet: Fleet,
+) -> None:
     """A worker killed mid-action: its triggers are redelivered, each run at most once more."""
-    js = await fresh_stream(pnc)
+    js = await fresh_stream(private_nc)
     victim = fleet.start(concurrency=4)
     survivor = fleet.start(concurrency=4)
     await fleet.ready(js, 2)
@@ -150,9 +138,11 @@ async def test_kill_9_mid_action_every_trigger_still_completes(pnc: Client, flee
     assert survivor.poll() is None
 
 
-async def test_sigterm_drains_in_flight_actions_and_exits_0(pnc: Client, fleet: Fleet) -> None:
+async def test_sigterm_drains_in_flight_actions_and_exits_0(
+        private_nc: Client, fleet: Fleet,
+) -> None:
     """SIGTERM: in-flight actions finish, nothing more is fetched, exit code 0, nothing lost."""
-    js = await fresh_stream(pnc)
+    js = await fresh_stream(private_nc)
     first = fleet.start(concurrency=2, grace="10s")
     await fleet.ready(js, 1)
     triggers = [trigger("drain", actions=["recorder"], labels={"sleep": "0.3"})
@@ -170,9 +160,9 @@ async def test_sigterm_drains_in_flight_actions_and_exits_0(pnc: Client, fleet: 
 
 
 async def test_sigterm_hands_back_what_cannot_finish_within_grace(
-        pnc: Client, fleet: Fleet) -> None:
+        private_nc: Client, fleet: Fleet) -> None:
     """Past the grace period, in-flight triggers are nak'ed and another worker runs them."""
-    js = await fresh_stream(pnc)
+    js = await fresh_stream(private_nc)
     first = fleet.start(concurrency=2, grace="200ms")
     await fleet.ready(js, 1)
     triggers = [trigger("handback", actions=["recorder"], labels={"sleep": "1.5"})

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,6 @@ from actions.worker import Worker
 from engine import bus
 from engine.config import NatsSettings, PluginSettings, WorkerSettings
 from engine.events import ActionRef, Trigger, encoder
-from engine.nats_server import EmbeddedNats
 
 HERE = Path(__file__).resolve().parent
 PLUGINS = HERE / "plugins"  # PLUGIN_DIR of the process tests
@@ -73,16 +72,6 @@ async def wait_until(check: Callable[[], Any], timeout: float = 15.0,
             pytest.fail(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
 
-
-@contextlib.contextmanager
-def private_server(tmp: Path) -> Iterator[EmbeddedNats]:
-    """A server of the module's own: worker tests purge streams and kill processes freely."""
-    server = EmbeddedNats(tmp)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def connect(url: str) -> Client:
