@@ -30,7 +30,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from types import CodeType, FrameType
@@ -48,6 +47,9 @@ DEFAULT_INTERVAL = 1.0
 MAX_QUEUED = 256
 
 StackSink = Callable[[StackSample], None]
+RawStack = tuple[Any, ...]
+"""A stack as sampled: leaf-first code objects (each followed by its line with ``lines``),
+then the thread's label with ``threads``; StackProfiler.stacks() names them."""
 
 
 class StackProfiler:
@@ -76,46 +78,90 @@ class StackProfiler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _frame_name(self, frame: FrameType) -> str:
+    def _name(self, frame: FrameType) -> str:
+        """``module.qualname`` of the frame's code, built once per code object."""
         code = frame.f_code
         name = self._names.get(code)
         if name is None:
             module = frame.f_globals.get("__name__") or "?"
             qualname = getattr(code, "co_qualname", code.co_name)
             name = self._names[code] = f"{module}.{qualname}"
-        return f"{name}:{frame.f_lineno}" if self.lines else name
+        return name
 
-    def _stack(self, frame: FrameType | None) -> list[str]:
-        names = []
+    def _learn_names(self, frame: FrameType | None) -> None:
         while frame is not None:
-            names.append(self._frame_name(frame))
+            self._name(frame)
             frame = frame.f_back
-        names.reverse()
-        return names
 
-    def sample_once(self, counts: Counter[tuple[str, ...]]) -> None:
-        """Add one snapshot of every other thread's stack to ``counts``."""
+    def sample_once(self, counts: dict[RawStack, int]) -> None:
+        """Add one snapshot of every other thread's stack to ``counts``.
+
+        This runs holding the GIL while the profiled program waits, so it only records raw
+        keys: the leaf-first tuple of code objects (with line numbers when ``lines``), plus
+        the thread's name when ``threads``. Names are built once per code object, and only
+        when a stack is new in this window (a known key means every code in it is named);
+        ``stacks()`` turns the keys into Stacks once per interval.
+        """
         own = threading.get_ident()
+        exclude = self.exclude
+        lines = self.lines
         thread_names = {t.ident: t.name for t in threading.enumerate()} if self.threads else {}
+        top: FrameType | None = None
+        frame: FrameType | None = None
         frames = sys._current_frames()
         try:
-            for ident, frame in frames.items():
-                if ident == own or ident in self.exclude:
+            for ident, top in frames.items():
+                if ident == own or ident in exclude:
                     continue
-                stack = self._stack(frame)
+                raw: list[Any] = []
+                append = raw.append
+                frame = top
+                if lines:
+                    while frame is not None:
+                        append(frame.f_code)
+                        append(frame.f_lineno)
+                        frame = frame.f_back
+                else:
+                    while frame is not None:
+                        append(frame.f_code)
+                        frame = frame.f_back
                 if self.threads:
-                    stack.insert(0, f"thread {thread_names.get(ident, ident)}")
-                if stack:
-                    counts[tuple(stack)] += 1
+                    append(f"thread {thread_names.get(ident, ident)}")
+                if not raw:
+                    continue
+                key = tuple(raw)
+                count = counts.get(key)
+                if count is None:
+                    self._learn_names(top)
+                    counts[key] = 1
+                else:
+                    counts[key] = count + 1
         finally:
-            del frames  # frames keep locals alive; do not hold them past the snapshot
+            del frames, top, frame  # frames keep locals alive; do not hold them past the snapshot
         self.samples_taken += 1
 
-    def _emit(self, counts: Counter[tuple[str, ...]]) -> None:
+    def stacks(self, counts: Mapping[RawStack, int]) -> list[Stack]:
+        """The raw keys ``sample_once`` counted as Stacks of names, root first."""
+        names = self._names
+        threads = self.threads
+        out = []
+        for key, n in counts.items():
+            codes = key[:-1] if threads else key
+            if self.lines:
+                frames = [f"{names[codes[i]]}:{codes[i + 1]}"
+                          for i in range(len(codes) - 2, -1, -2)]
+            else:
+                frames = [names[code] for code in reversed(codes)]
+            if threads:
+                frames.insert(0, key[-1])
+            out.append(Stack(frames, float(n)))
+        return out
+
+    def _emit(self, counts: dict[RawStack, int]) -> None:
         if not counts:
             return
-        sample = StackSample(self.source, [Stack(list(s), float(n)) for s, n in counts.items()],
-                             time.time(), "samples", self.labels)
+        sample = StackSample(self.source, self.stacks(counts), time.time(), "samples",
+                             self.labels)
         try:
             self.sink(sample)
         except Exception:  # the profiled program must never feel our failures
@@ -123,7 +169,7 @@ class StackProfiler:
 
     def _run(self) -> None:
         period = 1.0 / self.rate
-        counts: Counter[tuple[str, ...]] = Counter()
+        counts: dict[RawStack, int] = {}
         next_sample = time.monotonic()
         next_emit = next_sample + self.interval
         while not self._stop.is_set():
@@ -131,7 +177,7 @@ class StackProfiler:
             now = time.monotonic()
             if now >= next_emit:
                 self._emit(counts)
-                counts = Counter()
+                counts = {}
                 next_emit += self.interval * max(1, int((now - next_emit) / self.interval) + 1)
             next_sample += period
             if next_sample < now:  # fell behind (a long GC, a suspended laptop): skip, no burst

@@ -127,6 +127,37 @@ def test_profiler_samples_other_threads_not_itself() -> None:
     assert got[0].labels == {"service": "t"} and got[0].ts is not None
 
 
+def _park(ready: threading.Event, release: threading.Event) -> None:
+    ready.set()
+    release.wait()  # the line the sampled stack must name
+
+
+@pytest.mark.parametrize("lines", [False, True])
+def test_snapshots_count_identical_stacks_named_root_first(lines: bool) -> None:
+    """Repeated snapshots of a parked thread fold into one Stack, root first, leaf named."""
+    ready, release = threading.Event(), threading.Event()
+    worker = threading.Thread(target=_park, args=(ready, release), name="parked")
+    worker.start()
+    ready.wait()
+    profiler = StackProfiler("unit", lambda s: None, threads=True, lines=lines)
+    counts: dict = {}
+    try:
+        for _ in range(3):
+            profiler.sample_once(counts)
+    finally:
+        release.set()
+        worker.join()
+    parked = [s for s in profiler.stacks(counts) if s.frames[0] == "thread parked"]
+    assert len(parked) == 1 and parked[0].weight == 3.0
+    frames = parked[0].frames
+    assert frames[1].startswith("threading.Thread._bootstrap")
+    park_line = _park.__code__.co_firstlineno + 2
+    expected = f"{__name__}._park:{park_line}" if lines else f"{__name__}._park"
+    assert expected in frames
+    assert frames[-1].startswith("threading.Condition.wait")
+    assert all((":" in f) == lines for f in frames[1:])
+
+
 def test_profiler_rejects_a_bad_source() -> None:
     """A source that is not a subject token is refused at once."""
     from engine.errors import SampleError
