@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 
 from engine import telemetry
 from engine.cliopts import add_nats_options, settings
 from engine.service import run_engine
-
-log = logging.getLogger("flarebus.engine")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -49,21 +46,9 @@ async def run(args: argparse.Namespace) -> int:
                     endpoint=config.telemetry.endpoint)
     stop = asyncio.Event()
     reload = asyncio.Event()
-    ready = asyncio.Event()
-    runner = asyncio.create_task(run_engine(config, config.engine.rules, stop=stop,
-                                            ready=ready, reload=reload))
-
-    def on_stop_signal() -> None:
-        stop.set()
-        if not ready.is_set():  # still waiting for NATS: nothing to drain, just stop waiting
-            runner.cancel()
-
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_stop_signal)
+        loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload.set)
-    try:
-        await runner
-    except asyncio.CancelledError:
-        log.warning("stopped before the engine was ready (NATS was not reachable)")
+    await run_engine(config, config.engine.rules, stop=stop, reload=reload)
     return 0

@@ -21,7 +21,6 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -121,7 +120,7 @@ async def run(args: argparse.Namespace) -> int:
 async def _run_roles(args: argparse.Namespace, config: Config, console: Console,
                      server: EmbeddedNats | None, status_every: float) -> int:
     from actions.service import run_worker
-    from engine.service import Engine
+    from engine.service import Engine, unless_stopped
     from rules import default_rules_file
     from samplers.runtime import run_samplers
 
@@ -134,7 +133,7 @@ async def _run_roles(args: argparse.Namespace, config: Config, console: Console,
         loop.add_signal_handler(sig, stop.set)
 
     engine = Engine(config, rules_paths, on_acked=console.trigger)
-    if not await _unless_stopped(engine.start(), stop):
+    if not await unless_stopped(engine.start(), stop):
         console.event("stopped", "stopped before the engine was ready (NATS not reachable)")
         return 0
     loop.add_signal_handler(signal.SIGHUP, engine.request_reload)
@@ -169,21 +168,6 @@ async def _run_roles(args: argparse.Namespace, config: Config, console: Console,
     await bus.close(nc)
     console.event("stopped", "engine, worker and samplers stopped")
     return 1 if failed else 0
-
-
-async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
-    """Run ``work`` unless Ctrl-C comes first (e.g. while waiting for NATS); True if it ran."""
-    task = asyncio.create_task(work)
-    stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
-    stopper.cancel()
-    if not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        return False
-    task.result()  # its exception, if any, is the caller's
-    return True
 
 
 async def _wait(stop: asyncio.Event, tasks: dict[str, asyncio.Task[Any]]) -> bool:

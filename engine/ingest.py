@@ -210,7 +210,11 @@ class Ingest:
 
     async def run(self) -> None:
         """Evaluate batches until ``stop`` closed the inboxes and they are empty."""
-        await asyncio.gather(self._metrics_loop(), self._stacks_loop())
+        await asyncio.gather(
+            self._loop(self._metrics_inbox, self._metrics_prefix, decode_metric_batch,
+                       self._on_metrics),
+            self._loop(self._stacks_inbox, self._stacks_prefix, decode_stack_batch,
+                       self._on_stacks))
 
     async def stop(self) -> None:
         """Stop taking input: unsubscribe, then let the loops finish what was received."""
@@ -233,21 +237,16 @@ class Ingest:
             f"(engine.pending_msgs_limit / pending_bytes_limit); "
             f"{self._stats.dropped['slow_consumer']} dropped so far")
 
-    async def _metrics_loop(self) -> None:
-        prefix_len = len(self._metrics_prefix) + 1
-        while msgs := await self._metrics_inbox.take():
-            decoded = decode_metric_batch(msgs, prefix_len, traced=self._traced())
+    async def _loop(self, inbox: Inbox, prefix: str,
+                    decode: Callable[..., Decoded[Any]],
+                    handle: Callable[[list[Segment[Any]]], None]) -> None:
+        """Take what arrived, decode it as one batch, count it, hand it on; until closed."""
+        prefix_len = len(prefix) + 1
+        while msgs := await inbox.take():
+            decoded = decode(msgs, prefix_len, traced=self._traced())
             await self._account(len(msgs), decoded)
             if decoded.segments:
-                self._on_metrics(decoded.segments)
-
-    async def _stacks_loop(self) -> None:
-        prefix_len = len(self._stacks_prefix) + 1
-        while msgs := await self._stacks_inbox.take():
-            decoded = decode_stack_batch(msgs, prefix_len, traced=self._traced())
-            await self._account(len(msgs), decoded)
-            if decoded.segments:
-                self._on_stacks(decoded.segments)
+                handle(decoded.segments)
 
     async def _account(self, messages: int, decoded: Decoded[Any]) -> None:
         self._stats.received(messages, decoded.samples)

@@ -109,10 +109,7 @@ class Publisher:
             sample = MetricSample(name, value, ts, labels)
         except ValueError as exc:  # MetricSample.__post_init__: NaN, infinity, negative ts
             raise SampleError(str(exc).replace("`", "").replace(" must", ": must", 1)) from None
-        if not self._batching:
-            await self._put(subject, sample)
-        elif full := self._buffer(subject, sample):
-            await self._publish(subject, full.samples, full.headers)
+        await self._put(subject, sample)
 
     async def send(self, sample: MetricSample) -> None:
         """Publish an already built (and so already validated) MetricSample."""

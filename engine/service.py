@@ -24,7 +24,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -349,6 +349,21 @@ class Engine:
         log.warning("NATS: %s", exc or type(exc).__name__)
 
 
+async def unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run ``work`` unless Ctrl-C comes first (e.g. while waiting for NATS); True if it ran."""
+    task = asyncio.create_task(work)
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return False
+    task.result()  # its exception, if any, is the caller's
+    return True
+
+
 async def run_engine(config: Config, rules_paths: Sequence[str | Path] | None = None, *,
                      stop: asyncio.Event, ready: asyncio.Event | None = None,
                      reload: asyncio.Event | None = None, **options: Any) -> Engine:
@@ -358,7 +373,9 @@ async def run_engine(config: Config, rules_paths: Sequence[str | Path] | None = 
     (``flarebus up`` forwards SIGHUP through it).
     """
     engine = Engine(config, rules_paths, **options)
-    await engine.start()
+    if not await unless_stopped(engine.start(), stop):
+        log.warning("stopped before the engine was ready (NATS was not reachable)")
+        return engine
     if ready is not None:
         ready.set()
     forward: asyncio.Task[None] | None = None

@@ -15,10 +15,8 @@ from engine.nats_server import EmbeddedNats
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
     """The session's nats-server; tests that kill or restart a server start their own."""
-    server = EmbeddedNats(tmp_path_factory.mktemp("nats"))
-    server.start()
-    yield server
-    server.stop()
+    with EmbeddedNats(tmp_path_factory.mktemp("nats")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -42,10 +40,8 @@ async def nc(nats_settings: NatsSettings) -> AsyncIterator[Client]:
 @pytest.fixture(scope="module")
 def private_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
     """A server of the test module's own: worker tests purge streams and kill processes freely."""
-    server = EmbeddedNats(tmp_path_factory.mktemp("private-nats"))
-    server.start()
-    yield server
-    server.stop()
+    with EmbeddedNats(tmp_path_factory.mktemp("private-nats")) as server:
+        yield server
 
 
 @pytest.fixture
