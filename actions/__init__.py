@@ -4,8 +4,8 @@ Write a plugin by subclassing one of the convenience base classes (or by
 duck typing the Protocols) and expose it as a module-level ``plugin`` in a
 ``PLUGIN_DIR`` file, or as an entry point in the ``flarebus.plugins`` group::
 
-    from actions import Action
-    from engine.events import Trigger
+    from flarebus.actions import Action
+    from flarebus.events import Trigger
 
     class PageOncall(Action):
         name = "page_oncall"
@@ -16,7 +16,8 @@ duck typing the Protocols) and expose it as a module-level ``plugin`` in a
 See docs/plugins.md.
 """
 
-from actions.api import (
+from flarebus.errors import ActionError
+from flarebus.plugin import (
     Action,
     ActionPlugin,
     Exporter,
@@ -31,7 +32,6 @@ from actions.api import (
     kind_of,
     message_for,
 )
-from engine.errors import ActionError
 
 __all__ = [
     "Action",

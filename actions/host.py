@@ -21,15 +21,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
+from flarebus.actions.plugin_config import ConfigOrigin, convert_config, merged, validation_failure
+from flarebus.actions.registry import Found, Registry
 
-from actions.api import message_for
-from actions.plugin_config import ConfigOrigin, convert_config, merged, validation_failure
-from actions.registry import Found, Registry
-from engine.config import PluginSettings
-from engine.errors import ActionError, PluginConfigError, Problem
-from engine.events import ActionRef, Trigger
-from engine.validation import sort_problems
-from engine.yamlfile import YamlDocument
+from flarebus.config import PluginSettings
+from flarebus.errors import ActionError, PluginConfigError, Problem
+from flarebus.events import ActionRef, Trigger
+from flarebus.plugin import message_for
+from flarebus.validation import sort_problems
+from flarebus.yamlfile import YamlDocument
 
 log = logging.getLogger("flarebus.worker")
 

@@ -2,7 +2,7 @@
 
 A plugin declares its config as a msgspec Struct type or as a JSON Schema
 (``config_schema``). Both are checked here and every mistake becomes a
-:class:`~engine.errors.Problem` pointing at the config file line (for the
+:class:`~flarebus.errors.Problem` pointing at the config file line (for the
 ``plugins:`` section) or naming the rule (for per-rule action config), the
 same style ``flarebus check`` uses for rule files.
 """
@@ -18,9 +18,9 @@ from typing import Any
 import jsonschema
 import msgspec
 
-from engine.errors import PluginConfigError, Problem
-from engine.validation import explain, sort_problems
-from engine.yamlfile import JsonPath, YamlDocument
+from flarebus.errors import PluginConfigError, Problem
+from flarebus.validation import explain, sort_problems
+from flarebus.yamlfile import JsonPath, YamlDocument
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any, Literal
 
-from actions.api import Kind, kind_of
-from engine.errors import PluginError
+from flarebus.errors import PluginError
+from flarebus.plugin import Kind, kind_of
 
 log = logging.getLogger("flarebus.plugins")
 
@@ -37,13 +37,13 @@ Origin = Literal["entry point", "plugin dir", "built-in"]
 
 #: name -> "module:attribute" of the built-in plugins.
 BUILTINS: dict[str, str] = {
-    "log": "actions.builtins.log:LogAction",
-    "file": "actions.builtins.file:FileAction",
-    "http": "actions.builtins.http:HttpAction",
-    "webhook": "actions.builtins.sinks:WebhookSink",
-    "slack": "actions.builtins.sinks:SlackSink",
-    "nats": "actions.builtins.nats:NatsAction",
-    "flamegraph": "samplers.flamegraph_action:FlamegraphAction",
+    "log": "flarebus.actions.builtins.log:LogAction",
+    "file": "flarebus.actions.builtins.file:FileAction",
+    "http": "flarebus.actions.builtins.http:HttpAction",
+    "webhook": "flarebus.actions.builtins.sinks:WebhookSink",
+    "slack": "flarebus.actions.builtins.sinks:SlackSink",
+    "nats": "flarebus.actions.builtins.nats:NatsAction",
+    "flamegraph": "flarebus.actions.builtins.flamegraph:FlamegraphAction",
 }
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from actions.host import PluginHost
-from actions.registry import Registry, discover
-from actions.worker import Worker, serve
-from engine import bus
-from engine.config import Config
-from engine.yamlfile import YamlDocument, load_yaml
+from flarebus.actions.host import PluginHost
+from flarebus.actions.registry import Registry, discover
+from flarebus.actions.worker import Worker, serve
+
+from flarebus import bus
+from flarebus.config import Config
+from flarebus.yamlfile import YamlDocument, load_yaml
 
 log = logging.getLogger("flarebus.worker")
 

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+from flarebus.actions.host import PluginHost
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -52,12 +53,11 @@ from nats.js.kv import KeyValue
 from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Status, StatusCode
 
-from actions.host import PluginHost
-from engine import bus
-from engine.config import WorkerSettings
-from engine.errors import ActionError
-from engine.events import ActionRef, Trigger, trigger_decoder
-from engine.telemetry import extract_context, meter, tracer
+from flarebus import bus
+from flarebus.config import WorkerSettings
+from flarebus.errors import ActionError
+from flarebus.events import ActionRef, Trigger, trigger_decoder
+from flarebus.telemetry import extract_context, meter, tracer
 
 log = logging.getLogger("flarebus.worker")
 

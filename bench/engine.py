@@ -36,11 +36,11 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 sys.path.insert(0, str(ROOT))
 
 import nats  # noqa: E402
+from flarebus.engine.service.engine import Engine  # noqa: E402
 
-from engine.config import Config, EngineSettings, NatsSettings  # noqa: E402
-from engine.events import MetricSample, Trigger, decode_metrics, encoder  # noqa: E402
-from engine.nats_server import EmbeddedNats  # noqa: E402
-from engine.service import Engine  # noqa: E402
+from flarebus.config import Config, EngineSettings, NatsSettings  # noqa: E402
+from flarebus.events import MetricSample, Trigger, decode_metrics, encoder  # noqa: E402
+from flarebus.nats_server import EmbeddedNats  # noqa: E402
 
 METRICS = 250  # x 4 rules = 1000 rules
 RULES_PER_METRIC = 4
@@ -159,8 +159,8 @@ async def engine_rate(engine: Engine, url: str, mode: str, count: int, prefix: s
 
 def evaluator_rate(rules: Path, count: int) -> float:
     """Samples/s of Evaluator.ingest alone on pre-decoded batches: the rules library's share."""
-    from engine.evaluator import Evaluator
-    from engine.rulefile import load_rules
+    from flarebus.engine.language.evaluator import Evaluator
+    from flarebus.engine.language.rulefile import load_rules
     evaluator = Evaluator(load_rules([rules]))
     batches = [decode_metrics(p) for _, p in build_messages("batched", count, time.time(),
                                                              "bench")]

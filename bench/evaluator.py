@@ -20,9 +20,10 @@ from pathlib import Path
 # bench/engine.py would shadow the engine package: put the repo root first instead.
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from engine.evaluator import Evaluator  # noqa: E402
-from engine.events import MetricSample, decode_metrics, encoder  # noqa: E402
-from engine.rulefile import load_rules_text  # noqa: E402
+from flarebus.engine.language.evaluator import Evaluator  # noqa: E402
+from flarebus.engine.language.rulefile import load_rules_text  # noqa: E402
+
+from flarebus.events import MetricSample, decode_metrics, encoder  # noqa: E402
 
 
 def rules_yaml(rules: int) -> str:

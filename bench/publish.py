@@ -18,11 +18,11 @@ from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client
 
-from engine import bus
-from engine.config import NatsSettings
-from engine.events import MetricSample, encoder
-from engine.nats_server import EmbeddedNats
-from engine.publish import Publisher
+from flarebus import bus
+from flarebus.config import NatsSettings
+from flarebus.events import MetricSample, encoder
+from flarebus.nats_server import EmbeddedNats
+from flarebus.publish import Publisher
 
 
 async def bare_loop(nc: Client, n: int) -> None:

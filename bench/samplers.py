@@ -24,9 +24,10 @@ from pathlib import Path
 # the samplers (and engine) packages
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from engine.nats_server import EmbeddedNats  # noqa: E402
-from samplers import stack  # noqa: E402
-from samplers.aggregate import Frame  # noqa: E402
+from flarebus.samplers import stack  # noqa: E402
+from flarebus.samplers.aggregate import Frame  # noqa: E402
+
+from flarebus.nats_server import EmbeddedNats  # noqa: E402
 
 
 def cpu_work(n: int) -> int:

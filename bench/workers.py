@@ -30,14 +30,14 @@ sys.path[0] = str(ROOT)  # not bench/: its engine.py would shadow the package
 
 from nats.js import JetStreamContext  # noqa: E402
 
-from engine import bus  # noqa: E402
-from engine.config import NatsSettings  # noqa: E402
-from engine.events import ActionRef, Trigger, encoder  # noqa: E402
-from engine.nats_server import EmbeddedNats  # noqa: E402
+from flarebus import bus  # noqa: E402
+from flarebus.config import NatsSettings  # noqa: E402
+from flarebus.events import ActionRef, Trigger, encoder  # noqa: E402
+from flarebus.nats_server import EmbeddedNats  # noqa: E402
 
 PLUGINS = '''
 import asyncio
-from actions import Action
+from flarebus.actions import Action
 
 class Noop(Action):
     name = "noop"
@@ -124,7 +124,7 @@ def worker_env(consumer: str, plugin_dir: str, concurrency: int, batch: int) -> 
 
 
 def start_worker(url: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "engine.cli", "worker", "--nats", url],
+    return subprocess.Popen([sys.executable, "-m", "flarebus", "worker", "--nats", url],
                             env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
 

@@ -1,12 +1,12 @@
 """flarebus samplers: the sampler runtime and built-in samplers, stack aggregation, exporters.
 
-- ``samplers.runtime.run_samplers(nc, specs, stop=...)``: run samplers (``flarebus sample``,
-  ``flarebus up``); ``samplers.base.Sampler``: the base class of your own.
-- ``samplers.stack.start(source=..., nats=...)``: profile your own Python program.
-- ``samplers.aggregate.Frame``: flamegraph trees; ``samplers.exporters``: folded,
+- ``flarebus.samplers.runtime.run_samplers(nc, specs, stop=...)``: run samplers
+  (``flarebus sample``, ``flarebus up``); ``flarebus.Sampler``: the base class of your own.
+- ``flarebus.samplers.stack.start(source=..., nats=...)``: profile your own Python program.
+- ``flarebus.samplers.aggregate.Frame``: flamegraph trees; ``flarebus.samplers.exporters``: folded,
   speedscope, SVG and HTML output.
 
-Names are imported lazily so ``import samplers.stack`` in a user's program stays light.
+Names are imported lazily so ``import flarebus.samplers.stack`` in a user's program stays light.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "Sampler": "samplers.base",
-    "Frame": "samplers.aggregate",
-    "build": "samplers.aggregate",
-    "run_samplers": "samplers.runtime",
-    "SamplerRunner": "samplers.runtime",
-    "create_sampler": "samplers.registry",
+    "Sampler": "flarebus.sampler",
+    "Frame": "flarebus.samplers.aggregate",
+    "build": "flarebus.samplers.aggregate",
+    "run_samplers": "flarebus.samplers.runtime",
+    "SamplerRunner": "flarebus.samplers.runtime",
+    "create_sampler": "flarebus.samplers.registry",
 }
 
 __all__ = sorted(_LAZY)

@@ -27,11 +27,11 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
 
 import msgspec
+from flarebus.cli.publish import _start_reader
 
-from engine.cmd_publish import _start_reader
-from engine.errors import SampleError
-from engine.events import MetricSample, StackSample, is_metric_name
-from samplers.base import Sample, Sampler
+from flarebus.errors import SampleError
+from flarebus.events import MetricSample, StackSample, is_metric_name
+from flarebus.sampler import Sample, Sampler
 
 log = logging.getLogger("flarebus.samplers")
 

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import ClassVar, Protocol, runtime_checkable
 
-from samplers.aggregate import ROOT_NAME, Frame
-from samplers.flamegraph_svg import render_html, render_svg
+from flarebus.samplers.aggregate import ROOT_NAME, Frame
+from flarebus.samplers.flamegraph_svg import render_html, render_svg
 
 
 @runtime_checkable

@@ -13,7 +13,7 @@ import re
 import zlib
 from html import escape
 
-from samplers.aggregate import Frame
+from flarebus.samplers.aggregate import Frame
 
 WIDTH = 1200
 ROW = 16

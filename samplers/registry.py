@@ -15,20 +15,20 @@ from collections.abc import Mapping
 from importlib.metadata import entry_points
 from typing import Any
 
-from engine.errors import PluginError
-from samplers.base import Sampler
+from flarebus.errors import PluginError
+from flarebus.sampler import Sampler
 
 log = logging.getLogger("flarebus.samplers")
 
 ENTRY_POINT_GROUP = "flarebus.plugins"
 
 BUILTIN_SAMPLERS: dict[str, str] = {
-    "system": "samplers.system:SystemSampler",
-    "process": "samplers.system:ProcessSampler",
-    "prometheus": "samplers.prometheus:PrometheusSampler",
-    "stack": "samplers.stack:PySpySampler",
-    "stdin": "samplers.command:StdinSampler",
-    "exec": "samplers.command:ExecSampler",
+    "system": "flarebus.samplers.system:SystemSampler",
+    "process": "flarebus.samplers.system:ProcessSampler",
+    "prometheus": "flarebus.samplers.prometheus:PrometheusSampler",
+    "stack": "flarebus.samplers.stack:PySpySampler",
+    "stdin": "flarebus.samplers.command:StdinSampler",
+    "exec": "flarebus.samplers.command:ExecSampler",
 }
 
 

@@ -2,8 +2,8 @@
 
 In your own program, two lines::
 
-    import samplers.stack
-    samplers.stack.start(source="api", nats="nats://127.0.0.1:4222")
+    import flarebus.samplers.stack
+    flarebus.samplers.stack.start(source="api", nats="nats://127.0.0.1:4222")
 
 start a daemon thread that reads every thread's stack (``sys._current_frames``)
 ``rate`` times a second, counts identical stacks, and every ``interval`` seconds
@@ -35,10 +35,10 @@ from pathlib import Path
 from types import CodeType, FrameType
 from typing import Any, ClassVar
 
-from engine.config import NatsSettings
-from engine.errors import PluginError, SampleError
-from engine.events import Stack, StackSample, is_token
-from samplers.base import Sample, Sampler
+from flarebus.config import NatsSettings
+from flarebus.errors import PluginError, SampleError
+from flarebus.events import Stack, StackSample, is_token
+from flarebus.sampler import Sample, Sampler
 
 log = logging.getLogger("flarebus.samplers.stack")
 
@@ -244,8 +244,8 @@ class NatsStackPublisher:
         self._loop.close()
 
     async def _publish(self) -> None:
-        from engine import bus
-        from engine.publish import Publisher
+        from flarebus import bus
+        from flarebus.publish import Publisher
 
         assert self._queue is not None
         nc = None
@@ -324,7 +324,7 @@ atexit.register(stop)
 PY_SPY_MISSING = ("py-spy is not installed (or not on PATH), so flarebus cannot sample another "
                   "process' stacks: `pip install py-spy`, or give its path as config py_spy. "
                   "To profile your own Python program instead, add two lines to it: "
-                  "`import samplers.stack; samplers.stack.start(source=\"app\", "
+                  "`import flarebus.samplers.stack; flarebus.samplers.stack.start(source=\"app\", "
                   "nats=\"nats://...\")`.")
 
 

@@ -28,8 +28,8 @@ from typing import Any, ClassVar
 
 import psutil
 
-from engine.events import MetricSample
-from samplers.base import Sample, Sampler, gauge
+from flarebus.events import MetricSample
+from flarebus.sampler import Sample, Sampler, gauge
 
 
 class Rates:

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from nats.aio.client import Client
 
-from engine import bus
-from engine.config import NatsSettings
-from engine.nats_server import EmbeddedNats
+from flarebus import bus
+from flarebus.config import NatsSettings
+from flarebus.nats_server import EmbeddedNats
 
 
 @pytest.fixture(scope="session")

@@ -9,13 +9,13 @@ import threading
 import time
 from pathlib import Path
 
+from flarebus.engine.service.checkpoint import META_PREFIX, read_entries
+from flarebus.engine.service.summary import SUMMARY_PREFIX, EngineSummary, summary_decoder
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from engine import bus
-from engine.checkpoint import META_PREFIX, read_entries
-from engine.events import Trigger, trigger_decoder
-from engine.summary import SUMMARY_PREFIX, EngineSummary, summary_decoder
+from flarebus import bus
+from flarebus.events import Trigger, trigger_decoder
 from tests.support import start_flarebus
 
 

@@ -19,7 +19,7 @@ DATA = Path(__file__).resolve().parent / "data"
 
 def flarebus_cmd(*args: str) -> list[str]:
     """argv that runs the flarebus CLI of this checkout with this interpreter."""
-    return [sys.executable, "-m", "engine.cli", *args]
+    return [sys.executable, "-m", "flarebus", *args]
 
 
 def run_flarebus(*args: str, input: bytes | str | None = None,

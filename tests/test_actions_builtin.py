@@ -16,15 +16,15 @@ from typing import Any
 
 import msgspec
 import pytest
+from flarebus.actions.builtins.file import FileAction, FileConfig, parse_size, safe_component
+from flarebus.actions.builtins.http import HttpAction, HttpConfig
+from flarebus.actions.builtins.log import LogAction, LogConfig
+from flarebus.actions.builtins.nats import NatsAction, NatsConfig
+from flarebus.actions.builtins.sinks import SlackSink, WebhookSink
 from nats.aio.client import Client
 
-from actions.builtins.file import FileAction, FileConfig, parse_size, safe_component
-from actions.builtins.http import HttpAction, HttpConfig
-from actions.builtins.log import LogAction, LogConfig
-from actions.builtins.nats import NatsAction, NatsConfig
-from actions.builtins.sinks import SlackSink, WebhookSink
-from engine.errors import ActionError
-from engine.events import trigger_decoder
+from flarebus.errors import ActionError
+from flarebus.events import trigger_decoder
 from tests.plugin_pkg.harness import trigger
 from tests.support import collect
 
@@ -288,6 +288,6 @@ async def test_nats_republishes_the_trigger(nc: Client) -> None:
 def test_builtins_are_importable_without_side_effects() -> None:
     """Importing a built-in creates no files and no connections (only init() does)."""
     before = set(os.listdir(os.getcwd()))
-    import actions.builtins.file  # noqa: F401
+    import flarebus.actions.builtins.file  # noqa: F401
 
     assert set(os.listdir(os.getcwd())) == before

@@ -29,13 +29,13 @@ import jsonschema
 import pytest
 import yaml
 from check_jsonschema.builtin_schemas import get_builtin_schema
+from flarebus.cli.main import COMMANDS
 from nats.js.errors import NotFoundError
 
-from engine import bus
-from engine.cli import COMMANDS
-from engine.config import NatsSettings
-from engine.events import trigger_decoder
-from engine.nats_server import EmbeddedNats
+from flarebus import bus
+from flarebus.config import NatsSettings
+from flarebus.events import trigger_decoder
+from flarebus.nats_server import EmbeddedNats
 from tests.support import ROOT, flarebus_cmd
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.bus import connect_options
-from engine.config import load_config
-from engine.errors import ConfigError
+from flarebus.bus import connect_options
+from flarebus.config import load_config
+from flarebus.errors import ConfigError
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -1,4 +1,4 @@
-"""The Structs of engine/events.py and the JSON Schemas of schemas/ accept the same messages."""
+"""The Structs of flarebus/events.py and the JSON Schemas of schemas/ accept the same messages."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import events
-from engine.validation import validator
+from flarebus import events
+from flarebus.validation import validator
 
 CORPUS = Path(__file__).parent / "data" / "contracts"
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 from nats.aio.client import Client
 
-from engine import bus
-from engine.bus import REASON_HEADER
-from engine.config import NatsSettings
-from engine.nats_server import EmbeddedNats
-from engine.publish import Publisher
+from flarebus import bus
+from flarebus.bus import REASON_HEADER
+from flarebus.config import NatsSettings
+from flarebus.nats_server import EmbeddedNats
+from flarebus.publish import Publisher
 from tests.engine_support import EngineProcess, stream_triggers, summaries, wait_triggers
 from tests.support import collect
 from tests.test_ingest import MALFORMED

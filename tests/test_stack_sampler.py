@@ -12,21 +12,21 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from flarebus.engine.language.evaluator import Evaluator
+from flarebus.engine.language.rulefile import load_rules
+from flarebus.samplers.aggregate import build
+from flarebus.samplers.runtime import collect_once
+from flarebus.samplers.stack import PY_SPY_MISSING, PySpySampler, StackProfiler, parse_raw
 from nats.aio.client import Client
 
-from engine.errors import PluginError
-from engine.evaluator import Evaluator
-from engine.events import StackSample, decode_stacks
-from engine.rulefile import load_rules
-from samplers.aggregate import build
-from samplers.runtime import collect_once
-from samplers.stack import PY_SPY_MISSING, PySpySampler, StackProfiler, parse_raw
+from flarebus.errors import PluginError
+from flarebus.events import StackSample, decode_stacks
 from tests.support import ROOT, collect, run_flarebus
 
 HOT_PROGRAM = textwrap.dedent("""
     import sys, time
-    import samplers.stack
-    samplers.stack.start(source="hotprog", nats=sys.argv[1], rate=200, interval=0.25)
+    import flarebus.samplers.stack
+    flarebus.samplers.stack.start(source="hotprog", nats=sys.argv[1], rate=200, interval=0.25)
 
     def hot_function():
         total = 0
@@ -122,7 +122,7 @@ def test_profiler_samples_other_threads_not_itself() -> None:
     spinner = tree.children["thread spinner"]
     assert any(n.value > 0 for n in spinner.find(f"{__name__}.test_profiler_samples_other"
                                                  "_threads_not_itself.<locals>.spin"))
-    assert not any(n.name.startswith("samplers.stack.StackProfiler._run")
+    assert not any(n.name.startswith("flarebus.samplers.stack.StackProfiler._run")
                    for _, n in tree.walk())
     assert got[0].labels == {"service": "t"} and got[0].ts is not None
 
@@ -160,7 +160,7 @@ def test_snapshots_count_identical_stacks_named_root_first(lines: bool) -> None:
 
 def test_profiler_rejects_a_bad_source() -> None:
     """A source that is not a subject token is refused at once."""
-    from engine.errors import SampleError
+    from flarebus.errors import SampleError
 
     with pytest.raises(SampleError, match="not a subject token"):
         StackProfiler("a.b", lambda s: None)
@@ -172,7 +172,7 @@ async def test_other_process_without_py_spy_says_so_clearly() -> None:
     with pytest.raises(PluginError) as info:
         await sampler.init()
     assert "py-spy is not installed" in str(info.value)
-    assert "samplers.stack.start" in PY_SPY_MISSING
+    assert "flarebus.samplers.stack.start" in PY_SPY_MISSING
 
 
 def test_parse_raw_reads_py_spy_output() -> None:

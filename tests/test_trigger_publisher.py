@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from flarebus.engine.service.metrics import EngineStats
+from flarebus.engine.service.trigger_publisher import TriggerPublisher
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from engine import bus
-from engine.config import NatsSettings
-from engine.engine_metrics import EngineStats
-from engine.events import Trigger, trigger_decoder
-from engine.nats_server import EmbeddedNats
-from engine.trigger_publisher import TriggerPublisher
+from flarebus import bus
+from flarebus.config import NatsSettings
+from flarebus.events import Trigger, trigger_decoder
+from flarebus.nats_server import EmbeddedNats
 
 
 def trigger(rule: str, n: int, state: str = "firing", host: str = "a") -> Trigger:

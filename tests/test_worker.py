@@ -8,13 +8,13 @@ from collections import Counter
 from typing import Any
 
 import msgspec
+from flarebus.actions import Action, Sink
+from flarebus.actions.worker import ERROR_HEADER, PLUGIN_HEADER, TRIES_HEADER, backoff, done_key
 from nats.aio.client import Client
 
-from actions import Action, Sink
-from actions.worker import ERROR_HEADER, PLUGIN_HEADER, TRIES_HEADER, backoff, done_key
-from engine import bus
-from engine.config import PluginSettings
-from engine.events import ActionRef, Trigger, trigger_decoder
+from flarebus import bus
+from flarebus.config import PluginSettings
+from flarebus.events import ActionRef, Trigger, trigger_decoder
 from tests.plugin_pkg.harness import (
     consumer_idle,
     fresh_stream,

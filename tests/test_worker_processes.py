@@ -14,8 +14,8 @@ import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from engine import bus
-from engine.nats_server import EmbeddedNats
+from flarebus import bus
+from flarebus.nats_server import EmbeddedNats
 from tests.plugin_pkg.harness import (
     PLUGINS,
     consumer_idle,

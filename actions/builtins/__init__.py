@@ -1,1 +1,1 @@
-"""The built-in plugins: log, file, http, webhook, slack, nats (see actions.registry.BUILTINS)."""
+"""The built-in plugins: log, file, http, webhook, slack, nats, flamegraph (see the registry)."""

@@ -22,9 +22,9 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from actions.api import Action
-from engine.errors import ActionError
-from engine.events import Trigger, encoder
+from flarebus.errors import ActionError
+from flarebus.events import Trigger, encoder
+from flarebus.plugin import Action
 
 DEFAULT_SIZE = 1024 * 1024
 MAX_NAME = 200

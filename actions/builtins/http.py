@@ -17,11 +17,11 @@ import os
 from typing import Annotated, Any
 
 import msgspec
+from flarebus.actions.httpclient import HttpError, check_url, post
 
-from actions.api import Action, Sink
-from actions.httpclient import HttpError, check_url, post
-from engine.errors import ActionError
-from engine.events import Trigger, encoder
+from flarebus.errors import ActionError
+from flarebus.events import Trigger, encoder
+from flarebus.plugin import Action, Sink
 
 SIGNATURE_HEADER = "X-Flarebus-Signature"
 RETRYABLE_4XX = {408, 425, 429}

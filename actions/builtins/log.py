@@ -7,8 +7,8 @@ from typing import Literal
 
 import msgspec
 
-from actions.api import Action
-from engine.events import Trigger, encoder
+from flarebus.events import Trigger, encoder
+from flarebus.plugin import Action
 
 log = logging.getLogger("flarebus.actions.log")
 

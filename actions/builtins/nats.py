@@ -11,11 +11,11 @@ from typing import Any
 
 import msgspec
 
-from actions.api import Action
-from engine.bus import MSG_ID_HEADER
-from engine.errors import ActionError
-from engine.events import Trigger, encoder, is_token
-from engine.telemetry import inject_headers
+from flarebus.bus import MSG_ID_HEADER
+from flarebus.errors import ActionError
+from flarebus.events import Trigger, encoder, is_token
+from flarebus.plugin import Action
+from flarebus.telemetry import inject_headers
 
 
 class NatsConfig(msgspec.Struct, forbid_unknown_fields=True):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from actions.builtins.http import HttpSink
+from flarebus.actions.builtins.http import HttpSink
 
 
 class WebhookSink(HttpSink):

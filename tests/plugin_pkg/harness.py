@@ -11,16 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flarebus.actions.host import PluginHost
+from flarebus.actions.registry import Found, Registry, load_builtins
+from flarebus.actions.worker import Worker
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from actions.api import kind_of
-from actions.host import PluginHost
-from actions.registry import Found, Registry, load_builtins
-from actions.worker import Worker
-from engine import bus
-from engine.config import NatsSettings, PluginSettings, WorkerSettings
-from engine.events import ActionRef, Trigger, encoder
+from flarebus import bus
+from flarebus.config import NatsSettings, PluginSettings, WorkerSettings
+from flarebus.events import ActionRef, Trigger, encoder
+from flarebus.plugin import kind_of
 
 HERE = Path(__file__).resolve().parent
 PLUGINS = HERE / "plugins"  # PLUGIN_DIR of the process tests

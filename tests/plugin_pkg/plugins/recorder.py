@@ -10,8 +10,9 @@ import asyncio
 import json
 import os
 
-from actions import Action
-from engine.events import Trigger
+from flarebus.actions import Action
+
+from flarebus.events import Trigger
 
 
 def record(event: str, trigger: Trigger) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import msgspec
+from flarebus.actions import Action
 
-from actions import Action
-from engine.events import Trigger
+from flarebus.events import Trigger
 
 
 class HelloConfig(msgspec.Struct, forbid_unknown_fields=True):

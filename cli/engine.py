@@ -1,0 +1,55 @@
+"""``flarebus engine``: the rules engine service.
+
+Subscribes to ``metrics.>`` and ``stacks.>``, evaluates the rules, publishes
+each firing and resolution once to JetStream (``triggers.<rule>``), keeps its
+state in the JetStream KV bucket so a restart resumes where it stopped.
+
+Signals: SIGHUP reloads the rule files (so does any change to them);
+SIGTERM/SIGINT stop gracefully (no more input, publishes flushed, final
+checkpoint, exit 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+
+from flarebus.cli.options import add_nats_options, settings
+from flarebus.engine.service.engine import run_engine
+
+from flarebus import telemetry
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "engine", help="run the rules engine", description=__doc__,
+        epilog="examples:\n"
+               "  flarebus engine --nats nats://127.0.0.1:4222 --rules rules/\n"
+               "  flarebus engine --rules rules/ --shard 0/2   # and --shard 1/2 elsewhere")
+    parser.add_argument("--rules", metavar="PATH", nargs="+", action="extend",
+                        help="rule files or directories (default: engine.rules from the config)")
+    parser.add_argument("--shard", metavar="I/N",
+                        help="own only the series whose key hashes to shard I of N (default 0/1)")
+    parser.add_argument("--checkpoint-interval", metavar="SECONDS", type=float,
+                        help="how often state is checkpointed to KV (default 5)")
+    parser.add_argument("--telemetry", choices=("none", "console", "otlp"),
+                        help="telemetry exporter (default: config, or $OTEL_TRACES_EXPORTER)")
+    add_nats_options(parser)
+    parser.set_defaults(func=run)
+
+
+async def run(args: argparse.Namespace) -> int:
+    config = settings(args, engine={"rules": args.rules, "shard": args.shard,
+                                    "checkpoint_interval": args.checkpoint_interval},
+                      telemetry={"exporter": args.telemetry})
+    telemetry.setup(config.telemetry.exporter, service_name=config.telemetry.service_name,
+                    endpoint=config.telemetry.endpoint)
+    stop = asyncio.Event()
+    reload = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload.set)
+    await run_engine(config, config.engine.rules, stop=stop, reload=reload)
+    return 0

@@ -1,0 +1,104 @@
+"""``flarebus flamegraph``: record a source's stacks off the bus and write a flamegraph.
+
+``flarebus flamegraph --source api --seconds 30 -o api.svg`` listens on
+``stacks.api`` for 30 seconds and writes an interactive SVG; the format follows
+the suffix (``.svg``, ``.html``, ``.folded``/``.collapsed``/``.txt``, ``.json`` =
+speedscope) or ``--format``. ``-o -`` writes to stdout. ``--input FILE`` reads
+StackSamples (JSON lines, or a folded file) instead of the bus: no server needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from flarebus.cli.options import add_nats_options, settings
+from flarebus.samplers.aggregate import Frame, build
+from flarebus.samplers.collect import record
+from flarebus.samplers.exporters import EXPORTERS, exporter, format_for_path, parse_folded
+
+from flarebus import bus
+from flarebus.errors import FlarebusError, SampleError
+from flarebus.events import decode_stacks, is_token
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "flamegraph", help="record stacks.<source> and write a flamegraph (svg, html, ...)",
+        description=__doc__,
+        epilog="examples:\n"
+               "  flarebus flamegraph --source api --seconds 30 -o api.svg\n"
+               "  flarebus flamegraph --source api --seconds 10 -o - --format folded\n"
+               "  flarebus flamegraph --input stacks.jsonl -o out.html")
+    parser.add_argument("--source", help="stack source (the tail of stacks.<source>)")
+    parser.add_argument("--seconds", type=float, default=30.0,
+                        help="how long to record (default 30)")
+    parser.add_argument("-o", "--output", required=True, metavar="FILE",
+                        help="output file (.svg .html .folded .json), or - for stdout")
+    parser.add_argument("--format", choices=sorted(EXPORTERS),
+                        help="output format (default: from the file suffix; stdout: folded)")
+    parser.add_argument("--title", help="title shown in the SVG/HTML")
+    parser.add_argument("--input", metavar="FILE",
+                        help="read StackSamples (JSON lines) or folded text instead of the bus")
+    add_nats_options(parser)
+    parser.set_defaults(func=run)
+
+
+def read_input(path: str, source: str | None) -> Frame:
+    """A tree from a file of StackSample JSON lines (filtered by source) or folded text."""
+    text = Path(path).read_text()
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    if not first.lstrip().startswith(("{", "[")):
+        try:
+            return parse_folded(text)
+        except ValueError as exc:
+            raise SampleError(str(exc), source=path) from None
+    samples = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            decoded = decode_stacks(line.encode())
+        except ValueError as exc:
+            raise SampleError(f"not a StackSample: {exc}", number, path) from None
+        samples.extend(s for s in decoded if source is None or s.source == source)
+    return build(samples)
+
+
+async def run(args: argparse.Namespace) -> int:
+    fmt = args.format or ("folded" if args.output == "-" else None)
+    try:
+        fmt = fmt or format_for_path(args.output)
+    except ValueError as exc:
+        raise FlarebusError(str(exc)) from None
+    unit = "samples"
+    if args.input:
+        tree = read_input(args.input, args.source)
+        count = None
+    else:
+        if not args.source or not is_token(args.source):
+            raise FlarebusError("--source: name the stack source to record (e.g. --source api)")
+        if args.seconds <= 0:
+            raise FlarebusError("--seconds must be more than 0")
+        config = settings(args)
+        nc = await bus.connect(config.nats)
+        try:
+            print(f"recording stacks.{args.source} for {args.seconds:g}s ...", file=sys.stderr)
+            tree, unit, count = await record(nc, args.source, args.seconds,
+                                             prefix=config.engine.stacks_prefix)
+        finally:
+            await bus.close(nc)
+    title = args.title or f"flarebus flamegraph: {args.source or args.input}"
+    data = exporter(fmt, title=title, unit=unit).export(tree)
+    if args.output == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        Path(args.output).write_bytes(data)
+    got = f"{count} stack sample(s), " if count is not None else ""
+    print(f"wrote {args.output} ({fmt}): {got}{tree.value:g} {unit} total", file=sys.stderr)
+    if count == 0:
+        print(f"note: nothing arrived on stacks.{args.source}; is a stack sampler running?",
+              file=sys.stderr)
+    return 0

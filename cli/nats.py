@@ -1,0 +1,48 @@
+"""``flarebus nats``: run the embedded NATS server (JetStream on) in the foreground.
+
+For trying flarebus without installing a server: it prints the URL, writes it
+to ``.flarebus/nats.url`` (so other flarebus commands in this directory find
+it without flags) and runs until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from flarebus.cli.options import UP_URL_FILE
+
+from flarebus.nats_server import EmbeddedNats
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("nats", help="run the embedded NATS server in the foreground",
+                            description=__doc__)
+    parser.add_argument("--data-dir", default=".flarebus", type=Path,
+                        help="JetStream storage and the URL file (default: .flarebus)")
+    parser.add_argument("--port", type=int, default=-1, help="client port (default: a free one)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with EmbeddedNats(args.data_dir, port=args.port) as server:
+        url_file = args.data_dir / UP_URL_FILE.name
+        url_file.write_text(server.url + "\n")
+        print(f"nats-server running at {server.url} (JetStream in {args.data_dir}/jetstream); "
+              "Ctrl-C stops it", file=sys.stderr, flush=True)
+        print(server.url, flush=True)
+        try:
+            while not stop.wait(0.5):
+                if server.process is None or server.process.poll() is not None:
+                    print("nats-server exited:\n" + server.log_tail(), file=sys.stderr)
+                    return 1
+        except KeyboardInterrupt:
+            pass
+        finally:
+            url_file.unlink(missing_ok=True)
+    return 0

@@ -1,0 +1,173 @@
+"""``flarebus sample``: run one sampler from flags, or every sampler of the config file.
+
+``flarebus sample prometheus --url http://127.0.0.1:9100/metrics --interval 15s``
+runs one; ``flarebus sample --config flarebus.yaml`` runs the file's ``samplers:``
+section. Each sampler's flags fill its config (``--set KEY=VALUE`` sets any key,
+the value read as YAML); ``-l KEY=VALUE`` adds labels. ``--print`` writes the samples
+as JSON lines instead of publishing (no server needed); ``--once`` collects once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from typing import Any
+
+import yaml
+from flarebus.cli.options import add_nats_options, settings
+from flarebus.cli.publish import parse_labels
+from flarebus.samplers.registry import BUILTIN_SAMPLERS, sampler_class
+from flarebus.samplers.runtime import (
+    PrintOutput,
+    SampleOutput,
+    build_samplers,
+    collect_once,
+    run_samplers,
+)
+
+from flarebus import bus
+from flarebus.config import SamplerSettings
+from flarebus.durations import parse_duration
+from flarebus.errors import FlarebusError, PluginError
+from flarebus.events import StackSample
+from flarebus.publish import Publisher
+
+
+def _duration(text: str) -> float:
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the interval must be more than 0")
+    return seconds
+
+
+#: every sampler flag the parser knows (flag -> its type and help), filled by register()
+_ALL_FLAGS: dict[str, tuple[type, str]] = {}
+
+
+def _dest(flag: str) -> str:
+    return "opt_" + flag.lstrip("-").replace("-", "_")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "sample", help="run samplers (system, process, prometheus, stack, exec, stdin)",
+        description=__doc__,
+        epilog="examples:\n"
+               "  flarebus sample system --interval 5s -l env=prod\n"
+               "  flarebus sample prometheus --url http://127.0.0.1:9100/metrics --interval 15s\n"
+               "  flarebus sample process --pid 1234\n"
+               "  flarebus sample stack --pid 1234 --source api      (needs py-spy)\n"
+               "  flarebus sample exec --command 'my-tool --json' --interval 30s\n"
+               "  my-tool | flarebus sample stdin\n"
+               "  flarebus sample --config flarebus.yaml             (its samplers: section)")
+    parser.add_argument("name", metavar="SAMPLER", nargs="?",
+                        help=f"sampler to run ({', '.join(sorted(BUILTIN_SAMPLERS))}, or a "
+                             "plugin); omitted: the config file's samplers")
+    parser.add_argument("--interval", type=_duration, metavar="DURATION",
+                        help="time between collections, e.g. 1s, 15s (default: the sampler's)")
+    parser.add_argument("-l", "--label", metavar="KEY=VALUE", action="append", default=[],
+                        help="label added to every sample (host, service, env, ...)")
+    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                        help="any sampler config key (value parsed as YAML)")
+    parser.add_argument("--print", action="store_true",
+                        help="write samples to stdout as JSON lines instead of publishing")
+    parser.add_argument("--once", action="store_true", help="collect once and exit")
+    group = parser.add_argument_group("sampler options")
+    seen = _ALL_FLAGS
+    for name in sorted(BUILTIN_SAMPLERS):
+        for flag, _key, kind, text in sampler_class(name).options:
+            if flag in seen:
+                continue
+            seen[flag] = (kind, text)
+            if kind is bool:
+                group.add_argument(flag, dest=_dest(flag), action="store_true", default=None,
+                                   help=f"{text} [{name}]")
+            elif kind is list:
+                group.add_argument(flag, dest=_dest(flag), action="append",
+                                   help=f"{text} [{name}]")
+            else:
+                group.add_argument(flag, dest=_dest(flag), type=kind, help=f"{text} [{name}]")
+    add_nats_options(parser)
+    parser.set_defaults(func=run)
+
+
+def spec_from_args(args: argparse.Namespace) -> SamplerSettings:
+    """The one sampler the flags describe; flags another sampler owns are an error."""
+    cls = sampler_class(args.name)
+    config: dict[str, Any] = {}
+    owned = {flag: key for flag, key, _, _ in cls.options}
+    for flag, key in owned.items():
+        value = getattr(args, _dest(flag), None)
+        if value is not None:
+            config[key] = value
+    foreign = [flag for flag in sorted(_ALL_FLAGS)
+               if flag not in owned and getattr(args, _dest(flag), None) is not None]
+    if foreign:
+        raise PluginError(args.name, f"does not take {', '.join(foreign)}",
+                          source="command line")
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise PluginError(args.name, f"--set {item!r}: use KEY=VALUE", source="command line")
+        config[key] = yaml.safe_load(raw) if raw else ""
+    return SamplerSettings(sampler=args.name, interval=args.interval,
+                           labels=parse_labels(args.label), config=config)
+
+
+async def run(args: argparse.Namespace) -> int:
+    config = settings(args)
+    labels = parse_labels(args.label)
+    if args.name:
+        specs = [spec_from_args(args)]
+    else:
+        if not config.samplers:
+            raise FlarebusError("name a sampler (e.g. `flarebus sample system`) or give a "
+                                "config file with a samplers: section")
+        if args.interval is not None:
+            for spec in config.samplers:
+                spec.interval = spec.interval or args.interval
+        specs = list(config.samplers)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    nc = None if args.print else await bus.connect(config.nats, retry_initial=not args.once)
+    output: SampleOutput = PrintOutput(sys.stdout.buffer) if args.print else Publisher(
+        nc, metrics_prefix=config.engine.metrics_prefix,  # type: ignore[arg-type]
+        stacks_prefix=config.engine.stacks_prefix)
+    try:
+        if args.once:
+            return await _once(specs, labels, output)
+        runner = await run_samplers(
+            nc, specs, stop=stop, labels=labels,
+            output=output)
+    finally:
+        if nc is not None:
+            await bus.close(nc)
+    for slot in runner.slots:
+        print(f"sampler {slot.label}: {slot.stats.runs} collections, {slot.stats.samples} "
+              f"samples, {slot.stats.failures} failures", file=sys.stderr)
+    return 0
+
+
+async def _once(specs: list[SamplerSettings], labels: dict[str, str],
+                output: SampleOutput) -> int:
+    """Collect each sampler once and send the samples to ``output``."""
+    sent = 0
+    for sampler, spec in build_samplers(specs):
+        for sample in await collect_once(sampler, {**labels, **spec.labels}):
+            if isinstance(sample, StackSample):
+                await output.send_stacks(sample)
+            else:
+                await output.send(sample)
+            sent += 1
+    await output.close()
+    print(f"{sent} sample(s)", file=sys.stderr)
+    return 0

@@ -1,0 +1,83 @@
+"""``flarebus status``: the loaded rules and the pending and firing series, per engine.
+
+Reads the summary each engine writes to the state bucket at every checkpoint
+(``meta.engine.<i>-of-<N>``), so it works from anywhere that reaches NATS,
+without asking the engines anything. A summary older than a few checkpoint
+intervals means that engine is not running (or cannot reach NATS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from flarebus.cli.options import add_nats_options, settings
+from flarebus.engine.service.checkpoint import META_PREFIX, read_entries
+from flarebus.engine.service.summary import (
+    SUMMARY_PREFIX,
+    EngineSummary,
+    summary_decoder,
+    summary_encoder,
+)
+
+from flarebus import bus
+from flarebus.durations import format_duration
+
+STALE_AFTER = 60.0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("status", help="rules and pending/firing series of running engines",
+                            description=__doc__)
+    parser.add_argument("--json", action="store_true", help="print the summaries as JSON lines")
+    add_nats_options(parser)
+    parser.set_defaults(func=run)
+
+
+def _age(seconds: float) -> str:
+    return format_duration(max(0.0, round(seconds, 1)))
+
+
+def render(summaries: list[EngineSummary], now: float) -> str:
+    """The human-readable report for these engine summaries."""
+    if not summaries:
+        return "no engine has written a status yet (is `flarebus engine` running?)\n"
+    out: list[str] = []
+    for s in summaries:
+        age = now - s.updated_at
+        stale = f"  STALE: last update {_age(age)} ago" if age > STALE_AFTER else ""
+        out.append(f"engine {s.shard} on {s.host} (pid {s.pid}), up {_age(now - s.started_at)}, "
+                   f"updated {_age(age)} ago{stale}")
+        enabled = [r for r in s.rules if r.enabled]
+        out.append(f"  rules: {len(enabled)} enabled of {len(s.rules)} "
+                   f"({', '.join(s.rule_files)})")
+        for rule in s.rules:
+            what = rule.metric or "stack"
+            out.append(f"    {rule.name:24} {what}{'' if rule.enabled else '  (disabled)'}")
+        out.append(f"  series: {s.series} tracked, {s.pending} pending, {s.firing} firing")
+        for st in sorted(s.states, key=lambda x: (x.state != "firing", x.rule, x.series)):
+            since = f" for {_age(now - st.since)}" if st.since is not None else ""
+            value = f" value={st.value:g}" if st.value is not None else ""
+            out.append(f"    {st.state.upper():8} {st.rule:24} {st.series}{since}{value}")
+        if s.truncated:
+            out.append("    ... (more not listed)")
+    return "\n".join(out) + "\n"
+
+
+async def run(args: argparse.Namespace) -> int:
+    config = settings(args)
+    nc = await bus.connect(config.nats)
+    try:
+        js = nc.jetstream()
+        kv = await bus.engine_state_bucket(js)
+        raw = await read_entries(kv, META_PREFIX + SUMMARY_PREFIX)
+    finally:
+        await bus.close(nc)
+    summaries = sorted((summary_decoder.decode(v) for v in raw.values()), key=lambda s: s.shard)
+    if args.json:
+        for s in summaries:
+            sys.stdout.write(summary_encoder.encode(s).decode() + "\n")
+    else:
+        sys.stdout.write(render(summaries, time.time()))
+    return 0 if summaries else 1  # a health check must fail while no engine reports

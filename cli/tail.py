@@ -1,0 +1,110 @@
+"""``flarebus tail``: print triggers as the engine publishes them.
+
+Reads the JetStream stream FLAREBUS_TRIGGERS with an ephemeral ordered
+consumer (nothing is acknowledged, workers are not disturbed). By default
+only new triggers are shown; ``--since 10m`` or ``--all`` replays history
+first. One readable line per trigger, or ``--json`` for one JSON object per
+line (the wire format, for scripts and ``jq``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import signal
+import sys
+import time
+
+from flarebus.cli.options import add_nats_options, settings
+from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from flarebus import bus
+from flarebus.durations import parse_duration
+from flarebus.errors import ConfigError, Problem
+from flarebus.events import Trigger, trigger_decoder
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("tail", help="print triggers live", description=__doc__)
+    parser.add_argument("--rule", metavar="NAME", help="only this rule's triggers")
+    parser.add_argument("--json", action="store_true", help="one JSON trigger per line")
+    history = parser.add_mutually_exclusive_group()
+    history.add_argument("--since", metavar="DURATION",
+                         help="first replay the triggers of this long ago (e.g. 10m)")
+    history.add_argument("--all", action="store_true", help="first replay every stored trigger")
+    parser.add_argument("--dead", action="store_true",
+                        help="also show dead letters (triggers.dead.<rule>)")
+    parser.add_argument("-n", "--count", type=int, metavar="N",
+                        help="exit after N triggers")
+    add_nats_options(parser)
+    parser.set_defaults(func=run)
+
+
+def format_trigger(trigger: Trigger) -> str:
+    """One readable line: when, state, rule, series, value, and the summary annotation."""
+    at = dt.datetime.fromtimestamp(trigger.at).isoformat(timespec="milliseconds")
+    labels = ",".join(f"{k}={v}" for k, v in sorted(trigger.labels.items()))
+    series = f"{trigger.metric_name}{{{labels}}}" if labels else trigger.metric_name
+    line = (f"{at} {trigger.state.upper():8} {trigger.rule} [{trigger.severity}] {series} "
+            f"value={trigger.value:g} {trigger.threshold} for {trigger.duration:g}s")
+    summary = trigger.annotations.get("summary")
+    return f"{line} - {summary}" if summary else line
+
+
+def _subject(args: argparse.Namespace) -> str:
+    if args.rule:
+        return bus.trigger_subject(args.rule)
+    return bus.TRIGGERS_SUBJECTS if args.dead else bus.TRIGGERS_FILTER
+
+
+async def run(args: argparse.Namespace) -> int:
+    config = settings(args)
+    consumer = ConsumerConfig(deliver_policy=DeliverPolicy.NEW)
+    if args.all:
+        consumer = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+    elif args.since:
+        try:
+            seconds = parse_duration(args.since)
+        except ValueError as exc:
+            raise ConfigError([Problem("<arguments>", 1, 1, f"--since: {exc}")]) from None
+        start = dt.datetime.fromtimestamp(time.time() - seconds, dt.UTC)
+        consumer = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME,
+                                  opt_start_time=start.isoformat().replace("+00:00", "Z"))
+    nc = await bus.connect(config.nats)
+    js = await bus.ensure_jetstream(nc)
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, done.set)
+    shown = 0
+
+    async def show(msg: Msg) -> None:
+        nonlocal shown
+        if args.count is not None and shown >= args.count:
+            return
+        try:
+            trigger = trigger_decoder.decode(msg.data)
+        except Exception as exc:
+            print(f"# undecodable message on {msg.subject}: {exc}", file=sys.stderr)
+            return
+        if args.json:
+            sys.stdout.write(msg.data.decode() + "\n")
+        else:
+            dead = " (dead letter)" if msg.subject.startswith(bus.DEAD_LETTER_PREFIX) else ""
+            sys.stdout.write(format_trigger(trigger) + dead + "\n")
+        sys.stdout.flush()
+        shown += 1
+        if args.count is not None and shown >= args.count:
+            done.set()
+
+    sub = await js.subscribe(_subject(args), cb=show, ordered_consumer=True, config=consumer)
+    print(f"# tailing {_subject(args)} in {bus.TRIGGERS_STREAM}; Ctrl-C stops",
+          file=sys.stderr, flush=True)
+    try:
+        await done.wait()
+    finally:
+        await sub.unsubscribe()
+        await bus.close(nc)
+    return 0

@@ -1,0 +1,207 @@
+"""``flarebus up``: the whole product in one process, for a laptop or a demo.
+
+Without ``--nats`` it starts the embedded nats-server (JetStream data in
+``--data-dir``, default ``./.flarebus``) and writes its URL to
+``.flarebus/nats.url``, so ``flarebus publish`` and ``flarebus tail`` in another
+terminal find it without flags. Then it runs the rules engine on the default
+rule set (or ``--rules``), one action worker, and the ``system`` sampler (or
+the config file's ``samplers:``). It prints a start-up summary, a line per
+trigger, and a status line every ``--status-every``. Ctrl-C stops every part
+and the server; the next ``flarebus up`` in the same directory resumes from the
+same data (checkpointed engine state included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from flarebus.cli.options import UP_URL_FILE, add_nats_options, settings
+
+from flarebus import bus
+from flarebus.config import Config, SamplerSettings
+from flarebus.durations import format_duration, parse_duration
+from flarebus.events import Trigger, to_builtins
+from flarebus.nats_server import EmbeddedNats
+
+log = logging.getLogger("flarebus.up")
+
+DEFAULT_SAMPLER_INTERVAL = 5.0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "up", help="run everything in one process (embedded NATS unless --nats)",
+        description=__doc__,
+        epilog="examples:\n"
+               "  flarebus up                         # embedded NATS, default rules\n"
+               "  flarebus up --rules my-rules/       # your rules\n"
+               "  flarebus up --nats nats://10.0.0.5:4222 --config flarebus.yaml\n"
+               "then, in another terminal of the same directory:\n"
+               "  flarebus publish cpu.usage 93.5 -l host=web-1\n"
+               "  flarebus tail")
+    parser.add_argument("--rules", metavar="PATH", action="append",
+                        help="rule file or directory; repeatable (default: the packaged "
+                             "rules/default.yaml)")
+    parser.add_argument("--data-dir", type=Path, default=Path(".flarebus"),
+                        help="embedded server's JetStream data and URL file (default: .flarebus)")
+    parser.add_argument("--no-sampler", action="store_true",
+                        help="do not run the system sampler (publish your own samples)")
+    parser.add_argument("--status-every", default="15s", metavar="DURATION",
+                        help="how often to print the status line (default: 15s; 0 disables)")
+    parser.add_argument("--json", action="store_true",
+                        help="machine-readable output: JSON lines on stdout, JSON logs on stderr")
+    add_nats_options(parser)
+    parser.set_defaults(func=run)
+
+
+class Console:
+    """What `up` says to a person (or, with --json, to a machine)."""
+
+    def __init__(self, stream: TextIO, as_json: bool) -> None:
+        self.stream = stream
+        self.as_json = as_json
+
+    def event(self, kind: str, text: str, **fields: Any) -> None:
+        if self.as_json:
+            line = json.dumps({"event": kind, "at": round(time.time(), 3), **fields},
+                              default=str)
+        else:
+            line = f"{time.strftime('%H:%M:%S')} {text}"
+        print(line, file=self.stream, flush=True)
+
+    def trigger(self, trigger: Trigger) -> None:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(trigger.labels.items()))
+        summary = trigger.annotations.get("summary", "")
+        text = (f"{trigger.state.upper():<8} {trigger.rule} {{{labels}}} "
+                f"{trigger.metric_name}={trigger.value:g} ({trigger.threshold} for "
+                f"{format_duration(trigger.duration)})" + (f"  {summary}" if summary else ""))
+        self.event("trigger", text, trigger=to_builtins(trigger))
+
+
+class JsonLogFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"at": round(record.created, 3), "level": record.levelname.lower(),
+                 "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+async def run(args: argparse.Namespace) -> int:
+    console = Console(sys.stdout, args.json)
+    if args.json:
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonLogFormatter())
+    status_every = parse_duration(args.status_every)
+    config = settings(args)
+    server: EmbeddedNats | None = None
+    url_file = args.data_dir / UP_URL_FILE.name
+    if not config.servers_given:  # nobody named a server (flag, environment, config file)
+        server = EmbeddedNats(args.data_dir / "nats")
+        config.nats.servers = [await asyncio.to_thread(server.start)]
+        url_file.write_text(config.nats.servers[0] + "\n")
+    try:
+        return await _run_roles(args, config, console, server, status_every)
+    finally:
+        if server is not None:
+            url_file.unlink(missing_ok=True)
+            await asyncio.to_thread(server.stop)
+            console.event("stopped", "nats-server stopped")
+
+
+async def _run_roles(args: argparse.Namespace, config: Config, console: Console,
+                     server: EmbeddedNats | None, status_every: float) -> int:
+    from flarebus.actions.service import run_worker
+    from flarebus.engine.service.engine import Engine, unless_stopped
+    from flarebus.rules import default_rules_file
+    from flarebus.samplers.runtime import run_samplers
+
+    rules_paths = args.rules or config.engine.rules or [str(default_rules_file())]
+    samplers = [] if args.no_sampler else (config.samplers or [
+        SamplerSettings(sampler="system", interval=DEFAULT_SAMPLER_INTERVAL)])
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    engine = Engine(config, rules_paths, on_acked=console.trigger)
+    if not await unless_stopped(engine.start(), stop):
+        console.event("stopped", "stopped before the engine was ready (NATS not reachable)")
+        return 0
+    loop.add_signal_handler(signal.SIGHUP, engine.request_reload)
+    nc = await bus.connect(config.nats, retry_initial=True)
+    tasks = {
+        "worker": asyncio.create_task(run_worker(config, stop=stop)),
+        "samplers": asyncio.create_task(run_samplers(nc, samplers, stop=stop,
+                                                     metrics_prefix=config.engine.metrics_prefix,
+                                                     stacks_prefix=config.engine.stacks_prefix)),
+    }
+    rules = engine.rules.rules
+    console.event(
+        "started",
+        "flarebus up\n"
+        f"  nats      {', '.join(config.nats.servers)}"
+        f"{' (embedded, data in ' + str(server.data_dir) + ')' if server else ''}\n"
+        f"  rules     {len(rules)} from {', '.join(rules_paths)}\n"
+        f"  samplers  {', '.join(s.sampler for s in samplers) or 'none'}\n"
+        f"  worker    1 (concurrency {config.worker.concurrency}), plugins dir "
+        f"{config.worker.plugin_dir or '-'}\n"
+        "  Ctrl-C stops everything; `flarebus publish` / `flarebus tail` in this directory "
+        "reach this server",
+        nats=config.nats.servers, embedded=server is not None,
+        data_dir=str(server.data_dir) if server else None, rules=[r.name for r in rules],
+        rule_files=rules_paths, samplers=[s.sampler for s in samplers])
+    status = asyncio.create_task(_status_loop(engine, console, status_every))
+    failed = await _wait(stop, tasks)
+    status.cancel()
+    stop.set()
+    await asyncio.gather(*tasks.values(), return_exceptions=True)
+    await engine.stop()
+    await bus.close(nc)
+    console.event("stopped", "engine, worker and samplers stopped")
+    return 1 if failed else 0
+
+
+async def _wait(stop: asyncio.Event, tasks: dict[str, asyncio.Task[Any]]) -> bool:
+    """Until Ctrl-C, or until a role ends on its own (an error); True when one failed."""
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([stopper, *tasks.values()],
+                                 return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    failed = False
+    for name, task in tasks.items():
+        if task in done and not stop.is_set():
+            exc = task.exception()
+            log.error("%s stopped unexpectedly: %s", name, exc or "ended")
+            failed = failed or exc is not None
+    return failed
+
+
+async def _status_loop(engine: Any, console: Console, every: float) -> None:
+    if every <= 0:
+        return
+    last_samples, last_at = engine.stats.samples_received, time.monotonic()
+    while True:
+        await asyncio.sleep(every)
+        now = time.monotonic()
+        samples = engine.stats.samples_received
+        rate = (samples - last_samples) / max(now - last_at, 1e-9)
+        last_samples, last_at = samples, now
+        with contextlib.suppress(Exception):  # a status line must never take `up` down
+            stats = engine.evaluator.stats()
+            console.event(
+                "status",
+                f"status   {rate:,.1f} samples/s, {stats.series} series, "
+                f"{stats.pending} pending, {stats.firing} firing, "
+                f"{engine.stats.triggers_published} triggers published",
+                samples_per_second=round(rate, 2), series=stats.series, pending=stats.pending,
+                firing=stats.firing, triggers_published=engine.stats.triggers_published)

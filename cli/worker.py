@@ -1,0 +1,51 @@
+"""``flarebus worker``: an action worker; start as many as the load needs.
+
+All workers share one durable JetStream consumer, so each new process adds
+capacity and stopping one loses nothing. SIGTERM drains: in-flight actions
+finish within the grace period, the rest are handed back; exit code 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from flarebus.cli.options import add_nats_options, settings
+
+from flarebus import telemetry
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("worker", help="run an action worker (start as many as you like)",
+                            description=__doc__)
+    add_nats_options(parser)
+    parser.add_argument("--concurrency", type=int, metavar="N",
+                        help="triggers handled at once (default: worker.concurrency, 16)")
+    parser.add_argument("--plugin-dir", metavar="DIR",
+                        help="directory of .py plugin files (default: $PLUGIN_DIR)")
+    parser.add_argument("--batch", type=int, metavar="N", help="triggers fetched per request")
+    parser.add_argument("--default-action", metavar="PLUGIN",
+                        help="action for rules naming none (default: $ACTION_PLUGIN, else log)")
+    parser.add_argument("--max-tries", type=int, metavar="N",
+                        help="tries before a trigger is dead-lettered (default 5)")
+    parser.add_argument("--telemetry", choices=("none", "console", "otlp"),
+                        help="telemetry exporter (default: config, or $OTEL_TRACES_EXPORTER)")
+    parser.set_defaults(func=run)
+
+
+async def run(args: argparse.Namespace) -> int:
+    from flarebus.actions.service import (
+        run_worker,  # the plugin machinery only when this command runs
+    )
+
+    worker: dict[str, Any] = {"concurrency": args.concurrency, "plugin_dir": args.plugin_dir,
+                              "batch": args.batch, "default_action": args.default_action,
+                              "max_tries": args.max_tries}
+    config = settings(args, worker=worker, telemetry={"exporter": args.telemetry})
+    if (os.environ.get("OTEL_TRACES_EXPORTER") or config.telemetry.exporter) != "none":
+        # Only then: SDK spans cost a few microseconds per action even when exported nowhere.
+        telemetry.setup(config.telemetry.exporter, service_name=config.telemetry.service_name,
+                        endpoint=config.telemetry.endpoint)
+    await run_worker(config)
+    return 0

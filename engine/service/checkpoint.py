@@ -1,0 +1,156 @@
+"""Evaluator state in the JetStream KV bucket: incremental checkpoints and restore.
+
+Only what changed since the last checkpoint is written (``Evaluator.take_dirty``),
+so the cost of a checkpoint follows the rate of state changes, not the number
+of series; writes go out as asynchronous KV puts with a bounded number in
+flight. A checkpoint is written only after every trigger submitted before it
+was acknowledged by the stream: stored state never claims "firing" for a
+trigger that could still be lost. A kill -9 therefore loses at most the
+pending progress since the last checkpoint, and whatever it re-fires carries
+the same deterministic id, which the stream's duplicate window drops.
+
+KV keys: ``state.<evaluator state key>`` for series state, ``meta.<name>`` for
+the engine's summary (read by ``flarebus status``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+
+from flarebus.engine.service.metrics import EngineStats
+from flarebus.engine.service.trigger_publisher import TriggerPublisher
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
+from nats.js.kv import KeyValue
+
+from flarebus.ratelog import RateLimitedLog
+
+log = logging.getLogger("flarebus.engine.checkpoint")
+
+STATE_PREFIX = "state."
+META_PREFIX = "meta."
+KV_OPERATION = "KV-Operation"
+
+
+class Checkpointer:
+    """Writes the evaluator's dirty state to KV, only once its triggers are acknowledged."""
+
+    def __init__(self, js: JetStreamContext, kv: KeyValue,
+                 take_dirty: Callable[[], dict[str, bytes | None]],
+                 publisher: TriggerPublisher, stats: EngineStats, *,
+                 max_in_flight: int = 512, ack_timeout: float = 5.0) -> None:
+        self._js = js
+        self._bucket = kv._name
+        self._take_dirty = take_dirty
+        self._publisher = publisher
+        self._stats = stats
+        self._max_in_flight = max_in_flight
+        self._ack_timeout = ack_timeout
+        self._unsaved: dict[str, bytes | None] = {}
+        self._lock = asyncio.Lock()
+        self._ratelog = RateLimitedLog(log, 30.0)
+
+    def subject(self, key: str) -> str:
+        return f"$KV.{self._bucket}.{key}"
+
+    @property
+    def unsaved(self) -> int:
+        return len(self._unsaved)
+
+    async def checkpoint(self, *, publish_timeout: float | None = None) -> int:
+        """Write what changed since the last checkpoint; returns the number of keys written.
+
+        Keys whose write fails stay queued for the next checkpoint (a newer value wins).
+        """
+        async with self._lock:
+            dirty = self._take_dirty()
+            mark = self._publisher.submitted
+            self._unsaved.update(dirty)
+            if not self._unsaved:
+                return 0
+            if not await self._publisher.wait_acked(mark, publish_timeout):
+                log.warning("checkpoint postponed: %d triggers still unacknowledged",
+                            self._publisher.backlog)
+                return 0
+            batch = dict(self._unsaved)
+            written = await self._write({STATE_PREFIX + k: v for k, v in batch.items()})
+            for key, value in batch.items():
+                if (STATE_PREFIX + key) in written and self._unsaved.get(key, value) is value:
+                    self._unsaved.pop(key, None)
+            self._stats.checkpoints += 1
+            self._stats.checkpoint_keys_written += len(written)
+            if len(written) < len(batch):
+                self._ratelog.log(logging.WARNING, "partial",
+                                  f"checkpoint wrote {len(written)} of {len(batch)} keys; "
+                                  "the rest is retried at the next checkpoint")
+            return len(written)
+
+    async def put_meta(self, name: str, value: bytes) -> bool:
+        written = await self._write({META_PREFIX + name: value})
+        return bool(written)
+
+    async def _write(self, entries: Mapping[str, bytes | None]) -> set[str]:
+        """Put (or delete, for None) every entry with at most ``max_in_flight`` unacked."""
+        written: set[str] = set()
+        items = iter(entries.items())
+
+        async def writer() -> None:
+            for key, value in items:
+                try:
+                    if value is None:
+                        future = await self._js.publish_async(
+                            self.subject(key), b"", headers={KV_OPERATION: "DEL"})
+                    else:
+                        future = await self._js.publish_async(self.subject(key), value)
+                    await asyncio.wait_for(future, self._ack_timeout)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self._ratelog.log(logging.WARNING, "write",
+                                      f"checkpoint write of {key} failed: "
+                                      f"{exc or type(exc).__name__}")
+                    continue
+                written.add(key)
+
+        workers = min(self._max_in_flight, len(entries))
+        await asyncio.gather(*(writer() for _ in range(workers)))
+        return written
+
+
+async def read_entries(kv: KeyValue, prefix: str = STATE_PREFIX,
+                       timeout: float = 60.0) -> dict[str, bytes]:
+    """Every live key under ``prefix`` (prefix removed) with its value: the restore input.
+
+    Reads the bucket's stream with one ordered push consumer (last value per
+    subject), which is far cheaper for 100k keys than a get per key.
+    """
+    js: JetStreamContext = kv._js
+    entries: dict[str, bytes] = {}
+    subject_prefix = f"$KV.{kv._name}."
+    cut = len(subject_prefix) + len(prefix)
+    done = asyncio.Event()
+
+    async def on_msg(msg: Msg) -> None:
+        key = msg.subject[cut:]
+        headers = msg.headers
+        if headers and headers.get(KV_OPERATION) in ("DEL", "PURGE"):
+            entries.pop(key, None)
+        else:
+            entries[key] = msg.data
+        if msg.metadata.num_pending == 0:
+            done.set()
+
+    sub = await js.subscribe(f"{subject_prefix}{prefix}>", cb=on_msg, ordered_consumer=True,
+                             deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+                             pending_msgs_limit=-1, pending_bytes_limit=-1)
+    try:
+        info = await sub.consumer_info()
+        if info.num_pending == 0 and not (info.delivered and info.delivered.consumer_seq):
+            done.set()  # nothing stored: no message will ever say "last one"
+        await asyncio.wait_for(done.wait(), timeout)
+    finally:
+        await sub.unsubscribe()
+    return entries

@@ -1,0 +1,397 @@
+"""The engine service: subscribe, evaluate, publish each trigger once, survive restarts.
+
+``Engine`` wires the parts together, each in its own module:
+
+- ``ingest``            subscriptions, batched decoding, slow-consumer accounting
+- ``invalid``           rejected input: counted, republished with the reason
+- ``timers``            the evaluator's next deadline as an APScheduler job
+- ``trigger_publisher`` acknowledged, retried, ordered JetStream publishing
+- ``checkpoint``        incremental state checkpoints in KV, and restore
+- ``reload``            SIGHUP / file-change hot reload
+
+Everything runs on one asyncio loop and the evaluator is only ever called
+from it (ingest batches, timer runs, reloads), so it needs no locking.
+``run_engine`` is the reusable entry point (``flarebus engine`` and
+``flarebus up`` both call it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import socket
+import time
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flarebus.engine.service.checkpoint import Checkpointer, read_entries
+from flarebus.engine.service.ingest import Ingest, Segment
+from flarebus.engine.service.invalid import InvalidSink
+from flarebus.engine.service.metrics import EngineStats
+from flarebus.engine.service.reload import RuleReloader
+from flarebus.engine.service.summary import (
+    MAX_LISTED_SERIES,
+    EngineSummary,
+    RuleInfo,
+    SeriesInfo,
+    summary_encoder,
+    summary_key,
+)
+from flarebus.engine.service.timers import DeadlineTimer
+from flarebus.engine.service.trigger_publisher import TriggerPublisher
+from nats.aio.client import Client
+from nats.errors import SlowConsumerError
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from flarebus import bus, telemetry
+from flarebus.config import Config
+from flarebus.errors import ConfigError, Problem
+from flarebus.events import MetricSample, StackSample, Trigger, shard_of
+
+log = logging.getLogger("flarebus.engine")
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """This engine's part of the series: ``index`` of ``count`` (``--shard i/N``)."""
+
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        index, sep, count = text.partition("/")
+        try:
+            shard = cls(int(index), int(count))
+        except ValueError:
+            shard = None
+        if not sep or shard is None or shard.count < 1 or not 0 <= shard.index < shard.count:
+            raise ConfigError([Problem("<settings>", 1, 1,
+                                       f"engine.shard: {text!r} is not a shard "
+                                       "(use i/N with 0 <= i < N, e.g. 0/2)")])
+        return shard
+
+    def owns(self) -> Callable[[str], bool] | None:
+        """The evaluator's ``owns`` predicate; None when this engine owns everything."""
+        if self.count == 1:
+            return None
+        index, count = self.index, self.count
+        return lambda key: shard_of(key, count) == index
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def _tracing_enabled() -> bool:
+    """True when a real (SDK) tracer provider is installed; spans are no-ops otherwise."""
+    try:
+        from opentelemetry.sdk.trace import TracerProvider
+    except ImportError:  # pragma: no cover - the SDK is a dependency
+        return False
+    return isinstance(trace.get_tracer_provider(), TracerProvider)
+
+
+class Engine:
+    """One rules engine (or one shard of several): start it, let it run, stop it."""
+
+    def __init__(self, config: Config, rules_paths: Sequence[str | Path] | None = None, *,
+                 clock: Callable[[], float] = time.time, reload_interval: float = 1.0,
+                 shutdown_grace: float = 30.0,
+                 on_acked: Callable[[Trigger], None] | None = None) -> None:
+        self.config = config
+        self.rules_paths = [str(p) for p in (rules_paths or config.engine.rules)]
+        if not self.rules_paths:
+            raise ConfigError([Problem("<settings>", 1, 1,
+                                       "no rule files: give --rules PATH (or engine.rules)")])
+        self.shard = Shard.parse(config.engine.shard)
+        self.stats = EngineStats()
+        self.clock = clock
+        self.reload_interval = reload_interval
+        self.shutdown_grace = shutdown_grace
+        self.on_acked = on_acked  # called with each trigger JetStream acknowledged
+        self.started_at = clock()
+        self.restored_keys = 0
+        self.restore_seconds = 0.0
+        self.nc: Client | None = None
+        self.evaluator: Any = None
+        self.rules: Any = None
+        self.publisher: TriggerPublisher | None = None
+        self.checkpointer: Checkpointer | None = None
+        self.ingest: Ingest | None = None
+        self.timer: DeadlineTimer | None = None
+        self.reloader: RuleReloader | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._ingest_task: asyncio.Task[None] | None = None
+        self._tracing = False
+        self._out_of_order_seen = 0
+        self._summary_key = summary_key(self.shard.index, self.shard.count)
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        """Load rules, connect, restore state, subscribe: ready to evaluate when this returns."""
+        from flarebus.engine.language.evaluator import Evaluator
+        from flarebus.engine.language.rulefile import load_rules
+
+        self.rules = load_rules(self.rules_paths)  # an invalid set: InvalidFileError, no start
+        self._tracing = _tracing_enabled()
+        settings = self.config.engine
+        self.nc = await bus.connect(self.config.nats, retry_initial=True,
+                                    error_cb=self._on_nats_error)
+        js = await bus.ensure_jetstream(self.nc)
+        kv = await bus.engine_state_bucket(js)
+        self.evaluator = Evaluator(self.rules, owns=self.shard.owns())
+        self.stats.bind(series=lambda: self._stat("series"),
+                        rules=lambda: len(self.rules.enabled()))
+
+        began = time.perf_counter()
+        entries = await read_entries(kv)
+        self.evaluator.load_state(entries)
+        self.evaluator.take_dirty()  # what was just loaded is already stored
+        self.restored_keys = len(entries)
+        self.restore_seconds = time.perf_counter() - began
+
+        self.publisher = TriggerPublisher(js, self.stats, lanes=settings.max_publish_in_flight,
+                                          on_acked=self.on_acked)
+        self.publisher.start()
+        self.checkpointer = Checkpointer(js, kv, self.evaluator.take_dirty, self.publisher,
+                                         self.stats)
+        self.timer = DeadlineTimer(self._on_deadline, clock=self.clock)
+        self.timer.start()
+        self._on_deadline(self.clock())  # whatever came due while no engine ran
+        self.ingest = Ingest(
+            self.nc, self.stats,
+            InvalidSink(self.nc, self.stats, subject=settings.invalid_subject),
+            on_metrics=self._on_metrics, on_stacks=self._on_stacks,
+            metrics_prefix=settings.metrics_prefix, stacks_prefix=settings.stacks_prefix,
+            pending_msgs_limit=settings.pending_msgs_limit,
+            pending_bytes_limit=settings.pending_bytes_limit,
+            traced=lambda: self._tracing)
+        await self.ingest.start()
+        self._ingest_task = asyncio.create_task(self.ingest.run(), name="engine-ingest")
+        self.reloader = RuleReloader(self.rules_paths, load_rules, self.apply_rules,
+                                     interval=self.reload_interval)
+        self._tasks = [asyncio.create_task(self.reloader.run(), name="engine-reload"),
+                       asyncio.create_task(self._checkpoint_loop(), name="engine-checkpoint")]
+        log.info("engine %s ready: %d rules (%d enabled) from %s; %d state keys restored in "
+                 "%.2fs; listening on %s.> and %s.>", self.shard, len(self.rules.rules),
+                 len(self.rules.enabled()), ", ".join(self.rules_paths), self.restored_keys,
+                 self.restore_seconds, settings.metrics_prefix, settings.stacks_prefix)
+
+    async def stop(self) -> None:
+        """Graceful stop: no more input, evaluate what arrived, flush publishes, checkpoint."""
+        if self.ingest is not None:
+            await self.ingest.stop()
+        if self._ingest_task is not None:
+            await self._ingest_task
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self.timer is not None:
+            self.timer.stop()
+        if self.publisher is not None:
+            if not await self.publisher.flush(self.shutdown_grace):
+                log.error("shutdown: %d triggers could not be published within %.0fs; a "
+                          "restarted engine re-evaluates them from the last checkpoint",
+                          self.publisher.backlog, self.shutdown_grace)
+            if self.checkpointer is not None:
+                written = await self.checkpointer.checkpoint(publish_timeout=0)
+                await self.write_summary()
+                log.info("final checkpoint: %d keys written", written)
+            await self.publisher.close()
+        if self.nc is not None:
+            await bus.close(self.nc)
+        log.info("engine %s stopped: %s", self.shard, self.stats.as_dict())
+
+    def request_reload(self) -> None:
+        """Reload the rule files now (what SIGHUP does)."""
+        if self.reloader is not None:
+            self.reloader.request()
+
+    # ------------------------------------------------------------- evaluation
+
+    def _on_metrics(self, segments: list[Segment[MetricSample]]) -> None:
+        self._evaluate(segments, self.evaluator.ingest)
+
+    def _on_stacks(self, segments: list[Segment[StackSample]]) -> None:
+        self._evaluate(segments, self.evaluator.ingest_stacks)
+
+    def _evaluate(self, segments: Iterable[Segment[Any]],
+                  ingest: Callable[..., list[Trigger]]) -> None:
+        began = time.perf_counter()
+        now = self.clock()
+        for segment in segments:
+            start_ns = time.time_ns()
+            triggers = ingest(segment.samples, now=now)
+            if triggers:
+                parent = telemetry.extract_context(segment.headers) if segment.headers else None
+                self._emit(triggers, "samples", parent, start_ns)
+        self.stats.evaluation_latency.record(time.perf_counter() - began, {"cause": "samples"})
+        self._reschedule()
+
+    def _on_deadline(self, now: float) -> None:
+        began = time.perf_counter()
+        start_ns = time.time_ns()
+        triggers = self.evaluator.advance(now)
+        self.stats.timer_runs += 1
+        if triggers:
+            self._emit(triggers, "timer", None, start_ns)
+        self.stats.evaluation_latency.record(time.perf_counter() - began, {"cause": "timer"})
+        self._reschedule()
+
+    def _reschedule(self) -> None:
+        """Set the timer to the evaluator's next deadline if that is earlier than the job's.
+
+        Asked after every batch, so it must be O(1) when nothing earlier appeared: passing
+        the job's instant lets the evaluator answer from its heap's top instead of
+        re-queueing the staleness deadlines that every sample moved later.
+        """
+        timer = self.timer
+        assert timer is not None
+        at = timer.scheduled_at
+        timer.schedule(self.evaluator.next_deadline(math.inf if at is None else at))
+
+    def apply_rules(self, rules: Any) -> None:
+        """Hot reload: swap in a valid rule set (unchanged rules keep their state)."""
+        start_ns = time.time_ns()
+        triggers = self.evaluator.replace_rules(rules, now=self.clock())
+        self.rules = rules
+        self.stats.reloads += 1
+        if triggers:
+            self._emit(triggers, "reload", None, start_ns)
+        self._reschedule()
+        log.info("rules reloaded: %d rules (%d enabled); %d triggers from removed or changed "
+                 "rules", len(rules.rules), len(rules.enabled()), len(triggers))
+
+    def _emit(self, triggers: list[Trigger], cause: str, parent: otel_context.Context | None,
+              start_ns: int) -> None:
+        """Hand triggers to the publisher; with tracing, under an evaluation span."""
+        context: otel_context.Context | None = None
+        if self._tracing:
+            span = telemetry.tracer.start_span(
+                "evaluate", context=parent, start_time=start_ns,
+                attributes={"flarebus.cause": cause, "flarebus.triggers": len(triggers),
+                            "flarebus.rules": sorted({t.rule for t in triggers})})
+            span.end()
+            context = trace.set_span_in_context(span)
+        for trigger in triggers:
+            log.info("trigger %s %s %s (value %s, id %s)", trigger.rule, trigger.state,
+                     trigger.labels or "{}", trigger.value, trigger.id)
+            self.publisher.submit(trigger, context)  # type: ignore[union-attr]
+
+    # ------------------------------------------------------------- background
+
+    async def _checkpoint_loop(self) -> None:
+        interval = self.config.engine.checkpoint_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self._count_out_of_order()
+                await self.checkpointer.checkpoint()  # type: ignore[union-attr]
+                await self.write_summary()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the bus may be away: the next round retries
+                log.exception("checkpoint failed; retrying in %.1fs", interval)
+
+    def _stat(self, name: str) -> int:
+        return int(getattr(self.evaluator.stats(), name, 0) or 0)
+
+    def _count_out_of_order(self) -> None:
+        seen = self._stat("samples_dropped_out_of_order")
+        self.stats.drop("out_of_order", seen - self._out_of_order_seen)
+        self._out_of_order_seen = seen
+
+    def summary(self) -> EngineSummary:
+        """What ``flarebus status`` shows for this engine."""
+        if self.reloader is not None:
+            self.stats.reloads_rejected = self.reloader.rejected
+        listed: list[SeriesInfo] = []
+        truncated = False
+        for status in self.evaluator.states():
+            state = str(getattr(status, "state", ""))
+            if state not in ("pending", "firing"):
+                continue
+            if len(listed) >= MAX_LISTED_SERIES:
+                truncated = True
+                break
+            listed.append(SeriesInfo(
+                rule=status.rule, series=status.series_key, state=state,
+                since=getattr(status, "since", None), value=getattr(status, "value", None),
+                labels=dict(getattr(status, "labels", {}) or {})))
+        rules = [RuleInfo(name=r.name, metric=getattr(r, "metric", None),
+                          fingerprint=getattr(r, "fingerprint", ""),
+                          enabled=bool(getattr(r, "enabled", True))) for r in self.rules.rules]
+        return EngineSummary(
+            shard=str(self.shard), host=socket.gethostname(), pid=os.getpid(),
+            started_at=self.started_at, updated_at=self.clock(),
+            rule_files=list(self.rules_paths), rules=rules, series=self._stat("series"),
+            pending=self._stat("pending"), firing=self._stat("firing"), states=listed,
+            truncated=truncated, stats=self.stats.as_dict())
+
+    async def write_summary(self) -> None:
+        if self.checkpointer is not None and self.evaluator is not None:
+            await self.checkpointer.put_meta(self._summary_key,
+                                             summary_encoder.encode(self.summary()))
+
+    async def _on_nats_error(self, exc: Exception) -> None:
+        if isinstance(exc, SlowConsumerError):
+            if self.ingest is not None:
+                self.ingest.on_slow_consumer(exc.sub)
+            return
+        log.warning("NATS: %s", exc or type(exc).__name__)
+
+
+async def unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run ``work`` unless Ctrl-C comes first (e.g. while waiting for NATS); True if it ran."""
+    task = asyncio.create_task(work)
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return False
+    task.result()  # its exception, if any, is the caller's
+    return True
+
+
+async def run_engine(config: Config, rules_paths: Sequence[str | Path] | None = None, *,
+                     stop: asyncio.Event, ready: asyncio.Event | None = None,
+                     reload: asyncio.Event | None = None, **options: Any) -> Engine:
+    """Run an engine until ``stop`` is set, then stop it gracefully; returns it (for its stats).
+
+    ``ready`` is set once it evaluates; setting ``reload`` reloads the rule files
+    (``flarebus up`` forwards SIGHUP through it).
+    """
+    engine = Engine(config, rules_paths, **options)
+    if not await unless_stopped(engine.start(), stop):
+        log.warning("stopped before the engine was ready (NATS was not reachable)")
+        return engine
+    if ready is not None:
+        ready.set()
+    forward: asyncio.Task[None] | None = None
+    if reload is not None:
+        async def forward_reloads() -> None:
+            while True:
+                await reload.wait()
+                reload.clear()
+                engine.request_reload()
+        forward = asyncio.create_task(forward_reloads())
+    try:
+        await stop.wait()
+    finally:
+        if forward is not None:
+            forward.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await forward
+        await engine.stop()
+    return engine

@@ -1,0 +1,254 @@
+"""Input: subscribe to ``<metrics_prefix>.>`` and ``<stacks_prefix>.>``, decode in batches.
+
+Throughput comes from never doing per-message work the batch can do once:
+the subscription callback only appends the message to an inbox (no task per
+message, no decoding); one loop per subscription takes everything that
+arrived, decodes each payload with the shared msgspec decoders, hands the
+whole batch to the evaluator in one call and bumps the counters once.
+
+Back-pressure is explicit: when the inbox holds ``max_batch`` messages the
+callback waits, nats-py's own pending queue fills up to the limits set
+deliberately on the subscription, and past those the client drops messages.
+nats-py only reports such drops to the error callback, so the engine routes
+them here, counts them and logs them loudly (rate-limited).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any, Generic, TypeVar
+
+import msgspec
+from flarebus.engine.service.invalid import (
+    EMPTY_BATCH,
+    INVALID_SAMPLE,
+    MALFORMED_JSON,
+    SUBJECT_MISMATCH,
+    InvalidSink,
+)
+from flarebus.engine.service.metrics import EngineStats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from flarebus.events import MetricSample, StackSample, metric_decoder, stack_decoder
+from flarebus.ratelog import RateLimitedLog
+
+log = logging.getLogger("flarebus.engine.ingest")
+
+S = TypeVar("S", MetricSample, StackSample)
+Headers = Mapping[str, str]
+
+
+@dataclass(slots=True)
+class Segment(Generic[S]):
+    """Consecutive samples of a batch evaluated in one call; ``headers`` set when traced."""
+
+    samples: list[S]
+    headers: Headers | None = None
+
+
+@dataclass(slots=True)
+class Rejection:
+    msg: Msg
+    reason: str
+    detail: str
+
+
+@dataclass(slots=True)
+class Decoded(Generic[S]):
+    segments: list[Segment[S]]
+    rejected: list[Rejection]
+    samples: int
+
+
+def decode_batch(msgs: Sequence[Msg], decoder: msgspec.json.Decoder[Any], prefix_len: int,
+                 name_of: Callable[[S], str], *, traced: bool = False) -> Decoded[S]:
+    """Decode a batch of messages: valid samples in arrival order, and what was rejected why.
+
+    A message is one sample or a JSON array of them; each sample's name (metric
+    name, or stack source) must equal the subject's tail, otherwise the whole
+    message is rejected. With ``traced``, a message carrying a trace context
+    becomes its own segment so the spans it causes can join its trace; the
+    others are merged into as few segments as possible.
+    """
+    segments: list[Segment[S]] = []
+    current: list[S] = []
+    rejected: list[Rejection] = []
+    count = 0
+    for msg in msgs:
+        try:
+            decoded = decoder.decode(msg.data)
+        except msgspec.ValidationError as exc:
+            rejected.append(Rejection(msg, INVALID_SAMPLE, str(exc)))
+            continue
+        except msgspec.DecodeError as exc:
+            rejected.append(Rejection(msg, MALFORMED_JSON, str(exc)))
+            continue
+        tail = msg.subject[prefix_len:]
+        if type(decoded) is list:
+            if not decoded:
+                rejected.append(Rejection(msg, EMPTY_BATCH, "an empty array holds no sample"))
+                continue
+            wrong = next((name_of(s) for s in decoded if name_of(s) != tail), None)
+            samples: list[S] = decoded
+        else:
+            wrong = name_of(decoded) if name_of(decoded) != tail else None
+            samples = [decoded]
+        if wrong is not None:
+            rejected.append(Rejection(msg, SUBJECT_MISMATCH,
+                                      f"sample name {wrong!r} does not match subject "
+                                      f"{msg.subject!r}"))
+            continue
+        count += len(samples)
+        headers = msg.headers if traced else None
+        if headers and "traceparent" in headers:
+            if current:
+                segments.append(Segment(current))
+                current = []
+            segments.append(Segment(samples, headers))
+        else:
+            current.extend(samples)
+    if current:
+        segments.append(Segment(current))
+    return Decoded(segments, rejected, count)
+
+
+def decode_metric_batch(msgs: Sequence[Msg], prefix_len: int, *,
+                        traced: bool = False) -> Decoded[MetricSample]:
+    return decode_batch(msgs, metric_decoder, prefix_len, attrgetter("name"), traced=traced)
+
+
+def decode_stack_batch(msgs: Sequence[Msg], prefix_len: int, *,
+                       traced: bool = False) -> Decoded[StackSample]:
+    return decode_batch(msgs, stack_decoder, prefix_len, attrgetter("source"), traced=traced)
+
+
+class Inbox:
+    """Messages of one subscription, handed over in batches; holds at most ``max_batch``."""
+
+    def __init__(self, max_batch: int) -> None:
+        self._max = max_batch
+        self._msgs: list[Msg] = []
+        self._ready = asyncio.Event()
+        self._space = asyncio.Event()
+        self._space.set()
+        self._closed = False
+
+    async def put(self, msg: Msg) -> None:
+        """The subscription callback: append, and wait only when a full batch is waiting."""
+        msgs = self._msgs
+        msgs.append(msg)
+        if len(msgs) == 1:
+            self._ready.set()
+        elif len(msgs) >= self._max:
+            self._space.clear()
+            await self._space.wait()
+
+    async def take(self) -> list[Msg]:
+        """Everything that arrived (waiting for at least one message); [] once closed and empty."""
+        while not self._msgs:
+            if self._closed:
+                return []
+            self._ready.clear()
+            await self._ready.wait()
+        msgs, self._msgs = self._msgs, []
+        self._space.set()
+        return msgs
+
+    def close(self) -> None:
+        self._closed = True
+        self._ready.set()
+        self._space.set()
+
+
+MetricHandler = Callable[[list[Segment[MetricSample]]], None]
+StackHandler = Callable[[list[Segment[StackSample]]], None]
+
+
+class Ingest:
+    """The engine's two subscriptions and the loops that feed the evaluator from them."""
+
+    def __init__(self, nc: Client, stats: EngineStats, invalid: InvalidSink, *,
+                 on_metrics: MetricHandler, on_stacks: StackHandler,
+                 metrics_prefix: str = "metrics", stacks_prefix: str = "stacks",
+                 pending_msgs_limit: int = 1_000_000,
+                 pending_bytes_limit: int = 512 * 1024 * 1024, max_batch: int = 5000,
+                 traced: Callable[[], bool] = lambda: False) -> None:
+        self._nc = nc
+        self._stats = stats
+        self._invalid = invalid
+        self._on_metrics = on_metrics
+        self._on_stacks = on_stacks
+        self._metrics_prefix = metrics_prefix
+        self._stacks_prefix = stacks_prefix
+        self._pending_msgs = pending_msgs_limit
+        self._pending_bytes = pending_bytes_limit
+        self._traced = traced
+        self._metrics_inbox = Inbox(max_batch)
+        self._stacks_inbox = Inbox(max_batch)
+        self._subs: list[Subscription] = []
+        self._ratelog = RateLimitedLog(log, 10.0)
+
+    @property
+    def subscriptions(self) -> list[Subscription]:
+        return list(self._subs)
+
+    async def start(self) -> None:
+        """Subscribe; from here on messages queue up until ``run`` evaluates them."""
+        for prefix, inbox in ((self._metrics_prefix, self._metrics_inbox),
+                              (self._stacks_prefix, self._stacks_inbox)):
+            sub = await self._nc.subscribe(
+                f"{prefix}.>", cb=inbox.put, pending_msgs_limit=self._pending_msgs,
+                pending_bytes_limit=self._pending_bytes)
+            self._subs.append(sub)
+        await self._nc.flush()
+
+    async def run(self) -> None:
+        """Evaluate batches until ``stop`` closed the inboxes and they are empty."""
+        await asyncio.gather(
+            self._loop(self._metrics_inbox, self._metrics_prefix, decode_metric_batch,
+                       self._on_metrics),
+            self._loop(self._stacks_inbox, self._stacks_prefix, decode_stack_batch,
+                       self._on_stacks))
+
+    async def stop(self) -> None:
+        """Stop taking input: unsubscribe, then let the loops finish what was received."""
+        for sub in self._subs:
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:  # connection already gone: nothing more will arrive
+                log.debug("unsubscribe %s: %s", sub.subject, exc)
+        self._metrics_inbox.close()
+        self._stacks_inbox.close()
+
+    def on_slow_consumer(self, sub: Subscription | None) -> None:
+        """nats-py dropped a message because our pending limits were exceeded: say so."""
+        self._stats.drop("slow_consumer", 1)
+        subject = sub.subject if sub is not None else "?"
+        self._ratelog.log(
+            logging.ERROR, f"slow:{subject}",
+            f"SLOW CONSUMER: dropping messages on {subject}: the engine is behind by more than "
+            f"{self._pending_msgs} messages or {self._pending_bytes} bytes "
+            f"(engine.pending_msgs_limit / pending_bytes_limit); "
+            f"{self._stats.dropped['slow_consumer']} dropped so far")
+
+    async def _loop(self, inbox: Inbox, prefix: str,
+                    decode: Callable[..., Decoded[Any]],
+                    handle: Callable[[list[Segment[Any]]], None]) -> None:
+        """Take what arrived, decode it as one batch, count it, hand it on; until closed."""
+        prefix_len = len(prefix) + 1
+        while msgs := await inbox.take():
+            decoded = decode(msgs, prefix_len, traced=self._traced())
+            await self._account(len(msgs), decoded)
+            if decoded.segments:
+                handle(decoded.segments)
+
+    async def _account(self, messages: int, decoded: Decoded[Any]) -> None:
+        self._stats.received(messages, decoded.samples)
+        for rejection in decoded.rejected:
+            await self._invalid.reject(rejection.msg, rejection.reason, rejection.detail)

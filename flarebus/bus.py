@@ -1,0 +1,216 @@
+"""The NATS connection every role uses, and the JetStream resources they share.
+
+Subjects (the wire contract, see DESIGN.md):
+
+- ``metrics.<name>``       MetricSample, or a JSON array of them
+- ``stacks.<source>``      StackSample, or a JSON array of them
+- ``triggers.<rule>``      Trigger, in stream FLAREBUS_TRIGGERS (dedup by Nats-Msg-Id)
+- ``triggers.dead.<rule>`` dead-lettered triggers, same stream; workers filter ``triggers.*``
+- ``flarebus.invalid``     rejected input, the reason in header ``Flarebus-Reason``
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from nats.aio.client import Client
+from nats.errors import NoServersError
+from nats.js import JetStreamContext
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
+from nats.js.kv import KeyValue
+
+from flarebus.config import NatsSettings
+from flarebus.errors import BusError
+
+log = logging.getLogger("flarebus.bus")
+
+TRIGGERS_STREAM = "FLAREBUS_TRIGGERS"
+TRIGGER_SUBJECT_PREFIX = "triggers"
+TRIGGERS_SUBJECTS = "triggers.>"
+#: What workers consume: one token after ``triggers.``, so dead letters are not redelivered.
+TRIGGERS_FILTER = "triggers.*"
+DEAD_LETTER_PREFIX = "triggers.dead"
+INVALID_SUBJECT = "flarebus.invalid"
+REASON_HEADER = "Flarebus-Reason"
+MSG_ID_HEADER = "Nats-Msg-Id"
+DUPLICATE_WINDOW = 120.0
+TRIGGERS_MAX_AGE = 7 * 24 * 3600.0
+
+ENGINE_STATE_BUCKET = "FLAREBUS_ENGINE_STATE"
+ACTIONS_DONE_BUCKET = "FLAREBUS_ACTIONS_DONE"
+ACTIONS_DONE_TTL = 24 * 3600.0
+
+
+def trigger_subject(rule: str) -> str:
+    return f"{TRIGGER_SUBJECT_PREFIX}.{rule}"
+
+
+def dead_letter_subject(rule: str) -> str:
+    return f"{DEAD_LETTER_PREFIX}.{rule}"
+
+
+def _tls_context(settings: NatsSettings) -> ssl.SSLContext | None:
+    if not (settings.tls_ca or settings.tls_cert):
+        return None
+    context = ssl.create_default_context(cafile=settings.tls_ca)
+    if settings.tls_cert:
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
+
+
+def connect_options(settings: NatsSettings) -> dict[str, Any]:
+    """nats-py ``connect()`` keyword arguments for these settings (no callbacks)."""
+    options: dict[str, Any] = {
+        "servers": settings.servers,
+        "name": settings.name,
+        "connect_timeout": settings.connect_timeout,
+        "reconnect_time_wait": settings.reconnect_wait,
+        "max_reconnect_attempts": -1,  # forever: a service must outlive a server restart
+        "allow_reconnect": True,
+    }
+    if settings.user:
+        options["user"] = settings.user
+        options["password"] = settings.password or ""
+    if settings.token:
+        options["token"] = settings.token
+    if settings.nkey_seed:
+        options["nkeys_seed"] = settings.nkey_seed
+    if settings.creds:
+        options["user_credentials"] = settings.creds
+    tls = _tls_context(settings)
+    if tls is not None:
+        options["tls"] = tls
+        options["tls_handshake_first"] = settings.tls_handshake_first
+    return options
+
+
+async def connect(settings: NatsSettings, *, retry_initial: bool = False,
+                  on_reconnect: Callable[[], Awaitable[None]] | None = None,
+                  **extra: Any) -> Client:
+    """Connect to NATS; log every disconnect and reconnect.
+
+    With ``retry_initial``, a server that is not up yet is waited for with
+    backoff instead of failing (services started before their server).
+    """
+
+    async def disconnected() -> None:
+        if not (nc.is_closed or nc.is_draining):
+            log.warning("disconnected from NATS; reconnecting")
+
+    async def reconnected() -> None:
+        log.warning("reconnected to NATS at %s", nc.connected_url.netloc
+                    if nc.connected_url else "?")
+        if on_reconnect is not None:
+            await on_reconnect()
+
+    async def error(exc: Exception) -> None:
+        log.warning("NATS: %s", exc or type(exc).__name__)
+
+    options = connect_options(settings) | {
+        "disconnected_cb": disconnected, "reconnected_cb": reconnected, "error_cb": error,
+    } | extra
+    forever = options["max_reconnect_attempts"]
+    # nats-py applies max_reconnect_attempts to the first connect too; "forever" there
+    # would hang a one-shot command on a dead URL. Try each server once, then reconnect
+    # forever once connected.
+    options["max_reconnect_attempts"] = 1
+    delay = 0.2
+    while True:
+        nc = Client()
+        try:
+            await nc.connect(**options)
+            nc.options["max_reconnect_attempts"] = forever
+            return nc
+        except (TimeoutError, NoServersError, OSError) as exc:
+            if not retry_initial:
+                with contextlib.suppress(Exception):
+                    await nc.close()
+                raise BusError(list(settings.servers),
+                               f"cannot connect ({exc or type(exc).__name__}); is the server "
+                               "running? (`flarebus nats` or `flarebus up` start one)") from None
+            log.warning("NATS at %s not reachable (%s); retrying in %.1fs",
+                        ", ".join(settings.servers), exc or type(exc).__name__, delay)
+            with contextlib.suppress(Exception):
+                await nc.close()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    try:
+        await js.add_stream(config)
+    except BadRequestError:
+        await js.update_stream(config)  # exists with other settings: bring it in line
+
+
+async def ensure_triggers_stream(js: JetStreamContext, *, replicas: int = 1) -> None:
+    """The stream all triggers (and dead letters) go to: file storage, 2m dedup window."""
+    await _ensure_stream(js, StreamConfig(
+        name=TRIGGERS_STREAM,
+        description="flarebus triggers (triggers.<rule>) and dead letters (triggers.dead.<rule>)",
+        subjects=[TRIGGERS_SUBJECTS],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        max_age=TRIGGERS_MAX_AGE,
+        duplicate_window=DUPLICATE_WINDOW,
+        num_replicas=replicas,
+    ))
+
+
+async def _ensure_kv(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
+    try:
+        return await js.key_value(config.bucket)
+    except (NotFoundError, BadRequestError):
+        return await js.create_key_value(config)
+
+
+async def engine_state_bucket(js: JetStreamContext, *, replicas: int = 1) -> KeyValue:
+    """The KV bucket where the engine checkpoints evaluator state."""
+    return await _ensure_kv(js, KeyValueConfig(
+        bucket=ENGINE_STATE_BUCKET, description="flarebus engine state (checkpoints)",
+        history=1, storage=StorageType.FILE, replicas=replicas))
+
+
+async def actions_done_bucket(js: JetStreamContext, *, replicas: int = 1,
+                              ttl: float = ACTIONS_DONE_TTL) -> KeyValue:
+    """The KV bucket where workers record (trigger id, action) completions, with a TTL."""
+    return await _ensure_kv(js, KeyValueConfig(
+        bucket=ACTIONS_DONE_BUCKET, description="flarebus completed actions (idempotency)",
+        history=1, ttl=ttl, storage=StorageType.FILE, replicas=replicas))
+
+
+async def ensure_jetstream(nc: Client) -> JetStreamContext:
+    """JetStream context with the triggers stream in place; a clear error without JetStream."""
+    js = nc.jetstream()
+    try:
+        await ensure_triggers_stream(js)
+    except ServiceUnavailableError:
+        raise BusError([nc.connected_url.geturl() if nc.connected_url else "?"],
+                       "JetStream is not enabled (start nats-server with -js, or enable "
+                       "jetstream in its config)") from None
+    return js
+
+
+async def close(nc: Client) -> None:
+    """Drain (flush what was published, finish what was received) and close."""
+    if nc.is_closed:
+        return
+    try:
+        await nc.drain()
+    except Exception:  # already closing or the server is gone: close is what matters
+        with contextlib.suppress(Exception):
+            await nc.close()
+
