@@ -9,7 +9,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
+COPY flarebus ./flarebus
+COPY cli ./cli
 COPY engine ./engine
 COPY actions ./actions
 COPY samplers ./samplers

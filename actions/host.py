@@ -21,9 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
+
 from flarebus.actions.plugin_config import ConfigOrigin, convert_config, merged, validation_failure
 from flarebus.actions.registry import Found, Registry
-
 from flarebus.config import PluginSettings
 from flarebus.errors import ActionError, PluginConfigError, Problem
 from flarebus.events import ActionRef, Trigger

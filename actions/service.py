@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from flarebus import bus
 from flarebus.actions.host import PluginHost
 from flarebus.actions.registry import Registry, discover
 from flarebus.actions.worker import Worker, serve
-
-from flarebus import bus
 from flarebus.config import Config
 from flarebus.yamlfile import YamlDocument, load_yaml
 

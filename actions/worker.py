@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-from flarebus.actions.host import PluginHost
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -54,6 +53,7 @@ from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Status, StatusCode
 
 from flarebus import bus
+from flarebus.actions.host import PluginHost
 from flarebus.config import WorkerSettings
 from flarebus.errors import ActionError
 from flarebus.events import ActionRef, Trigger, trigger_decoder

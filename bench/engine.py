@@ -36,9 +36,9 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 sys.path.insert(0, str(ROOT))
 
 import nats  # noqa: E402
-from flarebus.engine.service.engine import Engine  # noqa: E402
 
 from flarebus.config import Config, EngineSettings, NatsSettings  # noqa: E402
+from flarebus.engine.service.engine import Engine  # noqa: E402
 from flarebus.events import MetricSample, Trigger, decode_metrics, encoder  # noqa: E402
 from flarebus.nats_server import EmbeddedNats  # noqa: E402
 

@@ -22,7 +22,6 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from flarebus.engine.language.evaluator import Evaluator  # noqa: E402
 from flarebus.engine.language.rulefile import load_rules_text  # noqa: E402
-
 from flarebus.events import MetricSample, decode_metrics, encoder  # noqa: E402
 
 

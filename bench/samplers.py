@@ -24,10 +24,9 @@ from pathlib import Path
 # the samplers (and engine) packages
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
+from flarebus.nats_server import EmbeddedNats  # noqa: E402
 from flarebus.samplers import stack  # noqa: E402
 from flarebus.samplers.aggregate import Frame  # noqa: E402
-
-from flarebus.nats_server import EmbeddedNats  # noqa: E402
 
 
 def cpu_work(n: int) -> int:

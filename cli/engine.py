@@ -15,10 +15,9 @@ import argparse
 import asyncio
 import signal
 
+from flarebus import telemetry
 from flarebus.cli.options import add_nats_options, settings
 from flarebus.engine.service.engine import run_engine
-
-from flarebus import telemetry
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -13,14 +13,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from flarebus import bus
 from flarebus.cli.options import add_nats_options, settings
+from flarebus.errors import FlarebusError, SampleError
+from flarebus.events import decode_stacks, is_token
 from flarebus.samplers.aggregate import Frame, build
 from flarebus.samplers.collect import record
 from flarebus.samplers.exporters import EXPORTERS, exporter, format_for_path, parse_folded
-
-from flarebus import bus
-from flarebus.errors import FlarebusError, SampleError
-from flarebus.events import decode_stacks, is_token
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -14,7 +14,6 @@ import threading
 from pathlib import Path
 
 from flarebus.cli.options import UP_URL_FILE
-
 from flarebus.nats_server import EmbeddedNats
 
 

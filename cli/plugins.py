@@ -12,7 +12,6 @@ import argparse
 import sys
 
 from flarebus.cli.options import add_config_option
-
 from flarebus.config import load_config
 from flarebus.events import encoder
 

@@ -18,9 +18,9 @@ import threading
 from typing import IO
 
 import msgspec
-from flarebus.cli.options import add_nats_options, settings
 
 from flarebus import bus
+from flarebus.cli.options import add_nats_options, settings
 from flarebus.errors import SampleError
 from flarebus.events import MetricSample, metric_sample
 from flarebus.publish import Publisher

@@ -17,7 +17,6 @@ from typing import IO
 from flarebus.engine.language.evaluator import Evaluator
 from flarebus.engine.language.replay import BadLine, read_samples, replay
 from flarebus.engine.language.rulefile import load_rules
-
 from flarebus.events import MetricSample, StackSample, encoder
 
 

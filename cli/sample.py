@@ -17,8 +17,15 @@ import sys
 from typing import Any
 
 import yaml
+
+from flarebus import bus
 from flarebus.cli.options import add_nats_options, settings
 from flarebus.cli.publish import parse_labels
+from flarebus.config import SamplerSettings
+from flarebus.durations import parse_duration
+from flarebus.errors import FlarebusError, PluginError
+from flarebus.events import StackSample
+from flarebus.publish import Publisher
 from flarebus.samplers.registry import BUILTIN_SAMPLERS, sampler_class
 from flarebus.samplers.runtime import (
     PrintOutput,
@@ -27,13 +34,6 @@ from flarebus.samplers.runtime import (
     collect_once,
     run_samplers,
 )
-
-from flarebus import bus
-from flarebus.config import SamplerSettings
-from flarebus.durations import parse_duration
-from flarebus.errors import FlarebusError, PluginError
-from flarebus.events import StackSample
-from flarebus.publish import Publisher
 
 
 def _duration(text: str) -> float:

@@ -12,7 +12,9 @@ import argparse
 import sys
 import time
 
+from flarebus import bus
 from flarebus.cli.options import add_nats_options, settings
+from flarebus.durations import format_duration
 from flarebus.engine.service.checkpoint import META_PREFIX, read_entries
 from flarebus.engine.service.summary import (
     SUMMARY_PREFIX,
@@ -20,9 +22,6 @@ from flarebus.engine.service.summary import (
     summary_decoder,
     summary_encoder,
 )
-
-from flarebus import bus
-from flarebus.durations import format_duration
 
 STALE_AFTER = 60.0
 

@@ -16,11 +16,11 @@ import signal
 import sys
 import time
 
-from flarebus.cli.options import add_nats_options, settings
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from flarebus import bus
+from flarebus.cli.options import add_nats_options, settings
 from flarebus.durations import parse_duration
 from flarebus.errors import ConfigError, Problem
 from flarebus.events import Trigger, trigger_decoder

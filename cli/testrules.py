@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 from flarebus.engine.language.ruletest import run_test_file
-
 from flarebus.errors import InvalidFileError
 
 

@@ -24,9 +24,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from flarebus.cli.options import UP_URL_FILE, add_nats_options, settings
-
 from flarebus import bus
+from flarebus.cli.options import UP_URL_FILE, add_nats_options, settings
 from flarebus.config import Config, SamplerSettings
 from flarebus.durations import format_duration, parse_duration
 from flarebus.events import Trigger, to_builtins

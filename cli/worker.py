@@ -11,9 +11,8 @@ import argparse
 import os
 from typing import Any
 
-from flarebus.cli.options import add_nats_options, settings
-
 from flarebus import telemetry
+from flarebus.cli.options import add_nats_options, settings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -12,12 +12,12 @@ import logging
 import time
 
 import msgspec
-from flarebus.samplers.aggregate import Frame, WindowStore, build
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from flarebus.events import decode_stacks
+from flarebus.samplers.aggregate import Frame, WindowStore, build
 
 log = logging.getLogger("flarebus.samplers")
 

@@ -27,8 +27,8 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
 
 import msgspec
-from flarebus.cli.publish import _start_reader
 
+from flarebus.cli.publish import _start_reader
 from flarebus.errors import SampleError
 from flarebus.events import MetricSample, StackSample, is_metric_name
 from flarebus.sampler import Sample, Sampler

@@ -22,12 +22,12 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from flarebus.samplers.system import Rates
 from prometheus_client.parser import text_string_to_metric_families
 
 from flarebus.errors import SampleError
 from flarebus.events import LABEL_NAME_PATTERN, MetricSample, is_metric_name, series_key
 from flarebus.sampler import Sample, Sampler
+from flarebus.samplers.system import Rates
 
 _unsafe = re.compile(r"[^A-Za-z0-9_\-]")
 _label_name = re.compile(LABEL_NAME_PATTERN)

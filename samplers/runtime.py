@@ -22,13 +22,13 @@ from datetime import datetime
 from typing import IO, Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from flarebus.samplers.registry import create_sampler
 from nats.aio.client import Client
 
 from flarebus.config import SamplerSettings
 from flarebus.events import MetricSample, StackSample, encoder
 from flarebus.publish import Publisher
 from flarebus.sampler import Sample, Sampler
+from flarebus.samplers.registry import create_sampler
 
 log = logging.getLogger("flarebus.samplers")
 

@@ -9,12 +9,12 @@ import threading
 import time
 from pathlib import Path
 
-from flarebus.engine.service.checkpoint import META_PREFIX, read_entries
-from flarebus.engine.service.summary import SUMMARY_PREFIX, EngineSummary, summary_decoder
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from flarebus import bus
+from flarebus.engine.service.checkpoint import META_PREFIX, read_entries
+from flarebus.engine.service.summary import SUMMARY_PREFIX, EngineSummary, summary_decoder
 from flarebus.events import Trigger, trigger_decoder
 from tests.support import start_flarebus
 

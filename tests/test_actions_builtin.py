@@ -16,13 +16,13 @@ from typing import Any
 
 import msgspec
 import pytest
+from nats.aio.client import Client
+
 from flarebus.actions.builtins.file import FileAction, FileConfig, parse_size, safe_component
 from flarebus.actions.builtins.http import HttpAction, HttpConfig
 from flarebus.actions.builtins.log import LogAction, LogConfig
 from flarebus.actions.builtins.nats import NatsAction, NatsConfig
 from flarebus.actions.builtins.sinks import SlackSink, WebhookSink
-from nats.aio.client import Client
-
 from flarebus.errors import ActionError
 from flarebus.events import trigger_decoder
 from tests.plugin_pkg.harness import trigger

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 
-from flarebus.engine.service.checkpoint import STATE_PREFIX, Checkpointer, read_entries
-from flarebus.engine.service.metrics import EngineStats
-from flarebus.engine.service.trigger_publisher import TriggerPublisher
 from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
 from flarebus import bus
+from flarebus.engine.service.checkpoint import STATE_PREFIX, Checkpointer, read_entries
+from flarebus.engine.service.metrics import EngineStats
+from flarebus.engine.service.trigger_publisher import TriggerPublisher
 from tests.test_trigger_publisher import trigger
 
 

@@ -29,10 +29,10 @@ import jsonschema
 import pytest
 import yaml
 from check_jsonschema.builtin_schemas import get_builtin_schema
-from flarebus.cli.main import COMMANDS
 from nats.js.errors import NotFoundError
 
 from flarebus import bus
+from flarebus.cli.main import COMMANDS
 from flarebus.config import NatsSettings
 from flarebus.events import trigger_decoder
 from flarebus.nats_server import EmbeddedNats

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from flarebus.engine.service.engine import Engine
 from nats.aio.client import Client
 from opentelemetry import trace
 
 from flarebus.config import Config, EngineSettings, NatsSettings
+from flarebus.engine.service.engine import Engine
 from flarebus.publish import Publisher
 from tests.support import collect, span_exporter
 

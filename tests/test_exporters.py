@@ -7,6 +7,10 @@ import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flarebus.events import Stack
 from flarebus.samplers.aggregate import Frame, build
 from flarebus.samplers.exporters import (
     Exporter,
@@ -18,10 +22,6 @@ from flarebus.samplers.exporters import (
     format_for_path,
     parse_folded,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from flarebus.events import Stack
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
 frame_names = st.text(st.characters(blacklist_characters=";\n\r", blacklist_categories=("Cs",)),

@@ -9,12 +9,12 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from flarebus.actions.builtins.flamegraph import FlamegraphAction, FlamegraphConfig
-from flarebus.samplers.exporters import parse_folded
 from nats.aio.client import Client
 
+from flarebus.actions.builtins.flamegraph import FlamegraphAction, FlamegraphConfig
 from flarebus.errors import ActionError
 from flarebus.events import Stack, StackSample, Trigger, encoder
+from flarebus.samplers.exporters import parse_folded
 from tests.support import collect
 
 

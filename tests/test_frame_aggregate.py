@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from flarebus.samplers.aggregate import Frame, RollingWindow, WindowStore, build, diff, merge
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flarebus.events import Stack, StackSample
+from flarebus.samplers.aggregate import Frame, RollingWindow, WindowStore, build, diff, merge
 
 names = st.sampled_from(["main", "serve", "db.query", "json.dumps", "hot", "a b (x.py:1)"])
 stacks = st.lists(st.builds(Stack, st.lists(names, min_size=1, max_size=6),

@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from flarebus.bus import REASON_HEADER
 from flarebus.engine.service.ingest import Ingest, Segment, decode_metric_batch, decode_stack_batch
 from flarebus.engine.service.invalid import (
     EMPTY_BATCH,
@@ -15,10 +19,6 @@ from flarebus.engine.service.invalid import (
     InvalidSink,
 )
 from flarebus.engine.service.metrics import EngineStats
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-
-from flarebus.bus import REASON_HEADER
 from flarebus.events import MetricSample, StackSample
 from tests.support import collect
 

@@ -10,11 +10,11 @@ import tomllib
 from pathlib import Path
 
 import pytest
+
 from flarebus.actions import Action, Exporter, Frame, Sampler, Sink, kind_of
 from flarebus.actions.host import PluginHost
 from flarebus.actions.registry import PLUGIN_DIR_PACKAGE, discover
 from flarebus.actions.service import config_document
-
 from flarebus.config import load_config
 from flarebus.errors import PluginConfigError, PluginError
 from tests.plugin_pkg.harness import PLUGINS, registry_of, trigger

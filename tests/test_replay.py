@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from flarebus.engine.language.ruletest import expand_values, parse_series
 
 from flarebus import rules as packaged
+from flarebus.engine.language.ruletest import expand_values, parse_series
 from flarebus.events import trigger_decoder
 from tests.support import lines, run_flarebus
 

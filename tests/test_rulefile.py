@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from flarebus.engine.language.rulefile import load_rules, load_rules_text
-from flarebus.engine.language.thresholds import overlap, parse_threshold, stricter
 
 from flarebus import rules as packaged
+from flarebus.engine.language.rulefile import load_rules, load_rules_text
+from flarebus.engine.language.thresholds import overlap, parse_threshold, stricter
 from flarebus.errors import InvalidFileError
 from tests.support import DATA, ROOT, run_flarebus
 

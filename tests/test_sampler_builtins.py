@@ -8,12 +8,12 @@ import sys
 import textwrap
 from pathlib import Path
 
-from flarebus.samplers.command import ExecSampler, LineParser
-from flarebus.samplers.runtime import collect_once
-from flarebus.samplers.system import ProcessSampler
 from nats.aio.client import Client
 
 from flarebus.events import MetricSample, decode_metrics
+from flarebus.samplers.command import ExecSampler, LineParser
+from flarebus.samplers.runtime import collect_once
+from flarebus.samplers.system import ProcessSampler
 from tests.support import collect, run_flarebus, start_flarebus
 
 

@@ -7,12 +7,12 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from flarebus.samplers.prometheus import PrometheusSampler, subject_safe
-from flarebus.samplers.runtime import SamplerRunner
 from nats.aio.client import Client
 
 from flarebus.events import MetricSample, decode_metrics
 from flarebus.publish import Publisher
+from flarebus.samplers.prometheus import PrometheusSampler, subject_safe
+from flarebus.samplers.runtime import SamplerRunner
 from tests.support import collect, run_flarebus
 
 EXPOSITION = """\

@@ -8,14 +8,14 @@ import time
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
-from flarebus.samplers.registry import create_sampler
-from flarebus.samplers.runtime import SamplerRunner, default_labels, stamp
 from nats.aio.client import Client
 
 from flarebus.errors import PluginError
 from flarebus.events import MetricSample, decode_metrics
 from flarebus.publish import Publisher
 from flarebus.sampler import Sample, Sampler, gauge
+from flarebus.samplers.registry import create_sampler
+from flarebus.samplers.runtime import SamplerRunner, default_labels, stamp
 from tests.support import collect
 
 

@@ -6,10 +6,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from flarebus.engine.language.evaluator import Evaluator
 from flarebus.engine.language.rulefile import RuleSet, load_rules
 from flarebus.engine.language.stack_figures import figure, frame_matcher
-
 from flarebus.events import Stack, StackSample
 
 STACKS = [Stack(["main", "serve", "db.query"], 6), Stack(["main", "serve", "db.query_many"], 2),

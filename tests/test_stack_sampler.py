@@ -12,15 +12,15 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from nats.aio.client import Client
+
 from flarebus.engine.language.evaluator import Evaluator
 from flarebus.engine.language.rulefile import load_rules
+from flarebus.errors import PluginError
+from flarebus.events import StackSample, decode_stacks
 from flarebus.samplers.aggregate import build
 from flarebus.samplers.runtime import collect_once
 from flarebus.samplers.stack import PY_SPY_MISSING, PySpySampler, StackProfiler, parse_raw
-from nats.aio.client import Client
-
-from flarebus.errors import PluginError
-from flarebus.events import StackSample, decode_stacks
 from tests.support import ROOT, collect, run_flarebus
 
 HOT_PROGRAM = textwrap.dedent("""

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from flarebus.engine.service.metrics import EngineStats
-from flarebus.engine.service.trigger_publisher import TriggerPublisher
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from flarebus import bus
 from flarebus.config import NatsSettings
+from flarebus.engine.service.metrics import EngineStats
+from flarebus.engine.service.trigger_publisher import TriggerPublisher
 from flarebus.events import Trigger, trigger_decoder
 from flarebus.nats_server import EmbeddedNats
 

@@ -8,11 +8,11 @@ from collections import Counter
 from typing import Any
 
 import msgspec
-from flarebus.actions import Action, Sink
-from flarebus.actions.worker import ERROR_HEADER, PLUGIN_HEADER, TRIES_HEADER, backoff, done_key
 from nats.aio.client import Client
 
 from flarebus import bus
+from flarebus.actions import Action, Sink
+from flarebus.actions.worker import ERROR_HEADER, PLUGIN_HEADER, TRIES_HEADER, backoff, done_key
 from flarebus.config import PluginSettings
 from flarebus.events import ActionRef, Trigger, trigger_decoder
 from tests.plugin_pkg.harness import (

@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
-from flarebus.samplers.collect import StackWindows
-from flarebus.samplers.exporters import exporter
 
 from flarebus.errors import ActionError
 from flarebus.events import Trigger, is_token
 from flarebus.plugin import Action
+from flarebus.samplers.collect import StackWindows
+from flarebus.samplers.exporters import exporter
 
 log = logging.getLogger("flarebus.actions.flamegraph")
 

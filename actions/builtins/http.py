@@ -17,8 +17,8 @@ import os
 from typing import Annotated, Any
 
 import msgspec
-from flarebus.actions.httpclient import HttpError, check_url, post
 
+from flarebus.actions.httpclient import HttpError, check_url, post
 from flarebus.errors import ActionError
 from flarebus.events import Trigger, encoder
 from flarebus.plugin import Action, Sink

@@ -23,10 +23,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import msgspec
+
 from flarebus.engine.language.matchers import matches_all
 from flarebus.engine.language.rulefile import Rule, RuleSet, StackSpec
 from flarebus.engine.language.templates import context, render
-
 from flarebus.events import ActionRef, MetricSample, StackSample, Trigger, series_key
 
 INF = math.inf

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import IO
 
 import msgspec
-from flarebus.engine.language.evaluator import Evaluator
 
+from flarebus.engine.language.evaluator import Evaluator
 from flarebus.events import MetricSample, StackSample, Trigger
 
 _metric_line = msgspec.json.Decoder(MetricSample)

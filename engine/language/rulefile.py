@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+
+from flarebus.durations import parse_duration
 from flarebus.engine.language.matchers import Matcher, parse_matcher
 from flarebus.engine.language.templates import check_template
 from flarebus.engine.language.thresholds import Threshold, overlap, parse_threshold, stricter
-
-from flarebus.durations import parse_duration
 from flarebus.errors import InvalidFileError, Problem
 from flarebus.events import ActionRef
 from flarebus.validation import schema_problems, sort_problems, validator

@@ -29,10 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flarebus.durations import parse_duration
 from flarebus.engine.language.evaluator import Evaluator
 from flarebus.engine.language.rulefile import RuleSet, load_rules
-
-from flarebus.durations import parse_duration
 from flarebus.errors import InvalidFileError, Problem
 from flarebus.events import MetricSample
 from flarebus.yamlfile import YamlDocument, load_yaml

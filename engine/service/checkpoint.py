@@ -19,13 +19,13 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 
-from flarebus.engine.service.metrics import EngineStats
-from flarebus.engine.service.trigger_publisher import TriggerPublisher
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 from nats.js.kv import KeyValue
 
+from flarebus.engine.service.metrics import EngineStats
+from flarebus.engine.service.trigger_publisher import TriggerPublisher
 from flarebus.ratelog import RateLimitedLog
 
 log = logging.getLogger("flarebus.engine.checkpoint")

@@ -29,6 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nats.aio.client import Client
+from nats.errors import SlowConsumerError
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from flarebus import bus, telemetry
+from flarebus.config import Config
 from flarebus.engine.service.checkpoint import Checkpointer, read_entries
 from flarebus.engine.service.ingest import Ingest, Segment
 from flarebus.engine.service.invalid import InvalidSink
@@ -44,13 +51,6 @@ from flarebus.engine.service.summary import (
 )
 from flarebus.engine.service.timers import DeadlineTimer
 from flarebus.engine.service.trigger_publisher import TriggerPublisher
-from nats.aio.client import Client
-from nats.errors import SlowConsumerError
-from opentelemetry import context as otel_context
-from opentelemetry import trace
-
-from flarebus import bus, telemetry
-from flarebus.config import Config
 from flarebus.errors import ConfigError, Problem
 from flarebus.events import MetricSample, StackSample, Trigger, shard_of
 

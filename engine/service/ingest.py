@@ -23,6 +23,10 @@ from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
 import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
 from flarebus.engine.service.invalid import (
     EMPTY_BATCH,
     INVALID_SAMPLE,
@@ -31,10 +35,6 @@ from flarebus.engine.service.invalid import (
     InvalidSink,
 )
 from flarebus.engine.service.metrics import EngineStats
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
-
 from flarebus.events import MetricSample, StackSample, metric_decoder, stack_decoder
 from flarebus.ratelog import RateLimitedLog
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 
-from flarebus.engine.service.metrics import EngineStats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from flarebus.bus import INVALID_SUBJECT, REASON_HEADER
+from flarebus.engine.service.metrics import EngineStats
 from flarebus.ratelog import RateLimitedLog
 
 log = logging.getLogger("flarebus.engine.invalid")

@@ -24,7 +24,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from flarebus.engine.service.metrics import EngineStats
 from nats.js import JetStreamContext
 from nats.js.errors import NoStreamResponseError
 from opentelemetry import context as otel_context
@@ -32,6 +31,7 @@ from opentelemetry import trace
 
 from flarebus import telemetry
 from flarebus.bus import MSG_ID_HEADER, ensure_triggers_stream, trigger_subject
+from flarebus.engine.service.metrics import EngineStats
 from flarebus.events import Trigger, encoder
 from flarebus.ratelog import RateLimitedLog
 

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flarebus.actions.host import PluginHost
-from flarebus.actions.registry import Found, Registry, load_builtins
-from flarebus.actions.worker import Worker
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from flarebus import bus
+from flarebus.actions.host import PluginHost
+from flarebus.actions.registry import Found, Registry, load_builtins
+from flarebus.actions.worker import Worker
 from flarebus.config import NatsSettings, PluginSettings, WorkerSettings
 from flarebus.events import ActionRef, Trigger, encoder
 from flarebus.plugin import kind_of

@@ -11,7 +11,6 @@ import json
 import os
 
 from flarebus.actions import Action
-
 from flarebus.events import Trigger
 
 

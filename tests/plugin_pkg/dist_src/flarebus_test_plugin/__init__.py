@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import msgspec
-from flarebus.actions import Action
 
+from flarebus.actions import Action
 from flarebus.events import Trigger
 
 
