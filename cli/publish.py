@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import re
 import sys
-import threading
 from typing import IO
 
 import msgspec
@@ -23,6 +22,7 @@ from flarebus import bus
 from flarebus.cli.options import add_nats_options, settings
 from flarebus.errors import SampleError
 from flarebus.events import MetricSample, metric_sample
+from flarebus.lines import line_queue
 from flarebus.publish import Publisher
 
 _line_decoder = msgspec.json.Decoder(MetricSample)
@@ -92,24 +92,10 @@ def decode_line(line: bytes, number: int, source: str) -> MetricSample:
                           else f"not valid JSON: {exc}", number, source) from None
 
 
-def _start_reader(stream: IO[bytes], size: int) -> asyncio.Queue[bytes | None]:
-    """Lines of a blocking stream on a queue, fed by a reader thread; None marks the end."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=size * 4)
-
-    def reader() -> None:
-        for raw in stream:
-            asyncio.run_coroutine_threadsafe(queue.put(raw), loop).result()
-        asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
-
-    threading.Thread(target=reader, name="flarebus-stdin", daemon=True).start()
-    return queue
-
-
 async def publish_lines(pub: Publisher, stream: IO[bytes], *, chunk: int = 1000,
                         source: str = "<stdin>") -> int:
     """Validate and publish JSON lines chunk by chunk; return the number of samples sent."""
-    lines = _start_reader(stream, chunk)
+    lines = line_queue(stream, chunk)
     number = 0
     sent = 0
     done = False

@@ -10,6 +10,7 @@ from nats.aio.client import Client
 from flarebus import bus
 from flarebus.config import NatsSettings
 from flarebus.nats_server import EmbeddedNats
+from tests.installed import Installed, installed_flarebus
 
 
 @pytest.fixture(scope="session")
@@ -50,3 +51,9 @@ async def private_nc(private_nats: EmbeddedNats) -> AsyncIterator[Client]:
     client = await bus.connect(NatsSettings(servers=[private_nats.url], name="flarebus-test"))
     yield client
     await client.close()
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    """flarebus installed from its wheel (not editable) in a venv of its own."""
+    return installed_flarebus(tmp_path_factory.mktemp("installed"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import subprocess
 import sys
@@ -15,6 +16,15 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
+
+
+def package_roots() -> dict[str, str]:
+    """setup.py's mapping of import package -> repository folder (``flarebus.engine``: engine)."""
+    spec = importlib.util.spec_from_file_location("linktree", ROOT / ".ci" / "linktree.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.roots()  # type: ignore[no-any-return]
 
 
 def flarebus_cmd(*args: str) -> list[str]:

@@ -5,7 +5,9 @@ ways: against the Compose specification's JSON Schema (the one `check-jsonschema
 ships as ``vendor.compose-spec``), and by running each flarebus service's command
 as a local process against a local nats-server, with the service's environment and
 a stand-in for its container file system (every volume's container path linked to
-its host path, named volumes as temp dirs), the nats address rewritten.
+its host path, named volumes as temp dirs), the nats address rewritten. The
+commands run the console script of a non-editable install of the wheel (the
+``installed`` fixture), which is what the image's ``pip install .`` gives.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from flarebus.cli.main import COMMANDS
 from flarebus.config import NatsSettings
 from flarebus.events import trigger_decoder
 from flarebus.nats_server import EmbeddedNats
-from tests.support import ROOT, flarebus_cmd
+from tests.installed import Installed
+from tests.support import ROOT
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -44,7 +47,7 @@ COMPOSE_NATS_URL = "nats://nats:4222"
 FLAREBUS_SERVICES = {"engine", "worker", "sampler"}
 HEARTBEAT_RULE = "flarebus-heartbeat"
 #: variables of the developer's shell that would change what a service does
-_LEAKY_ENV = re.compile(r"^(FLAREBUS_|OTEL_)|^(PLUGIN_DIR|ACTION_PLUGIN|FILE_ACTION_DIR|"
+_LEAKY_ENV = re.compile(r"^(FLAREBUS_|OTEL_)|^(PYTHONPATH|PLUGIN_DIR|ACTION_PLUGIN|FILE_ACTION_DIR|"
                         r"FILE_ACTION_SIZE|HTTP_PLUGIN_ENDPOINT|FLAMEGRAPH_DIR)$")
 
 
@@ -151,11 +154,11 @@ def container_for(svc: dict[str, Any], root: Path, named: dict[str, Path]) -> Co
     return container
 
 
-def local_argv(svc: dict[str, Any], container: Container, nats_url: str,
+def local_argv(installed: Installed, svc: dict[str, Any], container: Container, nats_url: str,
                command: list[str] | None = None) -> list[str]:
     """The service's command (the image's entrypoint is `flarebus`) as a local process."""
     args = service_command(svc) if command is None else command
-    return flarebus_cmd(*(container.rewrite(a, nats_url) for a in args))
+    return installed.flarebus(*(container.rewrite(a, nats_url) for a in args))
 
 
 def local_env(svc: dict[str, Any], container: Container, nats_url: str) -> dict[str, str]:
@@ -244,11 +247,12 @@ def compose_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedN
         yield server
 
 
-def start_service(name: str, svc: dict[str, Any], container: Container, url: str,
-                  logs: Path, index: int = 0) -> Running:
+def start_service(installed: Installed, name: str, svc: dict[str, Any], container: Container,
+                  url: str, logs: Path, index: int = 0) -> Running:
     log = logs / f"{name}-{index}.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(local_argv(svc, container, url), env=local_env(svc, container, url),
+        proc = subprocess.Popen(local_argv(installed, svc, container, url),
+                                env=local_env(svc, container, url),
                                 cwd=container.path(dockerfile_directive("WORKDIR")),
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     return Running(f"{name}-{index}", proc, log)
@@ -276,7 +280,7 @@ def stop_all(running: list[Running]) -> dict[str, int | None]:
 
 @pytest.mark.timeout(90)
 async def test_compose_services_run_together_as_processes(
-        compose_nats: EmbeddedNats, tmp_path: Path) -> None:
+        compose_nats: EmbeddedNats, installed: Installed, tmp_path: Path) -> None:
     """engine, two workers and sampler, as the compose file runs them: the heartbeat rule fires,
     its trigger is on JetStream, a worker runs its action, and SIGTERM stops each with exit 0."""
     url = compose_nats.url
@@ -289,7 +293,8 @@ async def test_compose_services_run_together_as_processes(
     running: list[Running] = []
     try:
         for name, index in (("engine", 0), ("worker", 0), ("worker", 1), ("sampler", 0)):
-            running.append(start_service(name, services[name], containers[name], url, logs, index))
+            running.append(start_service(installed, name, services[name], containers[name], url,
+                                         logs, index))
         workers = [r for r in running if r.name.startswith("worker")]
 
         nc = await bus.connect(NatsSettings(servers=[url], name="compose-test"))
@@ -321,7 +326,7 @@ async def test_compose_services_run_together_as_processes(
             for name in ("engine", "worker"):
                 check = services[name]["healthcheck"]["test"][2:]  # after "CMD", "flarebus"
                 result = subprocess.run(
-                    local_argv(services[name], containers[name], url, check),
+                    local_argv(installed, services[name], containers[name], url, check),
                     env=local_env(services[name], containers[name], url),
                     cwd=containers[name].path(dockerfile_directive("WORKDIR")),
                     capture_output=True, text=True, timeout=30, check=False)
