@@ -25,13 +25,13 @@ from flarebus.plugin import (
     Frame,
     Kind,
     Plugin,
-    Sampler,
     SamplerPlugin,
     Sink,
     SinkPlugin,
     kind_of,
     message_for,
 )
+from flarebus.sampler import Sampler
 
 __all__ = [
     "Action",

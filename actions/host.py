@@ -3,58 +3,101 @@
 The worker asks the host to run one action of one trigger; the host picks the
 plugin instance for that action's effective config (the ``plugins:`` section
 merged with the rule's own), enforces the plugin's timeout by cancellation and
-its concurrency limit with a semaphore, and runs plain ``def`` plugins in a
-bounded thread pool so a blocking plugin cannot stall the worker's event loop.
-A sink runs as an action through ``notify(trigger.rule, message)``.
+its concurrency limit with a semaphore, and runs a plain ``def`` ``execute``
+or ``notify`` in a bounded thread pool so a blocking plugin cannot stall the
+worker's event loop. The lifecycle around it (validated config, ``init``,
+``validate_config``, ``close``) is the one every kind has, from
+``flarebus.plugin``. A sink runs as an action through ``notify(trigger.rule,
+message)``; a prepared plugin is an ``ActionPlugin`` or a ``SinkPlugin``, tagged by kind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import functools
 import inspect
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import msgspec
 
-from flarebus.actions.plugin_config import ConfigOrigin, convert_config, merged, validation_failure
-from flarebus.actions.registry import Found, Registry
 from flarebus.config import PluginSettings
 from flarebus.errors import ActionError, PluginConfigError, Problem
 from flarebus.events import ActionRef, Trigger
-from flarebus.plugin import message_for
+from flarebus.plugin import (
+    ActionPlugin,
+    Kind,
+    SinkPlugin,
+    a_kind,
+    close_plugin,
+    maybe_await,
+    message_for,
+    open_plugin,
+)
+from flarebus.plugin_config import ConfigOrigin, merged, validated_config, validation_failure
+from flarebus.registry import Found, Registry
 from flarebus.validation import sort_problems
 from flarebus.yamlfile import YamlDocument
 
 log = logging.getLogger("flarebus.worker")
 
 #: The kinds a trigger may name as its action.
-RUNNABLE = ("action", "sink")
+RUNNABLE: tuple[Kind, ...] = ("action", "sink")
 
 
-class Prepared(msgspec.Struct):
-    """A plugin instance ready for one effective config, and its limits."""
+@dataclass(frozen=True)
+class PreparedAction:
+    """An action instance ready for one effective config, and its timeout."""
 
     name: str
-    kind: str
-    instance: Any
+    instance: ActionPlugin
     timeout: float
+    kind: Literal["action"] = "action"
 
 
-async def call(func: Any, *args: Any, pool: ThreadPoolExecutor | None = None) -> Any:
-    """Call a plugin method: awaited when async, in the thread pool when plain ``def``."""
+@dataclass(frozen=True)
+class PreparedSink:
+    """A sink instance ready for one effective config, and its timeout."""
+
+    name: str
+    instance: SinkPlugin
+    timeout: float
+    kind: Literal["sink"] = "sink"
+
+
+#: Tagged by ``kind``: checking it narrows ``instance`` (no Protocol check per trigger).
+Prepared = PreparedAction | PreparedSink
+
+
+async def call(func: Callable[..., Any], *args: Any, pool: ThreadPoolExecutor | None = None
+               ) -> Any:
+    """Run a plugin's work: awaited when ``async def``, in the thread pool when plain ``def``.
+
+    (The lifecycle methods run on the loop instead, through ``open_plugin``:
+    they run once, while ``execute`` runs per trigger and may block for long.)
+    """
     if inspect.iscoroutinefunction(func):
         return await func(*args)
     loop = asyncio.get_running_loop()
-    result = await loop.run_in_executor(pool, functools.partial(func, *args))
-    if inspect.isawaitable(result):
-        result = await result
-    return result
+    return await maybe_await(await loop.run_in_executor(pool, functools.partial(func, *args)))
+
+
+def not_runnable(found: Found) -> ActionError:
+    return ActionError(found.name, f"is {a_kind(found.kind)}, not an action or sink",
+                       permanent=True)
+
+
+def typed(found: Found, plugin: object, timeout: float) -> Prepared:
+    """The plugin as the action or sink its kind says (checked against the Protocol once)."""
+    if found.kind == "sink" and isinstance(plugin, SinkPlugin):
+        return PreparedSink(found.name, plugin, timeout)
+    if found.kind == "action" and isinstance(plugin, ActionPlugin):
+        return PreparedAction(found.name, plugin, timeout)
+    raise not_runnable(found)
 
 
 class PluginHost:
@@ -83,13 +126,19 @@ class PluginHost:
         return ConfigOrigin(f"<plugins.{name}.config>")
 
     def unknown_settings(self) -> list[Problem]:
-        """``plugins:`` entries naming no discovered plugin (a typo, or a plugin not installed)."""
+        """``plugins:`` entries naming no action or sink (a typo, a plugin not installed, or
+        a sampler, which the ``samplers:`` section configures)."""
         problems = []
         for name in self.settings:
-            if name in self.registry.plugins:
+            found = self.registry.get(name)
+            if found is not None and found.kind in RUNNABLE:
                 continue
-            known = ", ".join(sorted(self.registry.plugins))
-            message = f"plugins.{name}: no plugin of this name was found (found: {known})"
+            if found is not None:
+                message = (f"plugins.{name}: is {a_kind(found.kind)}; this section configures "
+                           "actions and sinks (samplers are configured in samplers:)")
+            else:
+                known = ", ".join(self.registry.names(*RUNNABLE))
+                message = f"plugins.{name}: no plugin of this name was found (found: {known})"
             if self.config_doc is not None:
                 problems.append(self.config_doc.problem(("plugins", name), message, key=True))
             else:
@@ -99,8 +148,8 @@ class PluginHost:
     async def start(self) -> None:
         """Validate and initialise every enabled runnable plugin; all problems in one error."""
         problems: list[Problem] = self.unknown_settings()
-        for found in self.registry:
-            if found.kind not in RUNNABLE or not self._settings(found.name).enabled:
+        for found in self.registry.load(*RUNNABLE):
+            if not self._settings(found.name).enabled:
                 continue
             config = self._settings(found.name).config
             try:
@@ -112,37 +161,35 @@ class PluginHost:
             await self.close()
             raise PluginConfigError(sort_problems(problems))
 
-    async def _prepare(self, found: Found, instance: Any, config: Mapping[str, Any],
+    async def _prepare(self, found: Found, instance: object, config: Mapping[str, Any],
                        origin: ConfigOrigin) -> Prepared:
-        value = convert_config(found.name, getattr(instance, "config_schema", None), config,
-                               origin)
+        settings = self._settings(found.name)
+        timeout = settings.timeout or getattr(instance, "timeout", None) or self.default_timeout
+        prepared = typed(found, instance, float(timeout))
+        value = validated_config(instance, config, origin, found.name)
         try:
-            if self.nc is not None and callable(getattr(instance, "use_nats", None)):
-                instance.use_nats(self.nc)
-            if callable(getattr(instance, "init", None)):
-                await call(instance.init, value, pool=self.pool)
-            if callable(getattr(instance, "validate_config", None)):
-                await call(instance.validate_config, pool=self.pool)
+            use_nats = getattr(instance, "use_nats", None)  # an optional hook
+            if self.nc is not None and callable(use_nats):
+                use_nats(self.nc)
+            await open_plugin(instance, value)
         except PluginConfigError:
             raise
         except Exception as exc:
             raise validation_failure(found.name, exc, origin) from exc
-        settings = self._settings(found.name)
-        timeout = settings.timeout or getattr(instance, "timeout", None) or self.default_timeout
         limit = settings.concurrency or getattr(instance, "concurrency", None)
         if limit and found.name not in self._locks:
             self._locks[found.name] = asyncio.Semaphore(limit)
-        return Prepared(found.name, found.kind, instance, float(timeout))
+        return prepared
 
     async def prepared(self, ref: ActionRef, trigger: Trigger) -> Prepared:
         """The instance for this action's config; ActionError(permanent) when it cannot be."""
         name = ref.plugin
         found = self.registry.get(name)
         if found is None:
-            known = ", ".join(sorted(f.name for f in self.registry if f.kind in RUNNABLE))
+            known = ", ".join(self.registry.names(*RUNNABLE))
             raise ActionError(name, f"no plugin named {name!r} (found: {known})", permanent=True)
         if found.kind not in RUNNABLE:
-            raise ActionError(name, f"is a {found.kind}, not an action or sink", permanent=True)
+            raise not_runnable(found)
         if not self._settings(name).enabled:
             raise ActionError(name, f"is disabled in the config file (plugins.{name}.enabled)",
                               permanent=True)
@@ -164,10 +211,7 @@ class PluginHost:
 
     async def _variant(self, found: Found, ref: ActionRef, trigger: Trigger) -> Prepared:
         """A separate instance for a rule's own config, validated before its first trigger."""
-        try:
-            instance = type(found.plugin)()
-        except Exception:
-            instance = copy.copy(found.plugin)
+        instance = found.new_instance()
         config = merged(self._settings(found.name).config, ref.config)
         origin = ConfigOrigin(f"<trigger of rule {trigger.rule}, action {found.name}>",
                               rule=trigger.rule)
@@ -189,23 +233,21 @@ class PluginHost:
                                                  "(cancelled)") from None
 
     async def _invoke(self, prepared: Prepared, trigger: Trigger) -> None:
-        instance = prepared.instance
         if prepared.kind == "sink":
-            formatter = getattr(instance, "message", None)
+            sink = prepared.instance
+            formatter = getattr(sink, "message", None)  # optional: the Sink base class has it
             text = formatter(trigger) if callable(formatter) else message_for(trigger)
-            await call(instance.notify, trigger.rule, text, pool=self.pool)
+            await call(sink.notify, trigger.rule, text, pool=self.pool)
         else:
-            await call(instance.execute, trigger, pool=self.pool)
+            await call(prepared.instance.execute, trigger, pool=self.pool)
 
     async def close(self) -> None:
         """Close every initialised instance; a failing close is logged, not raised."""
         for prepared in [*self._base.values(), *self._variants.values()]:
-            closer = getattr(prepared.instance, "close", None)
-            if callable(closer):
-                try:
-                    await asyncio.wait_for(call(closer, pool=self.pool), 10)
-                except Exception as exc:
-                    log.warning("plugin %r: close failed: %s", prepared.name, exc)
+            try:
+                await asyncio.wait_for(close_plugin(prepared.instance), 10)
+            except Exception as exc:
+                log.warning("plugin %r: close failed: %s", prepared.name, exc)
         self._base.clear()
         self._variants.clear()
         self.pool.shutdown(wait=False, cancel_futures=True)

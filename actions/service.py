@@ -13,32 +13,23 @@ import logging
 
 from flarebus import bus
 from flarebus.actions.host import PluginHost
-from flarebus.actions.registry import Registry, discover
 from flarebus.actions.worker import Worker, serve
-from flarebus.config import Config
-from flarebus.yamlfile import YamlDocument, load_yaml
+from flarebus.config import Config, config_document
+from flarebus.registry import Registry, discover
 
 log = logging.getLogger("flarebus.worker")
 
 
-def config_document(config: Config) -> YamlDocument | None:
-    """The config file again, for error positions in its ``plugins:`` section."""
-    return load_yaml(config.source) if config.source else None
-
-
-def registry_for(config: Config) -> Registry:
-    registry = discover(config.worker.plugin_dir)
-    registry.check()
-    return registry
-
-
 async def run_worker(config: Config, *, stop: asyncio.Event | None = None,
-                     handle_signals: bool | None = None) -> Worker:
+                     handle_signals: bool | None = None,
+                     registry: Registry | None = None) -> Worker:
     """Run a worker until ``stop`` is set, or (without ``stop``) until SIGTERM/SIGINT.
 
-    Returns the worker, drained. ``flarebus up`` passes its own ``stop`` event.
+    Returns the worker, drained. ``flarebus up`` passes its own ``stop`` event
+    and the registry it discovered for its samplers too (checked here).
     """
-    registry = registry_for(config)
+    registry = registry or discover(config.worker.plugin_dir)
+    registry.check()
     nc = await bus.connect(config.nats, retry_initial=True)
     host = PluginHost(registry, config.plugins, default_timeout=config.worker.timeout,
                       threads=config.worker.threads, config_doc=config_document(config), nc=nc)

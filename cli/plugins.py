@@ -1,9 +1,11 @@
 """``flarebus plugins``: what plugins were found, from where, and of which kind.
 
 Discovery order: entry points (group ``flarebus.plugins``), ``.py`` files in
-``PLUGIN_DIR``, the built-ins. Broken plugin files and name clashes are listed
-too (exit code 1 when there are any), so this is the command to run when a
-worker refuses to start.
+``PLUGIN_DIR``, the built-ins; every kind (action, sink, sampler, exporter).
+Broken plugin files and name clashes are listed too (exit code 1 when there
+are any), so this is the command to run when a worker or ``flarebus sample``
+refuses to start. Unlike the other commands it imports every built-in, so a
+broken one is listed too.
 """
 
 from __future__ import annotations
@@ -31,12 +33,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from flarebus.actions.registry import discover
+    from flarebus.registry import discover
 
     logging.getLogger("flarebus.plugins").setLevel(logging.CRITICAL)  # listed below instead
 
     config = load_config(args.config, overrides={"worker": {"plugin_dir": args.plugin_dir}})
     registry = discover(config.worker.plugin_dir)
+    registry.load()
     found = sorted(registry, key=lambda f: f.name)
     if args.json:
         for f in found:

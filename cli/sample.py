@@ -5,6 +5,8 @@ runs one; ``flarebus sample --config flarebus.yaml`` runs the file's ``samplers:
 section. Each sampler's flags fill its config (``--set KEY=VALUE`` sets any key,
 the value read as YAML); ``-l KEY=VALUE`` adds labels. ``--print`` writes the samples
 as JSON lines instead of publishing (no server needed); ``--once`` collects once.
+A sampler is any plugin of the sampler kind: a built-in, an entry point, or a
+file in ``PLUGIN_DIR``.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ import yaml
 from flarebus import bus
 from flarebus.cli.options import add_nats_options, settings
 from flarebus.cli.publish import parse_labels
-from flarebus.config import SamplerSettings
+from flarebus.config import SamplerSettings, config_document
 from flarebus.durations import parse_duration
 from flarebus.errors import FlarebusError, PluginError
 from flarebus.events import StackSample
+from flarebus.plugin import SamplerPlugin
 from flarebus.publish import Publisher
-from flarebus.samplers.registry import BUILTIN_SAMPLERS, sampler_class
+from flarebus.registry import Registry, discover
 from flarebus.samplers.runtime import (
     PrintOutput,
     SampleOutput,
@@ -54,7 +57,13 @@ def _dest(flag: str) -> str:
     return "opt_" + flag.lstrip("-").replace("-", "_")
 
 
+def _options(sampler: object) -> tuple[tuple[str, str, type, str], ...]:
+    """A sampler's command-line flags (optional: a duck-typed sampler may have none)."""
+    return getattr(sampler, "options", ())
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    builtins = discover(use_entry_points=False)
     parser = sub.add_parser(
         "sample", help="run samplers (system, process, prometheus, stack, exec, stdin)",
         description=__doc__,
@@ -67,7 +76,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                "  my-tool | flarebus sample stdin\n"
                "  flarebus sample --config flarebus.yaml             (its samplers: section)")
     parser.add_argument("name", metavar="SAMPLER", nargs="?",
-                        help=f"sampler to run ({', '.join(sorted(BUILTIN_SAMPLERS))}, or a "
+                        help=f"sampler to run ({', '.join(builtins.names('sampler'))}, or a "
                              "plugin); omitted: the config file's samplers")
     parser.add_argument("--interval", type=_duration, metavar="DURATION",
                         help="time between collections, e.g. 1s, 15s (default: the sampler's)")
@@ -80,8 +89,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--once", action="store_true", help="collect once and exit")
     group = parser.add_argument_group("sampler options")
     seen = _ALL_FLAGS
-    for name in sorted(BUILTIN_SAMPLERS):
-        for flag, _key, kind, text in sampler_class(name).options:
+    for found in builtins.load("sampler"):
+        name = found.name
+        for flag, _key, kind, text in _options(found.plugin):
             if flag in seen:
                 continue
             seen[flag] = (kind, text)
@@ -97,11 +107,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.set_defaults(func=run)
 
 
-def spec_from_args(args: argparse.Namespace) -> SamplerSettings:
+def spec_from_args(args: argparse.Namespace, registry: Registry) -> SamplerSettings:
     """The one sampler the flags describe; flags another sampler owns are an error."""
-    cls = sampler_class(args.name)
     config: dict[str, Any] = {}
-    owned = {flag: key for flag, key, _, _ in cls.options}
+    owned = {flag: key for flag, key, _, _ in _options(registry.sampler(args.name))}
     for flag, key in owned.items():
         value = getattr(args, _dest(flag), None)
         if value is not None:
@@ -123,8 +132,10 @@ def spec_from_args(args: argparse.Namespace) -> SamplerSettings:
 async def run(args: argparse.Namespace) -> int:
     config = settings(args)
     labels = parse_labels(args.label)
+    registry = discover(config.worker.plugin_dir)
+    config_doc = None
     if args.name:
-        specs = [spec_from_args(args)]
+        specs = [spec_from_args(args, registry)]
     else:
         if not config.samplers:
             raise FlarebusError("name a sampler (e.g. `flarebus sample system`) or give a "
@@ -133,6 +144,7 @@ async def run(args: argparse.Namespace) -> int:
             for spec in config.samplers:
                 spec.interval = spec.interval or args.interval
         specs = list(config.samplers)
+        config_doc = config_document(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -144,10 +156,10 @@ async def run(args: argparse.Namespace) -> int:
         stacks_prefix=config.engine.stacks_prefix)
     try:
         if args.once:
-            return await _once(specs, labels, output)
-        runner = await run_samplers(
-            nc, specs, stop=stop, labels=labels,
-            output=output)
+            return await _once(build_samplers(specs, registry, config_doc=config_doc), labels,
+                               output)
+        runner = await run_samplers(nc, specs, stop=stop, labels=labels, output=output,
+                                    registry=registry, config_doc=config_doc)
     finally:
         if nc is not None:
             await bus.close(nc)
@@ -157,12 +169,12 @@ async def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _once(specs: list[SamplerSettings], labels: dict[str, str],
-                output: SampleOutput) -> int:
-    """Collect each sampler once and send the samples to ``output``."""
+async def _once(samplers: list[tuple[SamplerPlugin, Any, SamplerSettings]],
+                labels: dict[str, str], output: SampleOutput) -> int:
+    """Collect each (built, validated) sampler once and send the samples to ``output``."""
     sent = 0
-    for sampler, spec in build_samplers(specs):
-        for sample in await collect_once(sampler, {**labels, **spec.labels}):
+    for sampler, sampler_config, spec in samplers:
+        for sample in await collect_once(sampler, sampler_config, {**labels, **spec.labels}):
             if isinstance(sample, StackSample):
                 await output.send_stacks(sample)
             else:

@@ -26,7 +26,7 @@ from typing import Any, TextIO
 
 from flarebus import bus
 from flarebus.cli.options import UP_URL_FILE, add_nats_options, settings
-from flarebus.config import Config, SamplerSettings
+from flarebus.config import Config, SamplerSettings, config_document
 from flarebus.durations import format_duration, parse_duration
 from flarebus.events import Trigger, to_builtins
 from flarebus.nats_server import EmbeddedNats
@@ -121,6 +121,7 @@ async def _run_roles(args: argparse.Namespace, config: Config, console: Console,
                      server: EmbeddedNats | None, status_every: float) -> int:
     from flarebus.actions.service import run_worker
     from flarebus.engine.service.engine import Engine, unless_stopped
+    from flarebus.registry import discover
     from flarebus.rules import default_rules_file
     from flarebus.samplers.runtime import run_samplers
 
@@ -138,11 +139,13 @@ async def _run_roles(args: argparse.Namespace, config: Config, console: Console,
         return 0
     loop.add_signal_handler(signal.SIGHUP, engine.request_reload)
     nc = await bus.connect(config.nats, retry_initial=True)
+    registry = discover(config.worker.plugin_dir)  # one discovery: the worker's and samplers'
     tasks = {
-        "worker": asyncio.create_task(run_worker(config, stop=stop)),
-        "samplers": asyncio.create_task(run_samplers(nc, samplers, stop=stop,
-                                                     metrics_prefix=config.engine.metrics_prefix,
-                                                     stacks_prefix=config.engine.stacks_prefix)),
+        "worker": asyncio.create_task(run_worker(config, stop=stop, registry=registry)),
+        "samplers": asyncio.create_task(run_samplers(
+            nc, samplers, stop=stop, metrics_prefix=config.engine.metrics_prefix,
+            stacks_prefix=config.engine.stacks_prefix, registry=registry,
+            config_doc=config_document(config) if config.samplers else None)),
     }
     rules = engine.rules.rules
     console.event(

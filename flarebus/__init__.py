@@ -41,7 +41,7 @@ _EXPORTS: dict[str, str] = {
     "Action": "flarebus.plugin",
     "Sink": "flarebus.plugin",
     "Exporter": "flarebus.plugin",
-    "Sampler": "flarebus.plugin",
+    "Sampler": "flarebus.sampler",
     # errors
     "FlarebusError": "flarebus.errors",
     "ActionError": "flarebus.errors",
@@ -75,8 +75,9 @@ if TYPE_CHECKING:
     from flarebus.errors import ActionError, FlarebusError, PluginError, SampleError
     from flarebus.events import MetricSample, StackSample, Trigger
     from flarebus.frame import Frame
-    from flarebus.plugin import Action, Exporter, Plugin, Sampler, Sink
+    from flarebus.plugin import Action, Exporter, Plugin, Sink
     from flarebus.publish import Publisher
+    from flarebus.sampler import Sampler
 
 
 def __getattr__(name: str) -> Any:

@@ -24,7 +24,7 @@ from flarebus import schemas
 from flarebus.durations import parse_duration
 from flarebus.errors import ConfigError, InvalidFileError, Problem
 from flarebus.validation import schema_problems
-from flarebus.yamlfile import load_yaml
+from flarebus.yamlfile import YamlDocument, load_yaml
 
 DEFAULT_CONFIG_FILE = "flarebus.yaml"
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
@@ -214,3 +214,8 @@ def load_config(path: str | Path | None = None, *, env: Mapping[str, str] | None
     config.source = source
     config.servers_given = bool(merged.get("nats", {}).get("servers"))
     return config
+
+
+def config_document(config: Config) -> YamlDocument | None:
+    """The config file again, for error positions in its ``plugins:`` and ``samplers:``."""
+    return load_yaml(config.source) if config.source else None

@@ -1,4 +1,4 @@
-"""The plugin API: four kinds, as typed Protocols, plus small base classes for convenience.
+"""The plugin API: four kinds as typed Protocols, one lifecycle, and small base classes.
 
 The kinds are named after the Go plugin guides flarebus grew from, with the
 same arguments in Python spelling:
@@ -7,30 +7,41 @@ same arguments in Python spelling:
            the Trigger carries ``metric_name``, ``value``, ``threshold`` and ``duration``.
 - sink     ``Notify(ruleName, msg)`` -> ``notify(rule_name, msg)``; usable wherever an action is.
 - sampler  produces metric or stack samples: ``collect()`` on an interval or ``stream()``;
-           the class and its runtime live in ``samplers/`` (re-exported here).
+           its base class is ``flarebus.sampler.Sampler``, its runtime ``flarebus.samplers``.
 - exporter ``Export(root Frame)`` -> ``export(root)``; writes or sends a flamegraph.
 
-Every method may be ``async def`` or plain ``def``: the worker runs plain
-(blocking) ones in a bounded thread pool so they cannot stall the event loop.
-A plugin is found by duck typing (the Protocols are ``runtime_checkable``);
-subclassing a base class is optional and only saves typing ``name``/``init``.
+Every kind has the same lifecycle, defined once on :class:`Plugin`: the config
+is validated against ``config_schema`` first (``flarebus.plugin_config``), then
+``async init(config)``, ``validate_config()`` for what a schema cannot say, the
+kind's work, and ``async close()``. :func:`open_plugin` and :func:`close_plugin`
+are that lifecycle for whoever hosts a plugin (the worker's host, the sampler
+runtime), so no host re-implements it.
+
+Subclassing a base class is optional: a plugin is recognised by the Protocol
+of its kind (they are ``runtime_checkable``), so a duck-typed object with plain
+``def`` methods works too; its results are awaited only when they are
+awaitable (:func:`maybe_await`). A new kind (a future ``visualization``) is a
+Literal value, a Protocol and an entry in ``PROTOCOLS``; the registry and the
+lifecycle need no change.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from typing import Any, ClassVar, Literal, Protocol, TypeVar, overload, runtime_checkable
 
-from flarebus.events import Trigger
-from flarebus.sampler import Sampler as Sampler  # one sampler kind: the runtime's
-from flarebus.sampler import SamplerPlugin as SamplerPlugin
+from flarebus.events import MetricSample, StackSample, Trigger
 
 Kind = Literal["action", "sink", "sampler", "exporter"]
-KINDS: tuple[Kind, ...] = ("action", "sink", "sampler", "exporter")
 
 #: What a plugin may declare as its config: a msgspec Struct type or a JSON Schema (a dict).
 ConfigSchema = type | Mapping[str, Any] | None
+
+#: What a sampler yields: metric samples and/or stack samples.
+Sample = MetricSample | StackSample
+
+T = TypeVar("T")
 
 
 @runtime_checkable
@@ -42,11 +53,16 @@ class Frame(Protocol):
     children: Sequence[Frame]
 
 
+# The Protocols name only what a host calls; init/validate_config/close are optional
+# (a duck-typed plugin may leave them out), so they are not members.
+
+
 @runtime_checkable
 class ActionPlugin(Protocol):
     """Runs when a rule fires or resolves. Raise to fail (the worker retries)."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     async def execute(self, trigger: Trigger) -> None: ...
 
@@ -55,31 +71,60 @@ class ActionPlugin(Protocol):
 class SinkPlugin(Protocol):
     """A notification channel: one message for one rule."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     async def notify(self, rule_name: str, msg: str) -> None: ...
+
+
+@runtime_checkable
+class SamplerPlugin(Protocol):
+    """Samples on an interval (``collect()``) or, with ``default_interval`` None, a ``stream()``."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def default_interval(self) -> float | None: ...
+
+    async def collect(self) -> Sequence[Sample]: ...
+
+    def stream(self) -> AsyncIterator[Sequence[Sample]]: ...
 
 
 @runtime_checkable
 class ExporterPlugin(Protocol):
     """Writes a flamegraph, or sends it on."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     async def export(self, root: Frame) -> Any: ...
 
 
-#: The method that makes a plugin each kind, in the order kinds are recognised.
-KIND_METHODS: dict[Kind, str] = {
-    "action": "execute", "sink": "notify", "exporter": "export", "sampler": "collect",
+#: Any plugin, typed: what the registry holds.
+AnyPlugin = ActionPlugin | SinkPlugin | SamplerPlugin | ExporterPlugin
+
+#: Each kind's Protocol, in the order an undeclared kind is recognised.
+PROTOCOLS: dict[Kind, type] = {
+    "action": ActionPlugin, "sink": SinkPlugin, "exporter": ExporterPlugin,
+    "sampler": SamplerPlugin,
+}
+KINDS: tuple[Kind, ...] = tuple(PROTOCOLS)
+#: What each kind must have, for error messages.
+NEEDS: dict[Kind, str] = {
+    "action": "execute(trigger)", "sink": "notify(rule_name, msg)", "exporter": "export(root)",
+    "sampler": "default_interval, collect() and stream()",
 }
 
 
 class Plugin:
-    """Shared lifecycle: ``init(config)`` stores the validated config, ``close()`` does nothing.
+    """The lifecycle every kind shares: ``init(config)`` keeps the validated config.
 
     Set ``config_schema`` to a msgspec Struct type (``self.config`` is then an
     instance of it) or to a JSON Schema dict (``self.config`` stays a dict).
+    ``init`` and ``close`` are async so a plugin can open and release
+    connections without a thread; override them and call ``super().init(config)``.
     """
 
     name: ClassVar[str] = ""
@@ -91,13 +136,14 @@ class Plugin:
 
     config: Any = None
 
-    def init(self, config: Any) -> None:
+    async def init(self, config: Any) -> None:
+        """Receive the validated config; open what the plugin needs."""
         self.config = config
 
     def validate_config(self) -> None:
         """Checks the schema cannot express (raise ValueError with a readable message)."""
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Release what ``init`` acquired."""
 
 
@@ -132,20 +178,58 @@ class Exporter(Plugin):
         raise NotImplementedError
 
 
+def a_kind(kind: str) -> str:
+    """"an action", "a sink": a kind with its article, for messages."""
+    return f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind}"
+
+
 def kind_of(plugin: object) -> Kind | None:
-    """The kind a plugin declares (``kind``), else the first kind whose method it has."""
+    """The kind a plugin declares (``kind``), else the first kind whose Protocol it satisfies.
+
+    A declared kind counts only when the plugin has what that kind needs, so a
+    found plugin always satisfies the Protocol of its kind.
+    """
     declared = getattr(plugin, "kind", None)
-    if declared in KINDS:
-        return declared
-    for kind, method in KIND_METHODS.items():
-        if callable(getattr(plugin, method, None)):
+    if declared in PROTOCOLS:
+        return declared if isinstance(plugin, PROTOCOLS[declared]) else None
+    for kind, protocol in PROTOCOLS.items():
+        if isinstance(plugin, protocol):
             return kind
     return None
 
 
-def is_async(func: Any) -> bool:
-    """True for ``async def`` functions (bound or not)."""
-    return inspect.iscoroutinefunction(func)
+@overload
+async def maybe_await(value: Awaitable[T]) -> T: ...
+@overload
+async def maybe_await(value: T) -> T: ...
+
+
+async def maybe_await(value: Any) -> Any:
+    """The result of a plugin method: awaited when it is awaitable (``async def``), else as is."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+async def open_plugin(plugin: object, config: Any) -> None:
+    """The lifecycle's start: ``init(config)`` (config validated), then ``validate_config()``.
+
+    Either may be ``async def`` or plain ``def`` (run on the event loop: keep a
+    plain one quick), or missing on a duck-typed plugin.
+    """
+    init = getattr(plugin, "init", None)
+    if callable(init):
+        await maybe_await(init(config))
+    check = getattr(plugin, "validate_config", None)
+    if callable(check):
+        await maybe_await(check())
+
+
+async def close_plugin(plugin: object) -> None:
+    """The lifecycle's end: ``close()``, awaited when async, skipped when missing."""
+    close = getattr(plugin, "close", None)
+    if callable(close):
+        await maybe_await(close())
 
 
 def message_for(trigger: Trigger) -> str:

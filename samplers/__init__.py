@@ -1,7 +1,8 @@
 """flarebus samplers: the sampler runtime and built-in samplers, stack aggregation, exporters.
 
 - ``flarebus.samplers.runtime.run_samplers(nc, specs, stop=...)``: run samplers
-  (``flarebus sample``, ``flarebus up``); ``flarebus.Sampler``: the base class of your own.
+  (``flarebus sample``, ``flarebus up``); ``flarebus.Sampler``: the base class of your own;
+  samplers are found by name in the one plugin registry, ``flarebus.registry``.
 - ``flarebus.samplers.stack.start(source=..., nats=...)``: profile your own Python program.
 - ``flarebus.samplers.aggregate.Frame``: flamegraph trees; ``flarebus.samplers.exporters``: folded,
   speedscope, SVG and HTML output.
@@ -20,7 +21,8 @@ _LAZY = {
     "build": "flarebus.samplers.aggregate",
     "run_samplers": "flarebus.samplers.runtime",
     "SamplerRunner": "flarebus.samplers.runtime",
-    "create_sampler": "flarebus.samplers.registry",
+    "build_samplers": "flarebus.samplers.runtime",
+    "collect_once": "flarebus.samplers.runtime",
 }
 
 __all__ = sorted(_LAZY)

@@ -99,7 +99,7 @@ def _argv(command: str | list[str]) -> list[str]:
 
 class ExecSampler(Sampler):
     name = "exec"
-    default_interval = 10.0
+    default_interval: ClassVar[float | None] = 10.0  # None per instance with stream: true
     config_schema: ClassVar[dict[str, Any]] = {
         "type": "object", "additionalProperties": False, "required": ["command"],
         "properties": {
@@ -116,8 +116,8 @@ class ExecSampler(Sampler):
         ("--prefix", "prefix", str, "metric name prefix for output lines that are objects"),
     )
 
-    def __init__(self, config: Any = None) -> None:
-        super().__init__(config)
+    async def init(self, config: dict[str, Any]) -> None:
+        await super().init(config)
         self.argv = _argv(self.config["command"])
         self.parser = LineParser(self.config.get("name"), self.config.get("prefix"),
                                  source=self.argv[0])
@@ -166,11 +166,13 @@ class StdinSampler(Sampler):
     }
     options = ExecSampler.options[2:]
 
-    def __init__(self, config: Any = None) -> None:
-        super().__init__(config)
+    def __init__(self) -> None:
+        self.input = sys.stdin.buffer
+
+    async def init(self, config: dict[str, Any]) -> None:
+        await super().init(config)
         self.parser = LineParser(self.config.get("name"), self.config.get("prefix"),
                                  source="<stdin>")
-        self.input = sys.stdin.buffer
 
     async def stream(self) -> AsyncIterator[Sequence[Sample]]:
         lines = line_queue(self.input, 1000)

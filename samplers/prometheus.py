@@ -71,8 +71,8 @@ class PrometheusSampler(Sampler):
         ("--timeout", "timeout", float, "scrape timeout in seconds (default 10)"),
     )
 
-    def __init__(self, config: Any = None) -> None:
-        super().__init__(config)
+    async def init(self, config: dict[str, Any]) -> None:
+        await super().init(config)
         self.include = re.compile(self.config["include"]) if "include" in self.config else None
         self.exclude = re.compile(self.config["exclude"]) if "exclude" in self.config else None
         self.rates = Rates()

@@ -371,12 +371,11 @@ class PySpySampler(Sampler):
         ("--window", "window", float, "seconds per published StackSample (default 5)"),
     )
 
-    def __init__(self, config: Any = None) -> None:
-        super().__init__(config)
-        self.source = self.config.get("source") or f"pid-{self.config['pid']}"
-        self.executable: str | None = None
+    executable: str | None = None
 
-    async def init(self) -> None:
+    async def init(self, config: dict[str, Any]) -> None:
+        await super().init(config)
+        self.source = self.config.get("source") or f"pid-{self.config['pid']}"
         self.executable = find_py_spy(self.config.get("py_spy"))
 
     def command(self, output: Path) -> list[str]:

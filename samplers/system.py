@@ -59,12 +59,9 @@ class SystemSampler(Sampler):
     }
     options = (("--mount", "mounts", list, "mount point to report usage of (repeatable)"),)
 
-    def __init__(self, config: Any = None) -> None:
-        super().__init__(config)
+    async def init(self, config: dict[str, Any]) -> None:
+        await super().init(config)
         self.host = socket.gethostname()
-        self.rates = Rates()
-
-    async def init(self) -> None:
         psutil.cpu_percent(interval=None)  # the first call only starts the measurement
         self.rates = Rates()
         self._counters(time.monotonic())
@@ -119,13 +116,11 @@ class ProcessSampler(Sampler):
     }
     options = (("--pid", "pid", int, "process id to sample (default: the sampler itself)"),)
 
-    def __init__(self, config: Any = None) -> None:
-        super().__init__(config)
-        self.host = socket.gethostname()
-        self.process: psutil.Process | None = None
-        self.rates = Rates()
+    process: psutil.Process | None = None
 
-    async def init(self) -> None:
+    async def init(self, config: dict[str, Any]) -> None:
+        await super().init(config)
+        self.host = socket.gethostname()
         self.process = psutil.Process(self.config.get("pid", os.getpid()))
         self.process.cpu_percent(interval=None)
         self.rates = Rates()

@@ -76,7 +76,7 @@ def http_server() -> Iterator[Server]:
 
 async def http_action(**config: Any) -> HttpAction:
     action = HttpAction()
-    action.init(msgspec.convert(config, HttpConfig))
+    await action.init(msgspec.convert(config, HttpConfig))
     action.validate_config()
     return action
 
@@ -156,8 +156,8 @@ async def test_http_endpoint_defaults_to_HTTP_PLUGIN_ENDPOINT(
 async def test_webhook_and_slack_sinks_post_their_bodies(http_server: Server) -> None:
     """notify(rule_name, msg): webhook JSON and a Slack-compatible {"text": ...}."""
     webhook, slack = WebhookSink(), SlackSink()
-    webhook.init(HttpConfig(url=f"{http_server.url}/webhook"))
-    slack.init(HttpConfig(url=f"{http_server.url}/slack"))
+    await webhook.init(HttpConfig(url=f"{http_server.url}/webhook"))
+    await slack.init(HttpConfig(url=f"{http_server.url}/slack"))
     await webhook.notify("high-cpu", "CPU 93 on web-1")
     assert json.loads(http_server.received[-1].body) == {"rule": "high-cpu",
                                                          "message": "CPU 93 on web-1"}
@@ -168,9 +168,9 @@ async def test_webhook_and_slack_sinks_post_their_bodies(http_server: Server) ->
 # -- file -------------------------------------------------------------------------------
 
 
-def file_action(directory: Path, **config: Any) -> FileAction:
+async def file_action(directory: Path, **config: Any) -> FileAction:
     action = FileAction()
-    action.init(msgspec.convert({"dir": str(directory), **config}, FileConfig))
+    await action.init(msgspec.convert({"dir": str(directory), **config}, FileConfig))
     action.validate_config()
     return action
 
@@ -179,10 +179,10 @@ def all_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
 
 
-def test_file_creates_a_file_of_the_configured_size_named_after_metric_and_time(
+async def test_file_creates_a_file_of_the_configured_size_named_after_metric_and_time(
         tmp_path: Path) -> None:
     """One file per trigger, FILE_ACTION_SIZE bytes, named <metric>_<UTC time>."""
-    action = file_action(tmp_path / "out", size=4096)
+    action = await file_action(tmp_path / "out", size=4096)
     t = trigger(metric_name="disk.used")
     action.execute(t)
     [path] = all_files(tmp_path)
@@ -196,37 +196,37 @@ def test_file_creates_a_file_of_the_configured_size_named_after_metric_and_time(
 
 @pytest.mark.parametrize("metric_name", [
     "../../escape", "/etc/passwd", "..", "a/../../b", "x\x00y", "..\\..\\win", "." * 300])
-def test_file_never_writes_outside_its_dir_whatever_the_metric_name(
+async def test_file_never_writes_outside_its_dir_whatever_the_metric_name(
         tmp_path: Path, metric_name: str) -> None:
     """Path traversal in the metric name: the file still lands directly in the directory."""
     root = tmp_path / "jail"
-    file_action(root / "files", size=16).execute(trigger(metric_name=metric_name))
+    (await file_action(root / "files", size=16)).execute(trigger(metric_name=metric_name))
     [path] = all_files(tmp_path)
     assert path.parent == root / "files"
 
 
-def test_file_name_template_with_labels_cannot_escape(tmp_path: Path) -> None:
+async def test_file_name_template_with_labels_cannot_escape(tmp_path: Path) -> None:
     """Labels in the name template are sanitised too: `../` in a label stays inside."""
-    action = file_action(tmp_path / "files", size=0, name="{labels[host]}-{metric_name}")
+    action = await file_action(tmp_path / "files", size=0, name="{labels[host]}-{metric_name}")
     action.execute(trigger(labels={"host": "../../../tmp/pwned"}, metric_name="cpu"))
     [path] = all_files(tmp_path)
     assert path.parent == tmp_path / "files"
     assert path.name == "_.._.._tmp_pwned-cpu"
 
 
-def test_file_refuses_a_symlinked_target(tmp_path: Path) -> None:
+async def test_file_refuses_a_symlinked_target(tmp_path: Path) -> None:
     """A name whose resolved path leaves the dir (a planted symlink) is refused."""
     files = tmp_path / "files"
-    action = file_action(files, mode="jsonl")
+    action = await file_action(files, mode="jsonl")
     (files / "triggers.jsonl").symlink_to(tmp_path / "outside.jsonl")  # planted afterwards
     with pytest.raises(ActionError, match="outside"):
         action.execute(trigger())
     assert not (tmp_path / "outside.jsonl").exists()
 
 
-def test_file_jsonl_mode_appends_one_line_per_trigger(tmp_path: Path) -> None:
+async def test_file_jsonl_mode_appends_one_line_per_trigger(tmp_path: Path) -> None:
     """jsonl: each trigger appended as one JSON line to one file."""
-    action = file_action(tmp_path, mode="jsonl")
+    action = await file_action(tmp_path, mode="jsonl")
     triggers = [trigger(), trigger()]
     for t in triggers:
         action.execute(t)
@@ -234,19 +234,19 @@ def test_file_jsonl_mode_appends_one_line_per_trigger(tmp_path: Path) -> None:
     assert [trigger_decoder.decode(line) for line in lines] == triggers
 
 
-def test_file_defaults_come_from_the_seed_environment(
+async def test_file_defaults_come_from_the_seed_environment(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """FILE_ACTION_DIR and FILE_ACTION_SIZE are the defaults; without them temp dir and 1 MiB."""
     monkeypatch.setenv("FILE_ACTION_DIR", str(tmp_path / "env-dir"))
     monkeypatch.setenv("FILE_ACTION_SIZE", "2KiB")
     action = FileAction()
-    action.init(FileConfig())
+    await action.init(FileConfig())
     action.execute(trigger())
     [path] = all_files(tmp_path)
     assert path.parent == tmp_path / "env-dir" and path.stat().st_size == 2048
     monkeypatch.delenv("FILE_ACTION_DIR")
     monkeypatch.delenv("FILE_ACTION_SIZE")
-    action.init(FileConfig())
+    await action.init(FileConfig())
     assert action.size == 1024 * 1024
     assert action.dir.name == "metric-files"
     assert [parse_size(s) for s in ("10", "1k", "1MiB")] == [10, 1000, 1024 * 1024]
@@ -261,7 +261,7 @@ def test_file_defaults_come_from_the_seed_environment(
 async def test_log_writes_one_structured_line(caplog: pytest.LogCaptureFixture) -> None:
     """log: rule, state, metric_name, value, threshold, duration and labels on one line."""
     action = LogAction()
-    action.init(LogConfig())
+    await action.init(LogConfig())
     with caplog.at_level(logging.INFO, logger="flarebus.actions.log"):
         await action.execute(trigger("high-cpu", labels={"host": "web 1"}))
     [record] = caplog.records
@@ -276,7 +276,7 @@ async def test_nats_republishes_the_trigger(nc: Client) -> None:
     """nats: the trigger, unchanged, on the configured subject (templated by rule)."""
     action = NatsAction()
     action.use_nats(nc)
-    action.init(NatsConfig(subject="alerts.{severity}.{rule}"))
+    await action.init(NatsConfig(subject="alerts.{severity}.{rule}"))
     action.validate_config()
     got = await collect(nc, "alerts.warning.disk-full")
     t = trigger("disk-full")

@@ -13,22 +13,22 @@ import pytest
 
 from flarebus.actions import Action, Exporter, Frame, Sampler, Sink, kind_of
 from flarebus.actions.host import PluginHost
-from flarebus.actions.registry import PLUGIN_DIR_PACKAGE, discover
-from flarebus.actions.service import config_document
-from flarebus.config import load_config
+from flarebus.config import config_document, load_config
 from flarebus.errors import PluginConfigError, PluginError
+from flarebus.registry import PLUGIN_DIR_PACKAGE, discover
 from tests.plugin_pkg.harness import PLUGINS, registry_of, trigger
 from tests.support import run_flarebus
 
 DIST_SRC = Path(__file__).parent / "plugin_pkg" / "dist_src"
 
 
-def install_test_package(target: Path) -> Path:
+def install_test_package(target: Path, extra: dict[str, str] | None = None) -> Path:
     """Install tests/plugin_pkg/dist_src into ``target`` as pip would: code plus a dist-info.
 
     (``pip install`` needs the ``wheel`` package to build, which is not a flarebus
     dependency; the result on disk - package dir, METADATA, entry_points.txt, RECORD
-    - is the same, and importlib.metadata discovers it the same way.)
+    - is the same, and importlib.metadata discovers it the same way.) ``extra``
+    declares more ``flarebus.plugins`` entry points, as a later version might.
     """
     project = tomllib.loads((DIST_SRC / "pyproject.toml").read_text())["project"]
     shutil.copytree(DIST_SRC / "flarebus_test_plugin", target / "flarebus_test_plugin")
@@ -37,6 +37,7 @@ def install_test_package(target: Path) -> Path:
     (dist_info / "METADATA").write_text(
         f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n")
     groups = project["entry-points"]
+    groups["flarebus.plugins"].update(extra or {})
     (dist_info / "entry_points.txt").write_text("".join(
         f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()) + "\n"
         for group, eps in groups.items()))
@@ -62,7 +63,39 @@ def test_entry_point_plugin_is_listed_by_flarebus_plugins(tmp_path: Path) -> Non
     assert rows["ep_hello"]["origin"] == "entry point"
     assert rows["ep_hello"]["kind"] == "action"
     assert "flarebus-test-plugin 0.1.0" in rows["ep_hello"]["source"]
+    assert (rows["ep_counter"]["kind"], rows["ep_counter"]["origin"]) == ("sampler", "entry point")
     assert rows["log"]["origin"] == "built-in"
+    assert (rows["system"]["kind"], rows["system"]["origin"]) == ("sampler", "built-in")
+
+
+def test_entry_point_sampler_runs_with_flarebus_sample(tmp_path: Path) -> None:
+    """A sampler from the same entry point group as actions runs, its config validated."""
+    env = {"PYTHONPATH": str(install_test_package(tmp_path / "site"))}
+    result = run_flarebus("sample", "ep_counter", "--set", "start=41", "--print", "--once",
+                          env=env)
+    assert result.returncode == 0, result.stderr
+    [sample] = map(json.loads, result.stdout.splitlines())
+    assert (sample["name"], sample["value"]) == ("ep.counter", 42)
+    bad = run_flarebus("sample", "ep_counter", "--set", "stat=1", "--print", "--once", env=env)
+    assert bad.returncode == 1
+    assert "plugin 'ep_counter': stat: unknown key; did you mean 'start'?" in bad.stderr
+
+
+def test_sampler_entry_point_clashing_with_a_built_in_is_a_clash(tmp_path: Path) -> None:
+    """An entry point sampler named `system`: reported by `flarebus plugins`, never used."""
+    site = install_test_package(tmp_path / "site",
+                                {"shadow": "flarebus_test_plugin:ShadowSystem"})
+    env = {"PYTHONPATH": str(site)}
+    listed = run_flarebus("plugins", env=env)
+    assert listed.returncode == 1
+    [clash] = [line for line in listed.stderr.splitlines() if line.startswith("clash:")]
+    assert "plugin 'system'" in clash and "two plugins have this name" in clash
+    assert "entry point flarebus_test_plugin:ShadowSystem (flarebus-test-plugin 0.1.0)" in clash
+    assert "built-in flarebus.samplers.system:SystemSampler" in clash
+    sampled = run_flarebus("sample", "system", "--print", "--once", env=env)
+    assert sampled.returncode == 1
+    assert "two plugins have this name" in sampled.stderr
+    assert sampled.stdout == ""  # neither of the two ran
 
 
 async def test_entry_point_plugin_runs_with_validated_config(
@@ -269,6 +302,19 @@ async def test_json_schema_config_errors_use_the_rule_file_style(tmp_path: Path)
         "5:11: plugin 'strict': api_key is required when region is eu",
         "6:3: plugins.nosuch: no plugin of this name was found (found: channel, file, flamegraph, "
         "http, log, nats, slack, strict, webhook)"]
+
+
+async def test_plugins_section_configures_only_actions_and_sinks(tmp_path: Path) -> None:
+    """A sampler named under plugins: is an error saying where samplers are configured."""
+    error = await start_with(tmp_path, """\
+        plugins:
+          channel: {config: {channel: "#ops"}}
+          strict: {enabled: false}
+          system: {config: {mounts: [/]}}
+        """)
+    [problem] = error.problems
+    assert str(problem).endswith("4:3: plugins.system: is a sampler; this section configures "
+                                 "actions and sinks (samplers are configured in samplers:)")
 
 
 async def test_valid_config_reaches_the_plugin_converted(tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ async def test_flarebus_sample_system_publishes_what_the_default_rules_need(
 
 async def test_process_sampler_watches_a_pid() -> None:
     """process publishes threads, memory and cpu of the given PID with pid/process labels."""
-    samples = await collect_once(ProcessSampler({"pid": os.getpid()}))
+    samples = await collect_once(ProcessSampler(), {"pid": os.getpid()})
     by_name = {s.name: s for s in samples}  # type: ignore[union-attr]
     assert by_name["process.threads"].value >= 1
     assert by_name["process.memory.rss_bytes"].value > 0
@@ -58,8 +58,9 @@ async def test_exec_sampler_reads_json_lines_and_skips_bad_ones() -> None:
         print("this is not json")
         print(json.dumps({"depth": 3, "age": 1.5, "note": "x"}))
     """)
-    sampler = ExecSampler({"command": [sys.executable, "-c", script], "prefix": "q"})
-    samples = await collect_once(sampler)
+    sampler = ExecSampler()
+    samples = await collect_once(sampler, {"command": [sys.executable, "-c", script],
+                                           "prefix": "q"})
     got = {(s.name, s.value) for s in samples}  # type: ignore[union-attr]
     assert got == {("queue.depth", 12.0), ("q.depth", 3.0), ("q.age", 1.5)}
     assert sampler.parser.bad_lines == 1

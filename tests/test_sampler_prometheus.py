@@ -72,12 +72,13 @@ def _by_key(samples: list[MetricSample]) -> dict[tuple[str, tuple[tuple[str, str
             for s in samples}
 
 
-async def _scrape(nc: Client, sampler: PrometheusSampler, until: str) -> list[MetricSample]:
+async def _scrape(nc: Client, sampler: PrometheusSampler, config: dict[str, object],
+                  until: str) -> list[MetricSample]:
     """Run the sampler until a message on ``until`` arrived; every sample published by then."""
     everything = await collect(nc, "metrics.>")
     box = await collect(nc, until)
     runner = SamplerRunner(Publisher(nc))
-    runner.add(sampler, interval=0.2)
+    runner.add(sampler, config, interval=0.2)
     await runner.start()
     try:
         await box.wait_for(1)
@@ -89,8 +90,9 @@ async def _scrape(nc: Client, sampler: PrometheusSampler, until: str) -> list[Me
 
 async def test_samples_arrive_with_names_values_and_labels(nc: Client, exporter_url: str) -> None:
     """Counters, gauges, histograms and escaped label values arrive as scraped."""
-    sampler = PrometheusSampler({"url": exporter_url, "prefix": "app"})
-    samples = await _scrape(nc, sampler, "metrics.app.request_seconds_count")
+    sampler = PrometheusSampler()
+    samples = await _scrape(nc, sampler, {"url": exporter_url, "prefix": "app"},
+                            "metrics.app.request_seconds_count")
     got = _by_key(samples)
     escaped = '/a "quoted"\\back\nline'
     assert got[("app.http_requests_total", (("method", "GET"), ("path", escaped)))] == 100
@@ -108,8 +110,9 @@ async def test_samples_arrive_with_names_values_and_labels(nc: Client, exporter_
 
 async def test_counters_become_rates_when_configured(nc: Client, exporter_url: str) -> None:
     """With rates: true the second scrape publishes <name>.rate; gauges stay as they are."""
-    sampler = PrometheusSampler({"url": exporter_url, "rates": True})
-    samples = await _scrape(nc, sampler, "metrics.http_requests_total.rate")
+    sampler = PrometheusSampler()
+    samples = await _scrape(nc, sampler, {"url": exporter_url, "rates": True},
+                            "metrics.http_requests_total.rate")
     got = _by_key(samples)
     rates = [s for s in samples if s.name == "http_requests_total.rate"
              and s.labels.get("method") == "GET"]

@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 from nats.aio.client import Client
 
-from flarebus.errors import PluginError
+from flarebus.config import SamplerSettings
+from flarebus.errors import PluginConfigError, PluginError
 from flarebus.events import MetricSample, decode_metrics
 from flarebus.publish import Publisher
 from flarebus.sampler import Sample, Sampler, gauge
-from flarebus.samplers.registry import create_sampler
-from flarebus.samplers.runtime import SamplerRunner, default_labels, stamp
+from flarebus.samplers.runtime import SamplerRunner, build_samplers, default_labels, stamp
 from tests.support import collect
 
 
@@ -24,7 +24,6 @@ class Counting(Sampler):
     default_interval = 0.05
 
     def __init__(self, metric: str) -> None:
-        super().__init__({})
         self.metric = metric
         self.calls = 0
 
@@ -48,7 +47,7 @@ class FlakyInit(Counting):
         super().__init__(metric)
         self.inits = 0
 
-    async def init(self) -> None:
+    async def init(self, config: object) -> None:
         self.inits += 1
         if self.inits < 3:
             raise ConnectionError(f"not yet ({self.inits})")
@@ -130,10 +129,15 @@ def test_stamp_keeps_a_timestamp_the_sampler_gave() -> None:
 
 
 def test_bad_sampler_config_is_rejected_before_running() -> None:
-    """Every config problem is named, and an unknown sampler lists the known ones."""
-    with pytest.raises(PluginError, match="'url' is a required property"):
-        create_sampler("prometheus", {})
-    with pytest.raises(PluginError, match="Additional properties"):
-        create_sampler("system", {"mountz": ["/"]})
-    with pytest.raises(PluginError, match=r"known: .*prometheus"):
-        create_sampler("nope")
+    """Every problem of every spec is named with plugin and key; an unknown name lists samplers."""
+    specs = [SamplerSettings(sampler="prometheus"),
+             SamplerSettings(sampler="system", config={"mountz": ["/"]})]
+    with pytest.raises(PluginConfigError) as info:
+        build_samplers(specs)
+    text = str(info.value)
+    assert "plugin 'prometheus': missing required key 'url'" in text
+    assert "plugin 'system': mountz: unknown key; did you mean 'mounts'?" in text
+    with pytest.raises(PluginError, match=r"no such sampler \(known: exec, .*prometheus"):
+        build_samplers([SamplerSettings(sampler="nope")])
+    with pytest.raises(PluginError, match="is an action, not a sampler"):
+        build_samplers([SamplerSettings(sampler="log")])

@@ -168,9 +168,9 @@ def test_profiler_rejects_a_bad_source() -> None:
 
 async def test_other_process_without_py_spy_says_so_clearly() -> None:
     """The stack sampler for a PID names py-spy and the two-line alternative when missing."""
-    sampler = PySpySampler({"pid": 1, "py_spy": "/nonexistent/py-spy"})
+    sampler = PySpySampler()
     with pytest.raises(PluginError) as info:
-        await sampler.init()
+        await sampler.init({"pid": 1, "py_spy": "/nonexistent/py-spy"})
     assert "py-spy is not installed" in str(info.value)
     assert "flarebus.samplers.stack.start" in PY_SPY_MISSING
 
@@ -191,7 +191,7 @@ async def test_py_spy_samples_another_process(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, str(program)])
     try:
         time.sleep(0.3)
-        samples = await collect_once(PySpySampler({"pid": proc.pid, "window": 1}))
+        samples = await collect_once(PySpySampler(), {"pid": proc.pid, "window": 1})
     finally:
         proc.kill()
         proc.wait()

@@ -77,13 +77,14 @@ class FileConfig(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class FileAction(Action):
-    """Writes files for triggers; plain ``def`` on purpose: file I/O runs in the thread pool."""
+    """Writes files for triggers; ``execute`` is plain ``def`` on purpose: file I/O runs in the
+    worker's thread pool."""
 
     name = "file"
     config_schema = FileConfig
 
-    def init(self, config: FileConfig) -> None:
-        self.config = config
+    async def init(self, config: FileConfig) -> None:
+        await super().init(config)
         self.dir = Path(config.dir or default_dir())
         self.size = config.size if config.size is not None else default_size()
 

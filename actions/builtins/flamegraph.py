@@ -67,8 +67,8 @@ class FlamegraphAction(Action):
         """The worker hands over its connection; stacks are windowed from init() on."""
         self.nc = nc
 
-    async def init(self, config: Any) -> None:
-        self.config = config
+    async def init(self, config: FlamegraphConfig) -> None:
+        await super().init(config)
         if self.nc is not None and self.windows is None:
             self.windows = await _shared_windows(self.nc, config.stacks_prefix,
                                                  config.seconds + 5)

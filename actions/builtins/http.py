@@ -85,7 +85,7 @@ class HttpAction(HttpPoster, Action):
     name = "http"
     config_schema = HttpConfig
 
-    def init(self, config: HttpConfig) -> None:
+    async def init(self, config: HttpConfig) -> None:
         self.setup(config)
 
     def validate_config(self) -> None:
@@ -100,7 +100,7 @@ class HttpSink(HttpPoster, Sink):
 
     config_schema = HttpConfig
 
-    def init(self, config: HttpConfig) -> None:
+    async def init(self, config: HttpConfig) -> None:
         self.setup(config)
 
     def validate_config(self) -> None:

@@ -46,8 +46,8 @@ class LogAction(Action):
     name = "log"
     config_schema = LogConfig
 
-    def init(self, config: LogConfig) -> None:
-        self.config = config
+    async def init(self, config: LogConfig) -> None:
+        await super().init(config)
         self.level = _LEVELS[config.level]
 
     async def execute(self, trigger: Trigger) -> None:

@@ -16,11 +16,10 @@ from nats.js import JetStreamContext
 
 from flarebus import bus
 from flarebus.actions.host import PluginHost
-from flarebus.actions.registry import Found, Registry, load_builtins
 from flarebus.actions.worker import Worker
 from flarebus.config import NatsSettings, PluginSettings, WorkerSettings
 from flarebus.events import ActionRef, Trigger, encoder
-from flarebus.plugin import kind_of
+from flarebus.registry import Found, Registry, load_builtins
 
 HERE = Path(__file__).resolve().parent
 PLUGINS = HERE / "plugins"  # PLUGIN_DIR of the process tests
@@ -88,9 +87,7 @@ async def fresh_stream(nc: Client) -> JetStreamContext:
 def registry_of(*plugins: Any, builtins: bool = True) -> Registry:
     registry = Registry()
     for plugin in plugins:
-        kind = kind_of(plugin)
-        assert kind is not None
-        registry.add(Found(plugin.name, kind, plugin, "plugin dir", f"test {plugin.name}"))
+        registry.add(Found.of(plugin, plugin.name, "plugin dir", f"test {plugin.name}"))
     if builtins:
         load_builtins(registry)
     return registry

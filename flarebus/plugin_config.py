@@ -1,10 +1,12 @@
 """Validating a plugin's config before the plugin sees it, with errors like a compiler's.
 
-A plugin declares its config as a msgspec Struct type or as a JSON Schema
-(``config_schema``). Both are checked here and every mistake becomes a
-:class:`~flarebus.errors.Problem` pointing at the config file line (for the
-``plugins:`` section) or naming the rule (for per-rule action config), the
-same style ``flarebus check`` uses for rule files.
+Every kind declares its config the same way, as ``config_schema``: a msgspec
+Struct type or a JSON Schema. Both are checked here, for the worker's actions
+and sinks and for the sampler runtime alike, and every mistake becomes a
+:class:`~flarebus.errors.Problem` naming the plugin and the key, pointing at
+the config file line (the ``plugins:`` or ``samplers:`` section) or naming the
+rule (for per-rule action config) or the command line: the style ``flarebus
+check`` uses for rule files.
 """
 
 from __future__ import annotations
@@ -106,6 +108,13 @@ def convert_config(plugin: str, schema: Any, config: Mapping[str, Any],
     raise PluginConfigError([origin.problem((), f"{who}config_schema must be a msgspec Struct "
                                                 f"type or a JSON Schema dict, got {schema!r}")],
                             plugin=plugin)
+
+
+def validated_config(plugin: object, config: Mapping[str, Any], origin: ConfigOrigin,
+                     name: str | None = None) -> Any:
+    """``config`` checked against the plugin's ``config_schema`` (none: the dict as it is)."""
+    who = name if name is not None else str(getattr(plugin, "name", "?"))
+    return convert_config(who, getattr(plugin, "config_schema", None), config, origin)
 
 
 def validation_failure(plugin: str, exc: Exception, origin: ConfigOrigin) -> PluginConfigError:
