@@ -13,19 +13,17 @@ allow are skipped and counted (``skipped``), so one odd sample cannot spoil a ba
 
 from __future__ import annotations
 
-import asyncio
 import math
 import re
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from flarebus.errors import SampleError
+from flarebus.errors import PluginError, SampleError
 from flarebus.events import LABEL_NAME_PATTERN, MetricSample, is_metric_name, series_key
+from flarebus.http import LazyClient, RequestFailed, RequestTimeout, check_headers, failure_reason
 from flarebus.sampler import Sample, Sampler
 from flarebus.samplers.system import Rates
 
@@ -77,24 +75,35 @@ class PrometheusSampler(Sampler):
         self.exclude = re.compile(self.config["exclude"]) if "exclude" in self.config else None
         self.rates = Rates()
         self.skipped = 0
+        self.http = LazyClient(self.config.get("timeout", 10.0), {"Accept": ACCEPT},
+                               self.config.get("headers", {}), follow_redirects=True)
 
-    def fetch(self) -> str:
-        """The exposition text (blocking; collect() runs it in a thread)."""
-        headers = {"Accept": ACCEPT, "User-Agent": "flarebus", **self.config.get("headers", {})}
-        request = urllib.request.Request(self.config["url"], headers=headers)
-        with urllib.request.urlopen(request, timeout=self.config.get("timeout", 10.0)) as resp:
-            charset = resp.headers.get_content_charset() or "utf-8"
-            return resp.read().decode(charset, errors="replace")  # type: ignore[no-any-return]
+    def validate_config(self) -> None:
+        super().validate_config()
+        try:
+            check_headers(self.config.get("headers", {}))
+        except ValueError as exc:
+            raise PluginError(self.name, f"config.{exc}", source="sampler config") from None
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def fetch(self) -> str:
+        """The exposition text of one scrape."""
+        url = self.config["url"]
+        try:
+            response = await self.http.get().get(url)
+        except RequestTimeout:
+            raise SampleError(f"{url}: cannot scrape: no answer within "
+                              f"{self.http.timeout:g}s") from None
+        except RequestFailed as exc:
+            raise SampleError(f"{url}: cannot scrape: {failure_reason(exc, url)}") from None
+        if not response.is_success:
+            raise SampleError(f"{url}: HTTP {response.status_code} {response.reason_phrase}")
+        return response.text
 
     async def collect(self) -> Sequence[Sample]:
-        try:
-            text = await asyncio.to_thread(self.fetch)
-        except urllib.error.HTTPError as exc:
-            raise SampleError(f"{self.config['url']}: HTTP {exc.code} {exc.reason}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", None) or exc
-            raise SampleError(f"{self.config['url']}: cannot scrape: {reason}") from None
-        return self.parse(text, time.time())
+        return self.parse(await self.fetch(), time.time())
 
     def parse(self, text: str, now: float) -> list[MetricSample]:
         """The samples of one scrape (``now`` is its time, for rates)."""

@@ -1,4 +1,4 @@
-"""Fixtures: one real nats-server (JetStream on, temp store) per test session."""
+"""Fixtures: one real nats-server (JetStream on, temp store) per test session; no proxies."""
 
 from __future__ import annotations
 
@@ -11,6 +11,22 @@ from flarebus import bus
 from flarebus.config import NatsSettings
 from flarebus.nats_server import EmbeddedNats
 from tests.installed import Installed, installed_flarebus
+
+#: Proxy settings httpx (trust_env) and the CLI subprocesses would obey.
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_proxy_from_the_machine() -> Iterator[None]:
+    """Tests talk to servers on loopback: a proxy set on the machine must not reroute them.
+
+    The tests about proxies set their own, per test.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        for name in PROXY_VARIABLES:
+            patch.delenv(name, raising=False)
+            patch.delenv(name.lower(), raising=False)
+        yield
 
 
 @pytest.fixture(scope="session")

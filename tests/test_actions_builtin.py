@@ -7,10 +7,9 @@ import hmac
 import json
 import logging
 import os
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,12 @@ from flarebus.actions.builtins.http import HttpAction, HttpConfig
 from flarebus.actions.builtins.log import LogAction, LogConfig
 from flarebus.actions.builtins.nats import NatsAction, NatsConfig
 from flarebus.actions.builtins.sinks import SlackSink, WebhookSink
+from flarebus.actions.host import PluginHost
+from flarebus.config import PluginSettings
 from flarebus.errors import ActionError
-from flarebus.events import trigger_decoder
-from tests.plugin_pkg.harness import trigger
+from flarebus.events import ActionRef, trigger_decoder
+from tests.http_support import LoopbackServer, ProxyServer
+from tests.plugin_pkg.harness import registry_of, trigger
 from tests.support import collect
 
 # -- a real HTTP server -----------------------------------------------------------------
@@ -37,17 +39,21 @@ class Received(msgspec.Struct):
     body: bytes
 
 
-class Server:
+class Server(LoopbackServer):
+    """Records every POST; ``/status/N`` answers N; ``stall_next`` delays one answer."""
+
     def __init__(self) -> None:
         self.received: list[Received] = []
+        #: seconds the next POST waits before answering (a server that stalls once)
+        self.stall_next = 0.0
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 outer.received.append(Received(self.path, dict(self.headers.items()), body))
-                if self.path.startswith("/slow"):
-                    time.sleep(1.0)
+                stall, outer.stall_next = outer.stall_next, 0.0
+                time.sleep(stall)
                 status = int(self.path.rsplit("/", 1)[1]) if self.path.startswith(
                     "/status/") else 200
                 try:
@@ -55,23 +61,20 @@ class Server:
                     self.send_header("Content-Length", "2")
                     self.end_headers()
                     self.wfile.write(b"ok")
-                except BrokenPipeError:  # the client timed out and left, as it should
-                    pass
+                except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
+                    self.close_connection = True
 
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        super().__init__(Handler)
 
 
 @pytest.fixture(scope="module")
 def http_server() -> Iterator[Server]:
     server = Server()
     yield server
-    server.httpd.shutdown()
+    server.stop()
 
 
 async def http_action(**config: Any) -> HttpAction:
@@ -104,13 +107,20 @@ async def test_http_non_2xx_fails(http_server: Server, status: int, permanent: b
     assert info.value.permanent is permanent
 
 
-async def test_http_timeout_fails_the_action(http_server: Server) -> None:
-    """A server slower than the timeout: the action fails (and will be retried)."""
-    action = await http_action(url=f"{http_server.url}/slow", timeout=0.2)
-    with pytest.raises(ActionError) as info:
-        await action.execute(trigger())
-    assert "no answer within 0.2s" in info.value.error
-    assert not info.value.permanent
+async def test_http_timeout_is_retryable_and_leaves_the_instance_usable(
+        http_server: Server) -> None:
+    """No answer within timeout: a retryable failure; the instance's next POST still works."""
+    action = await http_action(url=f"{http_server.url}/stall", timeout=1)
+    try:
+        await action.execute(trigger())  # a kept-alive connection now exists
+        http_server.stall_next = 3.0
+        with pytest.raises(ActionError) as info:
+            await action.execute(trigger())
+        assert "no answer within 1s" in info.value.error
+        assert not info.value.permanent
+        await action.execute(trigger())  # the cut-off connection was dropped, not reused
+    finally:
+        await action.close()
 
 
 async def test_http_hmac_signature_verifies(http_server: Server) -> None:
@@ -163,6 +173,88 @@ async def test_webhook_and_slack_sinks_post_their_bodies(http_server: Server) ->
                                                          "message": "CPU 93 on web-1"}
     await slack.notify("high-cpu", "CPU 93 on web-1")
     assert json.loads(http_server.received[-1].body) == {"text": "*high-cpu*: CPU 93 on web-1"}
+
+
+# -- http: connections, proxies ----------------------------------------------------------
+
+
+@pytest.fixture
+def proxy() -> Iterator[ProxyServer]:
+    server = ProxyServer()
+    yield server
+    server.stop()
+
+
+async def test_http_triggers_of_one_instance_share_one_connection(http_server: Server) -> None:
+    """Several triggers through one action instance: one TCP connection; close() ends it."""
+    action = await http_action(url=f"{http_server.url}/reuse")
+    before = http_server.connections
+    try:
+        for _ in range(5):
+            await action.execute(trigger())
+        assert http_server.connections - before == 1
+        await action.close()
+        await action.execute(trigger())  # closed: the next trigger opens a new connection
+        assert http_server.connections - before == 2
+    finally:
+        await action.close()
+    assert [r.path for r in http_server.received[-6:]] == ["/reuse"] * 6
+
+
+async def test_http_goes_through_the_proxy_from_the_environment(
+        http_server: Server, proxy: ProxyServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY set: the proxy relays the POST, which arrives intact and signed."""
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    action = await http_action(url=f"{http_server.url}/via-proxy", secret="s3cret")
+    t = trigger()
+    try:
+        await action.execute(t)
+    finally:
+        await action.close()
+    assert proxy.relayed == [f"{http_server.url}/via-proxy"]
+    got = http_server.received[-1]
+    assert got.path == "/via-proxy" and trigger_decoder.decode(got.body) == t
+    expected = hmac.new(b"s3cret", got.body, hashlib.sha256).hexdigest()
+    assert got.headers["X-Flarebus-Signature"] == f"sha256={expected}"
+
+
+async def test_http_NO_PROXY_bypasses_the_proxy(
+        http_server: Server, proxy: ProxyServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NO_PROXY naming the host: the POST goes straight to the server."""
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    action = await http_action(url=f"{http_server.url}/direct")
+    try:
+        await action.execute(trigger())
+    finally:
+        await action.close()
+    assert proxy.relayed == []
+    assert http_server.received[-1].path == "/direct"
+
+
+async def test_the_worker_host_closes_every_http_instance(http_server: Server) -> None:
+    """PluginHost.close() closes the clients of the base instance and of per-rule variants."""
+    registry = registry_of()
+    host = PluginHost(registry, {"http": PluginSettings(config={"url": f"{http_server.url}/h"})})
+    await host.start()
+    variant_ref = ActionRef(plugin="http", config={"headers": {"X-Rule": "own"}})
+    try:
+        await host.run(ActionRef(plugin="http"), trigger())
+        await host.run(variant_ref, trigger())
+        base = (await host.prepared(ActionRef(plugin="http"), trigger())).instance
+        variant = (await host.prepared(variant_ref, trigger())).instance
+        assert base is not variant and base.http.is_open and variant.http.is_open
+        assert http_server.received[-1].headers["X-Rule"] == "own"
+    finally:
+        await host.close()
+    assert not base.http.is_open and not variant.http.is_open
+
+
+async def test_http_refuses_headers_it_cannot_send() -> None:
+    """A header with a line break or non-ASCII text is a config error, not a failing send."""
+    for headers in ({"X-A": "one\r\nX-B: two"}, {"X-A": "caf\u00e9"}):
+        with pytest.raises(ValueError, match=r"headers\.X-A"):
+            await http_action(url="http://127.0.0.1:9/x", headers=headers)
 
 
 # -- file -------------------------------------------------------------------------------

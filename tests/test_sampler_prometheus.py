@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import threading
+import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 from nats.aio.client import Client
 
+from flarebus.errors import SampleError
 from flarebus.events import MetricSample, decode_metrics
 from flarebus.publish import Publisher
 from flarebus.samplers.prometheus import PrometheusSampler, subject_safe
 from flarebus.samplers.runtime import SamplerRunner
+from tests.http_support import LoopbackServer, ProxyServer
 from tests.support import collect, run_flarebus
 
 EXPOSITION = """\
@@ -40,6 +42,9 @@ class _Handler(BaseHTTPRequestHandler):
     hits = 0
 
     def do_GET(self) -> None:
+        if self.path == "/stall":
+            time.sleep(3.0)
+            return
         if self.path != "/metrics":
             self.send_error(404)
             return
@@ -56,15 +61,17 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def exporter_url() -> Iterator[str]:
+def exporter() -> Iterator[LoopbackServer]:
     """A real HTTP server on a free loopback port serving /metrics."""
     _Handler.hits = 0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/metrics"
-    server.shutdown()
-    server.server_close()
+    server = LoopbackServer(_Handler)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def exporter_url(exporter: LoopbackServer) -> str:
+    return f"{exporter.url}/metrics"
 
 
 def _by_key(samples: list[MetricSample]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -121,6 +128,43 @@ async def test_counters_become_rates_when_configured(nc: Client, exporter_url: s
             and s.labels.get("method") == "POST").value == 0
     assert got[("queue_depth", (("queue", "mail"),))] == 12.5
     assert not any(s.name == "http_requests_total" for s in samples)
+
+
+async def test_scrapes_share_one_connection(exporter: LoopbackServer, exporter_url: str) -> None:
+    """Successive scrapes of one sampler go over one kept-alive connection."""
+    sampler = PrometheusSampler({"url": exporter_url})
+    try:
+        for _ in range(3):
+            assert await sampler.collect()
+    finally:
+        await sampler.close()
+    assert _Handler.hits == 3
+    assert exporter.connections == 1
+
+
+async def test_scrapes_go_through_the_proxy_from_the_environment(
+        exporter_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY set: the scrape is relayed by the proxy."""
+    proxy = ProxyServer()
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    sampler = PrometheusSampler({"url": exporter_url})
+    try:
+        assert await sampler.collect()
+    finally:
+        await sampler.close()
+        proxy.stop()
+    assert proxy.relayed == [exporter_url]
+
+
+async def test_a_slow_endpoint_is_a_sample_error(exporter_url: str) -> None:
+    """No answer within timeout: SampleError saying so (the runtime backs off and retries)."""
+    sampler = PrometheusSampler({"url": exporter_url.replace("/metrics", "/stall"),
+                                 "timeout": 0.5})
+    try:
+        with pytest.raises(SampleError, match=r"no answer within 0\.5s"):
+            await sampler.collect()
+    finally:
+        await sampler.close()
 
 
 def test_metric_names_are_made_subject_safe() -> None:

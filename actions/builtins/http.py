@@ -4,13 +4,20 @@ The URL is ``config.url``, else ``HTTP_PLUGIN_ENDPOINT``. With ``secret``,
 the body is signed with HMAC-SHA256 and the signature sent as
 ``<signature_header>: sha256=<hex>`` (GitHub's webhook convention), so the
 receiver can verify the trigger came from flarebus. ``allow_hosts`` limits
-where rule authors may send triggers. A 4xx answer other than 408/429 is a
-permanent failure (dead-lettered at once: retrying an unauthorized or bad
-request cannot help); 5xx, 408, 429, timeouts and connection errors retry.
+where rule authors may send triggers (redirects are not followed, so it holds).
+A 4xx answer other than 408/425/429 is a permanent failure (dead-lettered at
+once: retrying an unauthorized or bad request cannot help); 5xx, 3xx, 408, 425,
+429, timeouts and connection errors retry.
+
+Each instance keeps one httpx client (``flarebus.http.LazyClient``), so the
+triggers of one action instance share a kept-alive connection, and proxies
+come from the environment. ``timeout`` bounds the whole request (connect,
+send, answer), as it always did, not each step.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import os
@@ -18,9 +25,18 @@ from typing import Annotated, Any
 
 import msgspec
 
-from flarebus.actions.httpclient import HttpError, check_url, post
 from flarebus.errors import ActionError
 from flarebus.events import Trigger, encoder
+from flarebus.http import (
+    LazyClient,
+    RequestFailed,
+    RequestTimeout,
+    Response,
+    check_headers,
+    check_url,
+    failure_reason,
+    read_capped,
+)
 from flarebus.plugin import Action, Sink
 
 SIGNATURE_HEADER = "X-Flarebus-Signature"
@@ -50,10 +66,22 @@ class HttpPoster:
     def setup(self, config: HttpConfig) -> None:
         self.config = config
         self.url = config.url or os.environ.get("HTTP_PLUGIN_ENDPOINT") or None
+        self.http = LazyClient(config.timeout, {"Content-Type": "application/json"},
+                               config.headers)
 
     def check(self) -> None:
         if self.url is not None:
             check_url(self.url, self.config.allow_hosts)
+        check_headers(self.config.headers)
+
+    async def close(self) -> None:
+        await self.close_client()
+
+    async def close_client(self) -> None:
+        """Close the kept-alive connections (a later send opens new ones)."""
+        http: LazyClient | None = getattr(self, "http", None)
+        if http is not None:
+            await http.aclose()
 
     async def send(self, body: bytes) -> None:
         if self.url is None:
@@ -63,20 +91,30 @@ class HttpPoster:
             check_url(self.url, self.config.allow_hosts)
         except ValueError as exc:
             raise ActionError(self.name, str(exc), permanent=True) from None
-        headers = dict(self.config.headers)
+        headers = {}
         if self.config.secret:
             headers[self.config.signature_header] = sign(self.config.secret, body)
         try:
-            response = await post(self.url, body, headers=headers, timeout=self.config.timeout)
-        except TimeoutError:
+            response = await self.post(self.url, body, headers)
+        except (TimeoutError, RequestTimeout):
             raise ActionError(self.name, f"POST {self.url}: no answer within "
                                          f"{self.config.timeout:g}s") from None
-        except HttpError as exc:
-            raise ActionError(self.name, f"POST {self.url}: {exc}") from None
-        if not response.ok:
-            permanent = 400 <= response.status < 500 and response.status not in RETRYABLE_4XX
-            raise ActionError(self.name, f"POST {self.url}: HTTP {response.status} "
-                                         f"{response.reason}".rstrip(), permanent=permanent)
+        except RequestFailed as exc:
+            raise ActionError(self.name, f"POST {self.url}: {failure_reason(exc, self.url)}"
+                              ) from None
+        if not response.is_success:
+            status = response.status_code
+            permanent = 400 <= status < 500 and status not in RETRYABLE_4XX
+            raise ActionError(self.name, f"POST {self.url}: HTTP {status} "
+                                         f"{response.reason_phrase}".rstrip(), permanent=permanent)
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Response:
+        """POST within ``timeout`` overall; the body is read (capped) so the connection is kept."""
+        async with asyncio.timeout(self.config.timeout):
+            client = self.http.get()
+            async with client.stream("POST", url, content=body, headers=headers) as response:
+                await read_capped(response)
+                return response
 
 
 class HttpAction(HttpPoster, Action):
