@@ -11,6 +11,7 @@ from nats.aio.client import Client
 
 from flarebus.errors import SampleError
 from flarebus.events import MetricSample, decode_metrics
+from flarebus.plugin import open_plugin
 from flarebus.publish import Publisher
 from flarebus.samplers.prometheus import PrometheusSampler, subject_safe
 from flarebus.samplers.runtime import SamplerRunner
@@ -132,7 +133,8 @@ async def test_counters_become_rates_when_configured(nc: Client, exporter_url: s
 
 async def test_scrapes_share_one_connection(exporter: LoopbackServer, exporter_url: str) -> None:
     """Successive scrapes of one sampler go over one kept-alive connection."""
-    sampler = PrometheusSampler({"url": exporter_url})
+    sampler = PrometheusSampler()
+    await open_plugin(sampler, {"url": exporter_url})
     try:
         for _ in range(3):
             assert await sampler.collect()
@@ -147,7 +149,8 @@ async def test_scrapes_go_through_the_proxy_from_the_environment(
     """HTTP_PROXY set: the scrape is relayed by the proxy."""
     proxy = ProxyServer()
     monkeypatch.setenv("HTTP_PROXY", proxy.url)
-    sampler = PrometheusSampler({"url": exporter_url})
+    sampler = PrometheusSampler()
+    await open_plugin(sampler, {"url": exporter_url})
     try:
         assert await sampler.collect()
     finally:
@@ -158,7 +161,8 @@ async def test_scrapes_go_through_the_proxy_from_the_environment(
 
 async def test_a_slow_endpoint_is_a_sample_error(exporter_url: str) -> None:
     """No answer within timeout: SampleError saying so (the runtime backs off and retries)."""
-    sampler = PrometheusSampler({"url": exporter_url.replace("/metrics", "/stall"),
+    sampler = PrometheusSampler()
+    await open_plugin(sampler, {"url": exporter_url.replace("/metrics", "/stall"),
                                  "timeout": 0.5})
     try:
         with pytest.raises(SampleError, match=r"no answer within 0\.5s"):
