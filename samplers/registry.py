@@ -26,7 +26,7 @@ BUILTIN_SAMPLERS: dict[str, str] = {
     "system": "flarebus.samplers.system:SystemSampler",
     "process": "flarebus.samplers.system:ProcessSampler",
     "prometheus": "flarebus.samplers.prometheus:PrometheusSampler",
-    "stack": "flarebus.samplers.stack:PySpySampler",
+    "stack": "flarebus.samplers.pyspy:PySpySampler",
     "stdin": "flarebus.samplers.command:StdinSampler",
     "exec": "flarebus.samplers.command:ExecSampler",
 }
