@@ -7,12 +7,12 @@ run, and a message a dead worker held is redelivered to the others after
 
 - its actions run concurrently (a rule naming none gets ``ACTION_PLUGIN``);
 - an action already recorded as done for this trigger id (KV bucket
-  ``FLAREBUS_ACTIONS_DONE``) is skipped on redelivery;
+  ``FLAREBUS_ACTIONS_DONE``) is skipped on redelivery (attempt.py);
 - all succeeded: ack. Some failed: the successes are recorded, the message is
-  nak'ed with an exponential delay and any worker retries it (the delivery
+  nak'ed with an exponential, jittered delay and any worker retries it (the delivery
   count is the try count). After ``max_tries``, or on a failure no retry can
   fix, the trigger goes to ``triggers.dead.<rule>`` with the plugin, the error
-  and the try count in headers, and is acked;
+  and the try count in headers, and is acked (deadletter.py);
 - from the moment a message arrives until it is settled (queued or running),
   ``in_progress`` resets the server's redelivery timer, so a message is never
   redelivered while this worker still holds it; a second delivery of a message
@@ -31,15 +31,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import signal
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 import msgspec
 from nats.aio.client import Client
@@ -47,25 +44,19 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import NotFoundError
-from nats.js.kv import KeyValue
-from opentelemetry import trace
-from opentelemetry.trace import INVALID_SPAN, Status, StatusCode
 
 from flarebus import bus
+from flarebus.actions.attempt import ActionRunner
+from flarebus.actions.deadletter import dead_letter
 from flarebus.actions.host import PluginHost
+from flarebus.backoff import Backoff
 from flarebus.config import WorkerSettings
 from flarebus.errors import ActionError
-from flarebus.events import ActionRef, Trigger, trigger_decoder
-from flarebus.telemetry import extract_context, meter, tracer
+from flarebus.events import trigger_decoder
+from flarebus.telemetry import meter
 
 log = logging.getLogger("flarebus.worker")
 
-PLUGIN_HEADER = "Flarebus-Plugin"
-ERROR_HEADER = "Flarebus-Error"
-TRIES_HEADER = "Flarebus-Tries"
-MAX_HEADER = 1000
-_NO_SPAN = contextlib.nullcontext(INVALID_SPAN)
 #: How long one pull request waits for messages before it is renewed.
 FETCH_WAIT = 5.0
 #: How many acked messages are remembered, so a redelivery racing an ack is not run again.
@@ -75,42 +66,7 @@ RECENT_ACKS = 10_000
 _HEARTBEAT_STATUS = "100"
 _NORMAL_END = frozenset({"404", "408"})
 
-_run = meter.create_counter("flarebus.actions.run", description="actions started")
-_failed = meter.create_counter("flarebus.actions.failed", description="action attempts failed")
 _retried = meter.create_counter("flarebus.actions.retried", description="triggers retried")
-_dead = meter.create_counter("flarebus.actions.dead_lettered",
-                             description="triggers dead-lettered")
-_latency = meter.create_histogram("flarebus.action.latency", unit="s",
-                                  description="action run time")
-
-
-def done_key(trigger_id: str, index: int, plugin: str) -> str:
-    """The KV key recording that action ``index`` (``plugin``) of a trigger succeeded.
-
-    Hashed: trigger ids and plugin names may hold characters KV keys may not.
-    """
-    raw = f"{trigger_id}\x00{index}\x00{plugin}".encode()
-    return hashlib.blake2b(raw, digest_size=20).hexdigest()
-
-
-def backoff(tries: int, initial: float, maximum: float) -> float:
-    """The delay before try ``tries + 1``: initial, 2x, 4x ... capped at ``maximum``."""
-    return min(initial * 2 ** max(tries - 1, 0), maximum)
-
-
-def _header_text(text: str) -> str:
-    """Header values are one line and bounded."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= MAX_HEADER else flat[: MAX_HEADER - 3] + "..."
-
-
-@dataclass
-class Outcome:
-    """What happened to one trigger's actions in one delivery."""
-
-    ran: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failures: list[ActionError] = field(default_factory=list)
 
 
 class Worker:
@@ -120,8 +76,9 @@ class Worker:
         self.nc = nc
         self.host = host
         self.settings = settings
+        self.backoff = Backoff(settings.backoff_initial, settings.backoff_max)
         self.js: JetStreamContext = nc.jetstream()
-        self.kv: KeyValue | None = None
+        self.actions = ActionRunner(host, settings.default_action)
         self.sub: Subscription | None = None
         self.inbox = ""
         #: Messages the open pull request may still deliver (one request at a time).
@@ -139,8 +96,6 @@ class Worker:
         self.stopping = asyncio.Event()
         self._slot = asyncio.Event()
         self.max_inflight = settings.concurrency + settings.batch
-        # No tracer provider installed: spans would be no-ops; skip building them per action.
-        self.tracing = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
         self.handled = 0
 
     # -- setup ---------------------------------------------------------------------------
@@ -157,7 +112,7 @@ class Worker:
     async def setup(self) -> None:
         """The stream, the done bucket and the shared consumer (created or brought in line)."""
         await bus.ensure_triggers_stream(self.js)
-        self.kv = await bus.actions_done_bucket(self.js, ttl=self.settings.done_ttl)
+        self.actions.kv = await bus.actions_done_bucket(self.js, ttl=self.settings.done_ttl)
         config = self.consumer_config()
         try:
             await self.js.add_consumer(bus.TRIGGERS_STREAM, config)
@@ -323,7 +278,7 @@ class Worker:
                                                            tries, permanent=True)], tries)
             return
         try:
-            outcome = await self.run_actions(msg, trigger, tries)
+            outcome = await self.actions.run(msg, trigger, tries)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 await msg.nak()
@@ -336,118 +291,16 @@ class Worker:
         if permanent or tries >= self.settings.max_tries:
             await self.dead_letter(msg, trigger.rule, outcome.failures, tries)
             return
-        delay = backoff(tries, self.settings.backoff_initial, self.settings.backoff_max)
+        delay = self.backoff.delay(tries)
         for failure in outcome.failures:
-            log.warning("trigger %s: %s; retrying in %gs", trigger.id, failure, delay)
+            log.warning("trigger %s: %s; retrying in %.2fs", trigger.id, failure, delay)
         _retried.add(1, {"rule": trigger.rule})
         await msg.nak(delay=delay)
-
-    def refs(self, trigger: Trigger) -> Sequence[ActionRef]:
-        return trigger.actions or [ActionRef(plugin=self.settings.default_action)]
-
-    async def run_actions(self, msg: Msg, trigger: Trigger, tries: int) -> Outcome:
-        refs = self.refs(trigger)
-        outcome = Outcome()
-        # One action: the ack is its record. Several: each success is recorded so a
-        # retry (or a redelivery after a crash) runs only what has not succeeded.
-        record = len(refs) > 1
-        parent = extract_context(msg.headers)
-        results: list[Any]
-        if len(refs) == 1:  # the common case, without gather's tasks
-            try:
-                results = [await self.run_one(0, refs[0], trigger, tries, parent, record)]
-            except Exception as exc:
-                results = [exc]
-        else:
-            results = await asyncio.gather(
-                *(self.run_one(i, ref, trigger, tries, parent, record)
-                  for i, ref in enumerate(refs)), return_exceptions=True)
-        for ref, result in zip(refs, results, strict=True):
-            if isinstance(result, ActionError):
-                outcome.failures.append(result)
-            elif isinstance(result, asyncio.CancelledError):
-                raise result
-            elif isinstance(result, BaseException):
-                outcome.failures.append(ActionError(ref.plugin, _describe(result), tries))
-            elif result:
-                outcome.ran.append(ref.plugin)
-            else:
-                outcome.skipped.append(ref.plugin)
-        return outcome
-
-    async def already_done(self, key: str) -> bool:
-        if self.kv is None:
-            return False
-        try:
-            await self.kv.get(key)
-        except NotFoundError:  # KeyNotFoundError and KeyDeletedError derive from it
-            return False
-        return True
-
-    async def run_one(self, index: int, ref: ActionRef, trigger: Trigger, tries: int,
-                      parent: Any, record: bool) -> bool:
-        """Run one action unless already done; True if it ran. ActionError on failure."""
-        key = done_key(trigger.id, index, ref.plugin) if record else ""
-        if record and tries > 1 and await self.already_done(key):
-            log.debug("trigger %s: %s already done, skipped", trigger.id, ref.plugin)
-            return False
-        attributes = {"plugin": ref.plugin, "rule": trigger.rule}
-        span_cm: Any = tracer.start_as_current_span(
-            "action.execute", context=parent, attributes={
-                "flarebus.plugin": ref.plugin, "flarebus.rule": trigger.rule,
-                "flarebus.trigger_id": trigger.id, "flarebus.try": tries,
-                "flarebus.action_index": index}) if self.tracing else _NO_SPAN
-        with span_cm as span:
-            _run.add(1, attributes)
-            started = time.perf_counter()
-            try:
-                await self.host.run(ref, trigger)
-            except ActionError as exc:
-                exc.tries = tries
-                self._failed(span, attributes, exc)
-                raise
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                error = ActionError(ref.plugin, _describe(exc), tries)
-                self._failed(span, attributes, error)
-                raise error from exc
-            finally:
-                _latency.record(time.perf_counter() - started, attributes)
-        if record and self.kv is not None:
-            try:
-                await self.kv.put(key, b"1")
-            except Exception as exc:  # the action succeeded; a missing record only risks a rerun
-                log.warning("could not record %s done for %s: %s", ref.plugin, trigger.id, exc)
-        return True
-
-    @staticmethod
-    def _failed(span: Any, attributes: dict[str, str], error: ActionError) -> None:
-        _failed.add(1, attributes)
-        span.set_status(Status(StatusCode.ERROR, error.error))
-        span.record_exception(error)
 
     async def dead_letter(self, msg: Msg, rule: str, failures: Sequence[ActionError],
                           tries: int) -> None:
         """Publish the trigger to ``triggers.dead.<rule>`` with why, then ack it."""
-        plugins = ",".join(dict.fromkeys(f.plugin for f in failures))
-        errors = "; ".join(f"{f.plugin}: {f.error}" for f in failures)
-        headers = {
-            PLUGIN_HEADER: _header_text(plugins),
-            ERROR_HEADER: _header_text(errors),
-            TRIES_HEADER: str(tries),
-            bus.REASON_HEADER: _header_text(f"failed after {tries} tries: {errors}"),
-        }
-        msg_id = (msg.headers or {}).get(bus.MSG_ID_HEADER)
-        if msg_id:
-            headers[bus.MSG_ID_HEADER] = f"{msg_id}:dead"
-        for key in ("traceparent", "tracestate"):
-            if msg.headers and key in msg.headers:
-                headers[key] = msg.headers[key]
-        subject = bus.dead_letter_subject(rule if rule and "." not in rule else "invalid")
-        await self.js.publish(subject, msg.data, headers=headers)
-        _dead.add(1, {"rule": rule})
-        log.error("trigger dead-lettered to %s after %d tries: %s", subject, tries, errors)
+        await dead_letter(self.js, msg, rule, failures, tries)
         await self.ack(msg)
 
     async def ack(self, msg: Msg) -> None:
@@ -465,11 +318,6 @@ def _position(msg: Msg) -> tuple[int, float]:
     """
     meta = msg.metadata
     return meta.sequence.stream, meta.timestamp.timestamp()
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 async def serve(nc: Client, host: PluginHost, settings: WorkerSettings, *,

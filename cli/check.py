@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from flarebus.config import load_config
-from flarebus.engine.language.rulefile import expand_paths, file_kind, load_rules, with_yaml_hint
+from flarebus.engine.language.rulefile import file_kind, load_rules, with_yaml_hint
+from flarebus.engine.language.rulepaths import expand_paths
 from flarebus.engine.language.ruletest import load_test_file
 from flarebus.errors import InvalidFileError
 from flarebus.validation import sort_problems

@@ -17,7 +17,7 @@ import signal
 
 from flarebus import telemetry
 from flarebus.cli.options import add_nats_options, settings
-from flarebus.engine.service.engine import run_engine
+from flarebus.engine.service.lifecycle import run_engine
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
+from flarebus.engine.language.rulepaths import expand_paths
 from flarebus.engine.language.ruletest import run_test_file
 from flarebus.errors import InvalidFileError
 
@@ -24,18 +24,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.set_defaults(func=run)
 
 
-def _files(paths: list[str]) -> list[Path]:
-    out: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        out.extend(sorted(path.rglob("*.y*ml")) if path.is_dir() else [path])
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
-    failed = False
+    files, missing = expand_paths(args.files)
+    if missing:
+        print(str(InvalidFileError(missing)), file=sys.stderr)
+    failed = bool(missing)
     total = failures = 0
-    for path in _files(args.files):
+    for path in files:
         try:
             result = run_test_file(path)
         except InvalidFileError as exc:

@@ -22,7 +22,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from flarebus import bus
 from flarebus.cli.options import UP_URL_FILE, add_nats_options, settings
@@ -30,6 +30,9 @@ from flarebus.config import Config, SamplerSettings, config_document
 from flarebus.durations import format_duration, parse_duration
 from flarebus.events import Trigger, to_builtins
 from flarebus.nats_server import EmbeddedNats
+
+if TYPE_CHECKING:  # the engine is imported when `up` runs, not for every command's --help
+    from flarebus.engine.service.engine import Engine
 
 log = logging.getLogger("flarebus.up")
 
@@ -119,25 +122,53 @@ async def run(args: argparse.Namespace) -> int:
 
 async def _run_roles(args: argparse.Namespace, config: Config, console: Console,
                      server: EmbeddedNats | None, status_every: float) -> int:
-    from flarebus.actions.service import run_worker
-    from flarebus.engine.service.engine import Engine, unless_stopped
-    from flarebus.registry import discover
+    from flarebus.engine.service.lifecycle import running_engine
     from flarebus.rules import default_rules_file
-    from flarebus.samplers.runtime import run_samplers
 
     rules_paths = args.rules or config.engine.rules or [str(default_rules_file())]
     samplers = [] if args.no_sampler else (config.samplers or [
         SamplerSettings(sampler="system", interval=DEFAULT_SAMPLER_INTERVAL)])
-    stop = asyncio.Event()
+    stop, reload = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload.set)
 
-    engine = Engine(config, rules_paths, on_acked=console.trigger)
-    if not await unless_stopped(engine.start(), stop):
-        console.event("stopped", "stopped before the engine was ready (NATS not reachable)")
-        return 0
-    loop.add_signal_handler(signal.SIGHUP, engine.request_reload)
+    # the engine's one lifecycle (as `flarebus engine`): leaving the block stops it
+    async with running_engine(config, rules_paths, stop=stop, reload=reload,
+                              on_acked=console.trigger) as engine:
+        if engine is None:
+            console.event("stopped", "stopped before the engine was ready (NATS not reachable)")
+            return 0
+        rules = engine.rules.rules
+        console.event(
+            "started",
+            "flarebus up\n"
+            f"  nats      {', '.join(config.nats.servers)}"
+            f"{' (embedded, data in ' + str(server.data_dir) + ')' if server else ''}\n"
+            f"  rules     {len(rules)} from {', '.join(rules_paths)}\n"
+            f"  samplers  {', '.join(s.sampler for s in samplers) or 'none'}\n"
+            f"  worker    1 (concurrency {config.worker.concurrency}), plugins dir "
+            f"{config.worker.plugin_dir or '-'}\n"
+            "  Ctrl-C stops everything; `flarebus publish` / `flarebus tail` in this directory "
+            "reach this server",
+            nats=config.nats.servers, embedded=server is not None,
+            data_dir=str(server.data_dir) if server else None, rules=[r.name for r in rules],
+            rule_files=rules_paths, samplers=[s.sampler for s in samplers])
+        failed = await _beside(engine, config, console, samplers, stop, status_every)
+    console.event("stopped", "engine, worker and samplers stopped")
+    return 1 if failed else 0
+
+
+async def _beside(engine: Engine, config: Config, console: Console,
+                  samplers: list[SamplerSettings], stop: asyncio.Event,
+                  status_every: float) -> bool:
+    """The worker, the samplers and the status line beside the ready engine, until Ctrl-C
+    or a role's failure; True when one failed. Stops them all before returning."""
+    from flarebus.actions.service import run_worker
+    from flarebus.registry import discover
+    from flarebus.samplers.runtime import run_samplers
+
     nc = await bus.connect(config.nats, retry_initial=True)
     registry = discover(config.worker.plugin_dir)  # one discovery: the worker's and samplers'
     tasks = {
@@ -147,30 +178,14 @@ async def _run_roles(args: argparse.Namespace, config: Config, console: Console,
             stacks_prefix=config.engine.stacks_prefix, registry=registry,
             config_doc=config_document(config) if config.samplers else None)),
     }
-    rules = engine.rules.rules
-    console.event(
-        "started",
-        "flarebus up\n"
-        f"  nats      {', '.join(config.nats.servers)}"
-        f"{' (embedded, data in ' + str(server.data_dir) + ')' if server else ''}\n"
-        f"  rules     {len(rules)} from {', '.join(rules_paths)}\n"
-        f"  samplers  {', '.join(s.sampler for s in samplers) or 'none'}\n"
-        f"  worker    1 (concurrency {config.worker.concurrency}), plugins dir "
-        f"{config.worker.plugin_dir or '-'}\n"
-        "  Ctrl-C stops everything; `flarebus publish` / `flarebus tail` in this directory "
-        "reach this server",
-        nats=config.nats.servers, embedded=server is not None,
-        data_dir=str(server.data_dir) if server else None, rules=[r.name for r in rules],
-        rule_files=rules_paths, samplers=[s.sampler for s in samplers])
     status = asyncio.create_task(_status_loop(engine, console, status_every))
-    failed = await _wait(stop, tasks)
-    status.cancel()
-    stop.set()
-    await asyncio.gather(*tasks.values(), return_exceptions=True)
-    await engine.stop()
-    await bus.close(nc)
-    console.event("stopped", "engine, worker and samplers stopped")
-    return 1 if failed else 0
+    try:
+        return await _wait(stop, tasks)
+    finally:
+        status.cancel()
+        stop.set()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        await bus.close(nc)
 
 
 async def _wait(stop: asyncio.Event, tasks: dict[str, asyncio.Task[Any]]) -> bool:
@@ -188,7 +203,7 @@ async def _wait(stop: asyncio.Event, tasks: dict[str, asyncio.Task[Any]]) -> boo
     return failed
 
 
-async def _status_loop(engine: Any, console: Console, every: float) -> None:
+async def _status_loop(engine: Engine, console: Console, every: float) -> None:
     if every <= 0:
         return
     last_samples, last_at = engine.stats.samples_received, time.monotonic()

@@ -31,6 +31,7 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
+from flarebus.backoff import Backoff
 from flarebus.config import NatsSettings
 from flarebus.errors import BusError
 
@@ -51,6 +52,8 @@ TRIGGERS_MAX_AGE = 7 * 24 * 3600.0
 ENGINE_STATE_BUCKET = "FLAREBUS_ENGINE_STATE"
 ACTIONS_DONE_BUCKET = "FLAREBUS_ACTIONS_DONE"
 ACTIONS_DONE_TTL = 24 * 3600.0
+#: Waiting for a server that is not up yet (``connect(retry_initial=True)``).
+CONNECT_BACKOFF = Backoff(0.2, 10.0)
 
 
 def trigger_subject(rule: str) -> str:
@@ -126,8 +129,9 @@ async def connect(settings: NatsSettings, *, retry_initial: bool = False,
     # would hang a one-shot command on a dead URL. Try each server once, then reconnect
     # forever once connected.
     options["max_reconnect_attempts"] = 1
-    delay = 0.2
+    attempt = 0
     while True:
+        attempt += 1
         nc = Client()
         try:
             await nc.connect(**options)
@@ -140,12 +144,12 @@ async def connect(settings: NatsSettings, *, retry_initial: bool = False,
                 raise BusError(list(settings.servers),
                                f"cannot connect ({exc or type(exc).__name__}); is the server "
                                "running? (`flarebus nats` or `flarebus up` start one)") from None
+            delay = CONNECT_BACKOFF.delay(attempt)
             log.warning("NATS at %s not reachable (%s); retrying in %.1fs",
                         ", ".join(settings.servers), exc or type(exc).__name__, delay)
             with contextlib.suppress(Exception):
                 await nc.close()
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
 
 
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:

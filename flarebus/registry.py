@@ -56,7 +56,7 @@ BUILTINS: dict[str, tuple[Kind, str]] = {
     "system": ("sampler", "flarebus.samplers.system:SystemSampler"),
     "process": ("sampler", "flarebus.samplers.system:ProcessSampler"),
     "prometheus": ("sampler", "flarebus.samplers.prometheus:PrometheusSampler"),
-    "stack": ("sampler", "flarebus.samplers.stack:PySpySampler"),
+    "stack": ("sampler", "flarebus.samplers.pyspy:PySpySampler"),
     "stdin": ("sampler", "flarebus.samplers.command:StdinSampler"),
     "exec": ("sampler", "flarebus.samplers.command:ExecSampler"),
 }

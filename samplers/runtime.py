@@ -9,7 +9,7 @@ Whether a sampler runs on an interval or as a stream is read after its first
 Every sample goes out through the foundation's batching Publisher with ``ts``
 stamped at collection time (when the sampler gave none) and the configured
 labels added. A sampler that raises - in init, collect or its stream - is
-logged and retried with exponential backoff; the others keep running, because
+logged and retried with exponential backoff (jittered); the others keep running, because
 one dead exporter endpoint must not silence the host's heartbeat.
 
 ``run_samplers(nc, specs, stop=...)`` is the reusable entry point (``flarebus
@@ -30,6 +30,7 @@ from typing import IO, Any, Protocol
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from nats.aio.client import Client
 
+from flarebus.backoff import Backoff
 from flarebus.config import SamplerSettings
 from flarebus.errors import PluginConfigError, Problem
 from flarebus.events import MetricSample, StackSample, encoder
@@ -111,8 +112,7 @@ class SamplerRunner:
                  backoff_max: float = BACKOFF_MAX) -> None:
         self.publisher = publisher
         self.slots: list[Slot] = []
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
+        self.backoff = Backoff(backoff_initial, backoff_max)
         self._scheduler: AsyncIOScheduler | None = None
         #: set when every sampler has ended for good (only streams can)
         self.all_finished = asyncio.Event()
@@ -226,8 +226,7 @@ class SamplerRunner:
         stats.failures += 1
         stats.consecutive_failures += 1
         stats.last_error = f"{type(exc).__name__}: {exc}"
-        delay = min(self.backoff_max,
-                    self.backoff_initial * 2 ** (stats.consecutive_failures - 1))
+        delay = self.backoff.delay(stats.consecutive_failures)
         slot.retry_at = time.monotonic() + delay
         log.warning("sampler %s failed (%s, %d in a row); retrying in %.1fs",
                     slot.label, stats.last_error, stats.consecutive_failures, delay)

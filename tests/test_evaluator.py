@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flarebus.engine.language.evaluator import Evaluator, reduce_window
+from flarebus.engine.language.evaluator import Evaluator
+from flarebus.engine.language.reducers import reduce_window
 from flarebus.engine.language.replay import replay
 from flarebus.engine.language.rulefile import RuleSet, load_rules_text
 from flarebus.events import MetricSample, Stack, StackSample, Trigger

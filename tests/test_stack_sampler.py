@@ -19,8 +19,9 @@ from flarebus.engine.language.rulefile import load_rules
 from flarebus.errors import PluginError
 from flarebus.events import StackSample, decode_stacks
 from flarebus.samplers.aggregate import build
+from flarebus.samplers.pyspy import PY_SPY_MISSING, PySpySampler, parse_raw
 from flarebus.samplers.runtime import collect_once
-from flarebus.samplers.stack import PY_SPY_MISSING, PySpySampler, StackProfiler, parse_raw
+from flarebus.samplers.stack_profiler import StackProfiler
 from tests.support import ROOT, collect, run_flarebus
 
 HOT_PROGRAM = textwrap.dedent("""
@@ -122,7 +123,7 @@ def test_profiler_samples_other_threads_not_itself() -> None:
     spinner = tree.children["thread spinner"]
     assert any(n.value > 0 for n in spinner.find(f"{__name__}.test_profiler_samples_other"
                                                  "_threads_not_itself.<locals>.spin"))
-    assert not any(n.name.startswith("flarebus.samplers.stack.StackProfiler._run")
+    assert not any(n.name.startswith("flarebus.samplers.stack_profiler.StackProfiler._run")
                    for _, n in tree.walk())
     assert got[0].labels == {"service": "t"} and got[0].ts is not None
 

@@ -12,7 +12,8 @@ from nats.aio.client import Client
 
 from flarebus import bus
 from flarebus.actions import Action, Sink
-from flarebus.actions.worker import ERROR_HEADER, PLUGIN_HEADER, TRIES_HEADER, backoff, done_key
+from flarebus.actions.attempt import done_key
+from flarebus.actions.deadletter import ERROR_HEADER, PLUGIN_HEADER, TRIES_HEADER
 from flarebus.config import PluginSettings
 from flarebus.events import ActionRef, Trigger, trigger_decoder
 from tests.plugin_pkg.harness import (
@@ -294,11 +295,6 @@ async def test_action_span_is_a_child_of_the_trigger_trace(private_nc: Client) -
     assert f"{span.context.trace_id:032x}" == trace_id
     assert span.parent is not None and f"{span.parent.span_id:016x}" == "00f067aa0ba902b7"
     assert span.attributes["flarebus.plugin"] == "rec"
-
-
-def test_backoff_doubles_up_to_its_cap() -> None:
-    """Exponential backoff: initial, 2x, 4x ... never above the maximum."""
-    assert [backoff(n, 0.5, 3.0) for n in range(1, 6)] == [0.5, 1.0, 2.0, 3.0, 3.0]
 
 
 def test_done_keys_are_valid_kv_keys_for_any_trigger_id() -> None:

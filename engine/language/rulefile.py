@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import msgspec
 
 from flarebus.durations import parse_duration
 from flarebus.engine.language.matchers import Matcher, parse_matcher
+from flarebus.engine.language.rulepaths import expand_paths
 from flarebus.engine.language.templates import check_template
 from flarebus.engine.language.thresholds import Threshold, overlap, parse_threshold, stricter
 from flarebus.errors import InvalidFileError, Problem
@@ -28,7 +29,6 @@ from flarebus.events import ActionRef
 from flarebus.validation import schema_problems, sort_problems, validator
 from flarebus.yamlfile import JsonPath, YamlDocument, load_yaml
 
-RULE_SUFFIXES = (".yaml", ".yml")
 #: Top-level keys that mark a YAML file as a config file, not a rule file.
 CONFIG_KEYS = frozenset({"nats", "engine", "worker", "samplers", "plugins", "telemetry"})
 #: Top-level keys that mark a YAML file as a rule test file (`flarebus test`).
@@ -132,22 +132,6 @@ def file_kind(data: Any) -> str:
         if keys and keys <= CONFIG_KEYS:
             return "config"
     return "rules"
-
-
-def expand_paths(paths: Iterable[str | Path]) -> tuple[list[Path], list[Problem]]:
-    """Files as given, and ``*.yaml``/``*.yml`` under directories (recursive, sorted)."""
-    files: list[Path] = []
-    problems: list[Problem] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*")
-                                if p.suffix in RULE_SUFFIXES and p.is_file()))
-        elif path.is_file():
-            files.append(path)
-        else:
-            problems.append(Problem(str(raw), 1, 1, "no such file or directory"))
-    return files, problems
 
 
 # ---------------------------------------------------------------------- loading

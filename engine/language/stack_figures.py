@@ -59,6 +59,11 @@ class _Spec(Protocol):
     measure: str
 
 
+#: The evaluator's seam for stack rules: (the rule's ``stack:`` spec, the sample, seconds
+#: since the series' previous stack sample or None) -> the figure, or None for no figure yet.
+StackMeasure = Callable[[_Spec, StackSample, float | None], float | None]
+
+
 def stack_measure(spec: _Spec, sample: StackSample, interval: float | None) -> float | None:
     """The evaluator's StackMeasure seam: the figure of one StackSample for one stack rule.
 

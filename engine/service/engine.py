@@ -4,27 +4,26 @@
 
 - ``ingest``            subscriptions, batched decoding, slow-consumer accounting
 - ``invalid``           rejected input: counted, republished with the reason
-- ``timers``            the evaluator's next deadline as an APScheduler job
+- ``timers``            the evaluator's next deadline as one asyncio timer
 - ``trigger_publisher`` acknowledged, retried, ordered JetStream publishing
 - ``checkpoint``        incremental state checkpoints in KV, and restore
 - ``reload``            SIGHUP / file-change hot reload
 
 Everything runs on one asyncio loop and the evaluator is only ever called
 from it (ingest batches, timer runs, reloads), so it needs no locking.
-``run_engine`` is the reusable entry point (``flarebus engine`` and
-``flarebus up`` both call it).
+Its lifecycle (start unless stopped, reloads, graceful stop) is in
+``lifecycle``: ``flarebus engine`` and ``flarebus up`` both go through it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import os
 import socket
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -163,7 +162,6 @@ class Engine:
         self.checkpointer = Checkpointer(js, kv, self.evaluator.take_dirty, self.publisher,
                                          self.stats)
         self.timer = DeadlineTimer(self._on_deadline, clock=self.clock)
-        self.timer.start()
         self._on_deadline(self.clock())  # whatever came due while no engine ran
         self.ingest = Ingest(
             self.nc, self.stats,
@@ -247,10 +245,10 @@ class Engine:
         self._reschedule()
 
     def _reschedule(self) -> None:
-        """Set the timer to the evaluator's next deadline if that is earlier than the job's.
+        """Set the timer to the evaluator's next deadline if that is earlier than the timer's.
 
         Asked after every batch, so it must be O(1) when nothing earlier appeared: passing
-        the job's instant lets the evaluator answer from its heap's top instead of
+        the timer's instant lets the evaluator answer from its heap's top instead of
         re-queueing the staleness deadlines that every sample moved later.
         """
         timer = self.timer
@@ -347,51 +345,3 @@ class Engine:
                 self.ingest.on_slow_consumer(exc.sub)
             return
         log.warning("NATS: %s", exc or type(exc).__name__)
-
-
-async def unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
-    """Run ``work`` unless Ctrl-C comes first (e.g. while waiting for NATS); True if it ran."""
-    task = asyncio.create_task(work)
-    stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
-    stopper.cancel()
-    if not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        return False
-    task.result()  # its exception, if any, is the caller's
-    return True
-
-
-async def run_engine(config: Config, rules_paths: Sequence[str | Path] | None = None, *,
-                     stop: asyncio.Event, ready: asyncio.Event | None = None,
-                     reload: asyncio.Event | None = None, **options: Any) -> Engine:
-    """Run an engine until ``stop`` is set, then stop it gracefully; returns it (for its stats).
-
-    ``ready`` is set once it evaluates; setting ``reload`` reloads the rule files
-    (``flarebus up`` forwards SIGHUP through it).
-    """
-    engine = Engine(config, rules_paths, **options)
-    if not await unless_stopped(engine.start(), stop):
-        log.warning("stopped before the engine was ready (NATS was not reachable)")
-        return engine
-    if ready is not None:
-        ready.set()
-    forward: asyncio.Task[None] | None = None
-    if reload is not None:
-        async def forward_reloads() -> None:
-            while True:
-                await reload.wait()
-                reload.clear()
-                engine.request_reload()
-        forward = asyncio.create_task(forward_reloads())
-    try:
-        await stop.wait()
-    finally:
-        if forward is not None:
-            forward.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await forward
-        await engine.stop()
-    return engine

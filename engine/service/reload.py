@@ -15,27 +15,23 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from flarebus.engine.language.rulepaths import expand_paths
 from flarebus.errors import InvalidFileError
 
 log = logging.getLogger("flarebus.engine.reload")
 
-RULE_SUFFIXES = (".yaml", ".yml")
 Snapshot = dict[str, tuple[int, int]]
 
 
 def snapshot(paths: Sequence[str | Path]) -> Snapshot:
     """(mtime_ns, size) of every rule file the paths name; a vanished file simply drops out."""
     files: Snapshot = {}
-    for raw in paths:
-        path = Path(raw)
-        candidates = (sorted(p for p in path.rglob("*") if p.suffix in RULE_SUFFIXES)
-                      if path.is_dir() else [path])
-        for file in candidates:
-            try:
-                st = file.stat()
-            except OSError:
-                continue
-            files[str(file)] = (st.st_mtime_ns, st.st_size)
+    for file in expand_paths(paths)[0]:
+        try:
+            st = file.stat()
+        except OSError:  # removed since the walk
+            continue
+        files[str(file)] = (st.st_mtime_ns, st.st_size)
     return files
 
 

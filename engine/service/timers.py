@@ -1,83 +1,83 @@
-"""The evaluator's next deadline, scheduled with APScheduler on the engine's (wall) clock.
+"""The evaluator's next deadline as one asyncio timer on the engine's (wall) clock.
 
 The evaluator knows every deadline (``for``, ``keep_firing_for``,
-``missing.after``, ``repeat``) and answers ``next_deadline()``; the engine keeps
-exactly one APScheduler date job at that instant. When it runs, the
-evaluator's ``advance`` fires only what is due and the job is set again for
-the next deadline. One job, rescheduled, costs the same for one series or a
-million; the evaluator's own deadline index decides what is affected.
+``missing.after``, ``repeat``) in one heap and answers ``next_deadline()``;
+the engine needs exactly one wake-up, at the earliest of them. That is one
+``loop.call_later`` handle: moved (cancelled and set again) only when a sample,
+a timer run or a reload brings an earlier deadline, and never moved later
+(waking early costs one ``advance`` that fires nothing). A scheduler library
+would add jobs, triggers and misfire rules to what is one instant: an asyncio
+handle always runs, however late the loop gets to it, so no deadline can
+misfire, and its callback runs on the loop that runs ingest, so the evaluator
+needs no lock.
+
+Deadlines are event time, compared with the samples' ``ts`` (wall clocks),
+while the loop sleeps on the monotonic clock, which stops while a machine is
+suspended and ignores clock steps: the timer re-reads the wall clock at least
+every ``MAX_SLEEP`` seconds and sleeps on if the deadline is still ahead.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
-
-from apscheduler.jobstores.base import JobLookupError
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.date import DateTrigger
+from typing import Final
 
 log = logging.getLogger("flarebus.engine.timers")
 
-JOB_ID = "flarebus-next-deadline"
+#: The longest single sleep; after it the wall clock is compared with the deadline again.
+MAX_SLEEP: Final = 30.0
 
 
 class DeadlineTimer:
-    """Keeps one APScheduler job at the evaluator's next deadline."""
+    """One wake-up at the evaluator's next deadline; ``on_due(now)`` runs when it is reached."""
 
     def __init__(self, on_due: Callable[[float], None], *,
                  clock: Callable[[], float] = time.time) -> None:
         self._on_due = on_due
         self._clock = clock
-        self._scheduler = AsyncIOScheduler(
-            timezone=UTC,
-            job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1})
         self._at: float | None = None
+        self._handle: asyncio.TimerHandle | None = None
 
     @property
     def scheduled_at(self) -> float | None:
+        """The deadline the timer is set for (event-time seconds); None when it is not set."""
         return self._at
 
-    def start(self) -> None:
-        self._scheduler.start()
-
-    def cancel(self) -> None:
-        """Remove the job (nothing is due any more)."""
-        self._at = None
-        with contextlib.suppress(JobLookupError):
-            self._scheduler.remove_job(JOB_ID)
-
-    def stop(self) -> None:
-        if self._scheduler.running:
-            self._scheduler.shutdown(wait=False)
-        self._at = None
-
     def schedule(self, deadline: float | None) -> None:
-        """Make sure the job runs no later than ``deadline`` (event-time seconds).
+        """Make sure the timer goes off no later than ``deadline`` (event-time seconds).
 
-        A job already set for an earlier instant is kept: waking early costs one
-        ``advance`` that fires nothing and sets the job again, while moving the
-        job on every batch (deadlines such as ``missing.after`` move later with
-        every sample) would cost an APScheduler update per batch.
+        A timer already set for an earlier instant is kept: deadlines such as
+        ``missing.after`` move later with every sample, and following them would
+        cost a timer update per batch.
         """
         if deadline is None or (self._at is not None and deadline >= self._at):
             return
-        trigger = DateTrigger(run_date=datetime.fromtimestamp(deadline, UTC))
-        # misfire_grace_time=None: a job that comes up late (a busy machine, a long batch)
-        # still runs. APScheduler's default would skip it after 1s and, since _at stays
-        # set, no later deadline would ever be scheduled again.
-        self._scheduler.add_job(self._run, trigger, id=JOB_ID, args=[deadline],
-                                replace_existing=True, misfire_grace_time=None,
-                                coalesce=True)
+        if self._handle is not None:
+            self._handle.cancel()
         self._at = deadline
+        self._arm(deadline)
 
-    async def _run(self, deadline: float) -> None:
-        self._at = None  # a date job runs once; on_due schedules the next deadline
-        # A timer may wake a hair early: the deadline itself is the instant being evaluated.
-        now = max(self._clock(), deadline)
+    def stop(self) -> None:
+        """Cancel the wake-up (the engine is stopping)."""
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = None
+        self._at = None
+
+    def _arm(self, deadline: float) -> None:
+        delay = min(max(deadline - self._clock(), 0.0), MAX_SLEEP)
+        self._handle = asyncio.get_running_loop().call_later(delay, self._wake, deadline)
+
+    def _wake(self, deadline: float) -> None:
+        now = self._clock()
+        if now < deadline:  # a capped sleep, a suspend or a clock step: not there yet
+            self._arm(deadline)
+            return
+        self._handle = None
+        self._at = None  # on_due sets the timer for the next deadline
         try:
             self._on_due(now)
         except Exception:  # a bug in one run must not stop all future timers

@@ -9,7 +9,7 @@ Triggers are spread over ``lanes`` by series; each lane publishes one trigger
 at a time and waits for its ack, so at most ``lanes`` publishes are in flight
 and the firing and resolved triggers of one series reach the stream in the
 order they happened. A publish that is not acknowledged (server away, no
-stream, timeout) is retried with backoff until it is: the evaluator keeps
+stream, timeout) is retried with jittered backoff until it is: the evaluator keeps
 running meanwhile and the backlog goes out after the reconnect.
 
 ``submitted`` / ``wait_acked(mark)`` let the checkpointer store evaluator
@@ -30,6 +30,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from flarebus import telemetry
+from flarebus.backoff import Backoff
 from flarebus.bus import MSG_ID_HEADER, ensure_triggers_stream, trigger_subject
 from flarebus.engine.service.metrics import EngineStats
 from flarebus.events import Trigger, encoder
@@ -58,8 +59,7 @@ class TriggerPublisher:
         self._lanes: list[deque[_Pending]] = [deque() for _ in range(max(1, lanes))]
         self._wake = [asyncio.Event() for _ in self._lanes]
         self._ack_timeout = ack_timeout
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
+        self._backoff = Backoff(backoff_initial, backoff_max)
         self._acked = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
         self._ratelog = RateLimitedLog(log, 10.0)
@@ -133,7 +133,6 @@ class TriggerPublisher:
         trigger = item.trigger
         subject = trigger_subject(trigger.rule)
         payload = encoder.encode(trigger)
-        delay = self._backoff_initial
         attempt = 0
         with telemetry.tracer.start_as_current_span(
                 f"publish {subject}", context=item.context, kind=trace.SpanKind.PRODUCER,
@@ -150,6 +149,7 @@ class TriggerPublisher:
                     raise
                 except Exception as exc:
                     self._stats.retried()
+                    delay = self._backoff.delay(attempt)
                     self._ratelog.log(
                         logging.WARNING, "retry",
                         f"trigger {trigger.id} ({trigger.rule} {trigger.state}) not acknowledged "
@@ -158,7 +158,6 @@ class TriggerPublisher:
                     if isinstance(exc, NoStreamResponseError):
                         await self._recreate_stream()
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, self._backoff_max)
                     continue
                 span.set_attribute("flarebus.publish.attempts", attempt)
                 span.set_attribute("flarebus.publish.duplicate", bool(ack.duplicate))

@@ -1,0 +1,160 @@
+"""Running one delivery of a trigger: its actions, concurrently, each at most once.
+
+A rule naming no action gets ``ACTION_PLUGIN``. With several actions each
+success is recorded in the KV bucket ``FLAREBUS_ACTIONS_DONE`` (key: the
+trigger id, the action's index and plugin, hashed), so a retry, or a
+redelivery after a crash, runs only what has not succeeded; with one action
+the ack is its record. Failures come back as ActionErrors in the Outcome,
+never raised: what to do with them (nak, dead-letter) is the worker's call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.js.errors import NotFoundError
+from nats.js.kv import KeyValue
+from opentelemetry import trace
+from opentelemetry.trace import INVALID_SPAN, Status, StatusCode
+
+from flarebus.actions.host import PluginHost
+from flarebus.errors import ActionError
+from flarebus.events import ActionRef, Trigger
+from flarebus.telemetry import extract_context, meter, tracer
+
+log = logging.getLogger("flarebus.worker")
+
+_NO_SPAN = contextlib.nullcontext(INVALID_SPAN)
+_run = meter.create_counter("flarebus.actions.run", description="actions started")
+_failed = meter.create_counter("flarebus.actions.failed", description="action attempts failed")
+_latency = meter.create_histogram("flarebus.action.latency", unit="s",
+                                  description="action run time")
+
+
+def done_key(trigger_id: str, index: int, plugin: str) -> str:
+    """The KV key recording that action ``index`` (``plugin``) of a trigger succeeded.
+
+    Hashed: trigger ids and plugin names may hold characters KV keys may not.
+    """
+    raw = f"{trigger_id}\x00{index}\x00{plugin}".encode()
+    return hashlib.blake2b(raw, digest_size=20).hexdigest()
+
+
+@dataclass
+class Outcome:
+    """What happened to one trigger's actions in one delivery."""
+
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failures: list[ActionError] = field(default_factory=list)
+
+
+class ActionRunner:
+    """Runs a trigger's actions through a PluginHost, skipping those already done."""
+
+    def __init__(self, host: PluginHost, default_action: str) -> None:
+        self.host = host
+        self.default_action = default_action
+        self.kv: KeyValue | None = None  # the done bucket, once the worker has set it up
+        # No tracer provider installed: spans would be no-ops; skip building them per action.
+        self.tracing = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+    def refs(self, trigger: Trigger) -> Sequence[ActionRef]:
+        return trigger.actions or [ActionRef(plugin=self.default_action)]
+
+    async def run(self, msg: Msg, trigger: Trigger, tries: int) -> Outcome:
+        """Run the actions of ``trigger`` (delivery number ``tries``); failures in the Outcome."""
+        refs = self.refs(trigger)
+        outcome = Outcome()
+        # One action: the ack is its record. Several: each success is recorded so a
+        # retry (or a redelivery after a crash) runs only what has not succeeded.
+        record = len(refs) > 1
+        parent = extract_context(msg.headers)
+        results: list[Any]
+        if len(refs) == 1:  # the common case, without gather's tasks
+            try:
+                results = [await self.run_one(0, refs[0], trigger, tries, parent, record)]
+            except Exception as exc:
+                results = [exc]
+        else:
+            results = await asyncio.gather(
+                *(self.run_one(i, ref, trigger, tries, parent, record)
+                  for i, ref in enumerate(refs)), return_exceptions=True)
+        for ref, result in zip(refs, results, strict=True):
+            if isinstance(result, ActionError):
+                outcome.failures.append(result)
+            elif isinstance(result, asyncio.CancelledError):
+                raise result
+            elif isinstance(result, BaseException):
+                outcome.failures.append(ActionError(ref.plugin, describe(result), tries))
+            elif result:
+                outcome.ran.append(ref.plugin)
+            else:
+                outcome.skipped.append(ref.plugin)
+        return outcome
+
+    async def already_done(self, key: str) -> bool:
+        if self.kv is None:
+            return False
+        try:
+            await self.kv.get(key)
+        except NotFoundError:  # KeyNotFoundError and KeyDeletedError derive from it
+            return False
+        return True
+
+    async def run_one(self, index: int, ref: ActionRef, trigger: Trigger, tries: int,
+                      parent: Any, record: bool) -> bool:
+        """Run one action unless already done; True if it ran. ActionError on failure."""
+        key = done_key(trigger.id, index, ref.plugin) if record else ""
+        if record and tries > 1 and await self.already_done(key):
+            log.debug("trigger %s: %s already done, skipped", trigger.id, ref.plugin)
+            return False
+        attributes = {"plugin": ref.plugin, "rule": trigger.rule}
+        span_cm: Any = tracer.start_as_current_span(
+            "action.execute", context=parent, attributes={
+                "flarebus.plugin": ref.plugin, "flarebus.rule": trigger.rule,
+                "flarebus.trigger_id": trigger.id, "flarebus.try": tries,
+                "flarebus.action_index": index}) if self.tracing else _NO_SPAN
+        with span_cm as span:
+            _run.add(1, attributes)
+            started = time.perf_counter()
+            try:
+                await self.host.run(ref, trigger)
+            except ActionError as exc:
+                exc.tries = tries
+                self._failed(span, attributes, exc)
+                raise
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = ActionError(ref.plugin, describe(exc), tries)
+                self._failed(span, attributes, error)
+                raise error from exc
+            finally:
+                _latency.record(time.perf_counter() - started, attributes)
+        if record and self.kv is not None:
+            try:
+                await self.kv.put(key, b"1")
+            except Exception as exc:  # the action succeeded; a missing record only risks a rerun
+                log.warning("could not record %s done for %s: %s", ref.plugin, trigger.id, exc)
+        return True
+
+    @staticmethod
+    def _failed(span: Any, attributes: dict[str, str], error: ActionError) -> None:
+        _failed.add(1, attributes)
+        span.set_status(Status(StatusCode.ERROR, error.error))
+        span.record_exception(error)
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as one line: its type, and its message when it has one."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
