@@ -3,8 +3,9 @@
 Built-ins are named by import path so ``flarebus sample system`` does not import
 the prometheus or py-spy code. Third-party samplers come from the Python entry
 point group ``flarebus.plugins`` (objects or classes whose ``kind`` is
-"sampler"); entry points are looked up first, as DESIGN.md's discovery order
-says, then the built-ins.
+"sampler"); entry points are looked up first, then the built-ins: the order
+docs/plugins.md gives for every plugin kind, so one rule answers "which one
+runs" for actions and samplers alike.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from typing import Any
 
 import msgspec
 
+from flarebus.engine.language import stack_figures
 from flarebus.engine.language.matchers import matches_all
 from flarebus.engine.language.rulefile import Rule, RuleSet, StackSpec
 from flarebus.engine.language.templates import context, render
@@ -38,20 +39,6 @@ STALE, FOR, KEEP, REPEAT = 0, 1, 2, 3
 
 #: (stack spec, sample, seconds since this series' previous stack sample or None) -> figure.
 StackMeasure = Callable[[StackSpec, StackSample, float | None], float | None]
-
-
-def no_stack_measure(spec: StackSpec, sample: StackSample, interval: float | None) -> None:
-    """Stack figures arrive with the samplers issue; until then stack rules see no value."""
-    return None
-
-
-def default_stack_measure() -> StackMeasure:
-    """The samplers' figure computation when installed alongside (it is: one distribution)."""
-    try:
-        from flarebus.engine.language.stack_figures import stack_measure
-    except ImportError:  # pragma: no cover - a trimmed install
-        return no_stack_measure
-    return stack_measure  # type: ignore[return-value]
 
 
 class Check:
@@ -219,7 +206,7 @@ class Evaluator:
     def __init__(self, rules: RuleSet, *, owns: Callable[[str], bool] | None = None,
                  stack_measure: StackMeasure | None = None) -> None:
         self._owns = owns
-        self._stack_measure = stack_measure or default_stack_measure()
+        self._stack_measure = stack_measure or stack_figures.stack_measure
         self._heap: list[tuple[float, int, State]] = []
         self._seq = 0
         self._series: dict[str, Entry] = {}  # canonical series key -> entry
