@@ -10,7 +10,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from flarebus.engine.language.ruletest import run_test_file
 from flarebus.errors import InvalidFileError
 
 
@@ -33,6 +32,8 @@ def _files(paths: list[str]) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from flarebus.engine.language.ruletest import run_test_file
+
     failed = False
     total = failures = 0
     for path in _files(args.files):

@@ -28,9 +28,9 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from flarebus.cli.publish import _start_reader
 from flarebus.errors import SampleError
 from flarebus.events import MetricSample, StackSample, is_metric_name
+from flarebus.lines import start_reader
 from flarebus.sampler import Sample, Sampler
 
 log = logging.getLogger("flarebus.samplers")
@@ -173,7 +173,7 @@ class StdinSampler(Sampler):
         self.input = sys.stdin.buffer
 
     async def stream(self) -> AsyncIterator[Sequence[Sample]]:
-        lines = _start_reader(self.input, 1000)
+        lines = start_reader(self.input, 1000)
         while (raw := await lines.get()) is not None:
             batch = self.parser.parse(raw)
             if batch:
