@@ -1,11 +1,13 @@
 """Maps the repository's top-level folders into the one import namespace ``flarebus``.
 
-The design card keeps ``engine/``, ``actions/``, ``samplers/``, ``rules/`` and
-``schemas/`` at the top of the repository, while everything installs under
-``flarebus`` (so flarebus never takes a generic top-level name inside a user's
-application). ``ROOTS`` is the whole mapping; the packages below each root are
-found by walking it, so a new sub-package can never be left out of the wheel
-(the bug a hand-written package list had). Everything else is in pyproject.toml.
+The repository keeps each role in a folder at its top (``engine/``,
+``actions/``, ``samplers/``, ``cli/``) beside the packaged ``rules/`` and
+``schemas/``, so a reader finds each part at a glance, while everything
+installs under ``flarebus``: flarebus code runs inside users' applications (the
+stack sampler, plugins) and must never take a generic top-level name there.
+``ROOTS`` is the whole mapping; the packages below each root are found by
+walking it, so a new sub-package can never be left out of the wheel (the bug a
+hand-written package list had). Everything else is in pyproject.toml.
 """
 
 from setuptools import find_packages, setup

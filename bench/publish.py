@@ -1,28 +1,47 @@
-"""Publishing throughput: flarebus' Publisher, single and batched, against a bare nats-py loop.
+"""Publishing: the Publisher's throughput, and how fast the `flarebus` command starts.
 
 Every figure is measured in the same run against the same embedded nats-server,
-so the ratios hold on a noisy machine. A run counts the samples until
-``nc.flush()`` returns, i.e. until the server has read them all. No subscriber
-runs in this process: its backlog would bill one case's delivery to the next.
+so the ratios hold on a noisy machine.
 
-    python bench/publish.py [--samples 200000] [--rounds 3]
+Throughput: the Publisher, single and batched, against a bare nats-py loop. A
+run counts the samples until ``nc.flush()`` returns, i.e. until the server has
+read them all. No subscriber runs in this process: its backlog would bill one
+case's delivery to the next.
+
+Start-up: wall-clock medians of ``--runs`` runs, interleaved, of ``flarebus
+--help``, ``flarebus publish`` to the embedded server end to end, ``flarebus
+check`` and ``flarebus replay`` of the packaged rules, against ``python -c
+pass`` (the interpreter's own start) in the same rounds. For ``publish`` also
+the time from launching the process to the ``ts`` its sample carries. The
+children may write bytecode caches (``PYTHONDONTWRITEBYTECODE`` is dropped), as
+an installed wheel has them: compiling the sources would be measured otherwise.
+
+    python -m bench.publish [--samples 200000] [--rounds 3] [--runs 20] [--only startup]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
+import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
 from nats.aio.client import Client
 
 from flarebus import bus
 from flarebus.config import NatsSettings
-from flarebus.events import MetricSample, encoder
+from flarebus.events import MetricSample, decode_metrics, encoder
 from flarebus.nats_server import EmbeddedNats
 from flarebus.publish import Publisher
+from flarebus.rules import default_rules_file
+
+STARTUP_SUBJECT = "metrics.bench.startup"
 
 
 async def bare_loop(nc: Client, n: int) -> None:
@@ -53,17 +72,16 @@ async def rate(nc: Client, fn: Callable[[Client, int], Awaitable[None]], n: int)
     return n / (time.perf_counter() - start)
 
 
-async def main(samples: int, rounds: int) -> None:
+async def throughput(server: EmbeddedNats, samples: int, rounds: int) -> None:
     cases = {"bare nats-py loop": bare_loop, "Publisher, single": publisher_single,
              "Publisher, batched": publisher_batched}
-    with EmbeddedNats() as server:
-        nc = await bus.connect(NatsSettings(servers=[server.url]), pending_size=64 * 1024 * 1024)
-        await rate(nc, bare_loop, 10_000)  # warm up
-        results: dict[str, list[float]] = {name: [] for name in cases}
-        for _ in range(rounds):  # interleaved, so drift hits every case alike
-            for name, fn in cases.items():
-                results[name].append(await rate(nc, fn, samples))
-        await nc.close()
+    nc = await bus.connect(NatsSettings(servers=[server.url]), pending_size=64 * 1024 * 1024)
+    await rate(nc, bare_loop, 10_000)  # warm up
+    results: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(rounds):  # interleaved, so drift hits every case alike
+        for name, fn in cases.items():
+            results[name].append(await rate(nc, fn, samples))
+    await nc.close()
     best = {name: statistics.median(values) for name, values in results.items()}
     base = best["bare nats-py loop"]
     single = best["Publisher, single"]
@@ -76,10 +94,84 @@ async def main(samples: int, rounds: int) -> None:
           f"{single / base:.2f} (goal >= 0.80)")
 
 
+def flarebus_argv() -> list[str]:
+    """The console script beside this interpreter (what users run), else ``python -m flarebus``."""
+    script = Path(sys.executable).with_name("flarebus")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "flarebus"]
+
+
+async def run_once(argv: list[str], cwd: str) -> float:
+    """Seconds from launching ``argv`` to its exit (which must be 0)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    start = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(*argv, cwd=cwd, env=env,
+                                                stdout=asyncio.subprocess.DEVNULL,
+                                                stderr=asyncio.subprocess.PIPE)
+    _, err = await proc.communicate()
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}: {err.decode()[-500:]}")
+    return elapsed
+
+
+async def startup(server: EmbeddedNats, runs: int) -> None:
+    cli = flarebus_argv()
+    rules = str(default_rules_file())
+    with tempfile.TemporaryDirectory() as cwd:  # no flarebus.yaml, no .flarebus/nats.url
+        samples = Path(cwd) / "samples.jsonl"
+        samples.write_text("".join(f'{{"name": "cpu.usage", "value": {v}, "ts": {t}}}\n'
+                                   for t, v in enumerate([50, 95, 96, 97, 40] * 20)))
+        cases = {
+            "python -c pass": [sys.executable, "-c", "pass"],
+            "flarebus --help": [*cli, "--help"],
+            "flarebus publish (end to end)": [*cli, "publish", "bench.startup", "1",
+                                              "--nats", server.url],
+            "flarebus check": [*cli, "check", rules],
+            "flarebus replay": [*cli, "replay", "--rules", rules, str(samples)],
+        }
+        nc = await bus.connect(NatsSettings(servers=[server.url]))
+        stamps: list[float] = []
+
+        async def stamped(msg: Any) -> None:
+            stamps.extend(s.ts for s in decode_metrics(msg.data) if s.ts is not None)
+
+        await nc.subscribe(STARTUP_SUBJECT, cb=stamped)
+        for argv in cases.values():  # warm-up: bytecode caches, the OS' file cache
+            await run_once(argv, cwd)
+        times: dict[str, list[float]] = {name: [] for name in cases}
+        lags: list[float] = []
+        for _ in range(runs):
+            for name, argv in cases.items():
+                launched = time.time()
+                times[name].append(await run_once(argv, cwd))
+                if "publish" in name:
+                    await nc.flush()
+                    lags.append(stamps[-1] - launched)
+        await nc.close()
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    base = medians["python -c pass"]
+    print(f"\nstart-up: median of {runs} runs each, interleaved ({' '.join(cli)})")
+    print(f"{'command':<32}{'ms':>8}{'vs python':>11}{'+ms':>8}")
+    for name, value in medians.items():
+        print(f"{name:<32}{value * 1000:>8.1f}{value / base:>10.2f}x{(value - base) * 1000:>8.1f}")
+    print(f"{'publish: launch -> sample ts':<32}{statistics.median(lags) * 1000:>8.1f}"
+          "   (the moment the sample is stamped)")
+
+
+async def main(samples: int, rounds: int, runs: int, only: str | None) -> None:
+    with EmbeddedNats() as server:
+        if only in (None, "throughput"):
+            await throughput(server, samples, rounds)
+        if only in (None, "startup"):
+            await startup(server, runs)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=20, help="runs of each start-up case")
+    parser.add_argument("--only", choices=("throughput", "startup"))
     args = parser.parse_args()
-    asyncio.run(main(args.samples, args.rounds))
+    asyncio.run(main(args.samples, args.rounds, args.runs, args.only))

@@ -1,4 +1,4 @@
-"""Benchmarks of the samplers issue: stack sampler overhead, and frame aggregation speed.
+"""Benchmarks of the samplers: stack sampler overhead, and frame aggregation speed.
 
 1. A CPU-bound program timed without and with the in-process stack sampler at
    100 Hz publishing to a real (embedded) nats-server, runs interleaved in the

@@ -13,13 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from flarebus.config import load_config
-from flarebus.engine.language.rulefile import file_kind, load_rules, with_yaml_hint
-from flarebus.engine.language.rulepaths import expand_paths
-from flarebus.engine.language.ruletest import load_test_file
-from flarebus.errors import InvalidFileError
-from flarebus.validation import sort_problems
-from flarebus.yamlfile import load_yaml
+from flarebus.cli.options import existing_file
+from flarebus.errors import InvalidFileError, UsageError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,15 +24,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         epilog="examples:\n  flarebus check rules/\n  flarebus check --config flarebus.yaml "
                "rules/cpu.yaml")
     parser.add_argument("paths", metavar="PATH", nargs="*", help="files or directories")
-    parser.add_argument("--config", metavar="FILE", help="a config file to validate as well")
+    parser.add_argument("--config", metavar="FILE", type=existing_file,
+                        help="a config file to validate as well")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if not args.paths and not args.config:
-        print("flarebus check: give a PATH (rule files or directories) or --config FILE",
-              file=sys.stderr)
-        return 2
+        raise UsageError("give a PATH (rule files or directories) or --config FILE")
+    from flarebus.config import load_config
+    from flarebus.engine.language.rulefile import file_kind, load_rules, with_yaml_hint
+    from flarebus.engine.language.rulepaths import expand_paths
+    from flarebus.engine.language.ruletest import load_test_file
+    from flarebus.validation import sort_problems
+    from flarebus.yamlfile import load_yaml
+
     files, problems = expand_paths(args.paths)
     rule_files: list[Path] = []
     configs = [Path(args.config)] if args.config else []
@@ -80,7 +81,6 @@ def run(args: argparse.Namespace) -> int:
         parts.append(_count(len(tests), "rule test file"))
     print("ok: " + ", ".join(parts or ["nothing to check"]))
     return 0
-
 
 
 def _count(n: int, noun: str) -> str:

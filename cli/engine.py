@@ -12,12 +12,8 @@ checkpoint, exit 0).
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 
-from flarebus import telemetry
-from flarebus.cli.options import add_nats_options, settings
-from flarebus.engine.service.lifecycle import run_engine
+from flarebus.cli.options import add_nats_options, interval, settings, shard
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,10 +24,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                "  flarebus engine --rules rules/ --shard 0/2   # and --shard 1/2 elsewhere")
     parser.add_argument("--rules", metavar="PATH", nargs="+", action="extend",
                         help="rule files or directories (default: engine.rules from the config)")
-    parser.add_argument("--shard", metavar="I/N",
-                        help="own only the series whose key hashes to shard I of N (default 0/1)")
-    parser.add_argument("--checkpoint-interval", metavar="SECONDS", type=float,
-                        help="how often state is checkpointed to KV (default 5)")
+    parser.add_argument("--shard", metavar="I/N", type=shard,
+                        help="own only the series whose key hashes to shard I of N, 0 <= I < N "
+                             "(default: engine.shard, 0/1)")
+    parser.add_argument("--checkpoint-interval", metavar="DURATION", type=interval,
+                        help="how often state is checkpointed to KV, e.g. 5s or 5 "
+                             "(default: engine.checkpoint_interval, 5s)")
     parser.add_argument("--telemetry", choices=("none", "console", "otlp"),
                         help="telemetry exporter (default: config, or $OTEL_TRACES_EXPORTER)")
     add_nats_options(parser)
@@ -39,6 +37,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from flarebus import telemetry
+    from flarebus.engine.service.lifecycle import run_engine
+
     config = settings(args, engine={"rules": args.rules, "shard": args.shard,
                                     "checkpoint_interval": args.checkpoint_interval},
                       telemetry={"exporter": args.telemetry})

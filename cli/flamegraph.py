@@ -12,14 +12,20 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from flarebus import bus
-from flarebus.cli.options import add_nats_options, settings
-from flarebus.errors import FlarebusError, SampleError
-from flarebus.events import decode_stacks, is_token
-from flarebus.samplers.aggregate import Frame, build
-from flarebus.samplers.collect import record
-from flarebus.samplers.exporters import EXPORTERS, exporter, format_for_path, parse_folded
+from flarebus.cli.options import (
+    add_later,
+    add_nats_options,
+    existing_file,
+    interval,
+    settings,
+    token,
+)
+from flarebus.errors import SampleError, UsageError
+
+if TYPE_CHECKING:
+    from flarebus.samplers.aggregate import Frame
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,22 +36,33 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                "  flarebus flamegraph --source api --seconds 30 -o api.svg\n"
                "  flarebus flamegraph --source api --seconds 10 -o - --format folded\n"
                "  flarebus flamegraph --input stacks.jsonl -o out.html")
-    parser.add_argument("--source", help="stack source (the tail of stacks.<source>)")
-    parser.add_argument("--seconds", type=float, default=30.0,
-                        help="how long to record (default 30)")
+    parser.add_argument("--source", type=token,
+                        help="stack source (the tail of stacks.<source>); needed unless --input")
+    parser.add_argument("--seconds", type=interval, default="30s", metavar="DURATION",
+                        help="how long to record, e.g. 30 or 2m")
     parser.add_argument("-o", "--output", required=True, metavar="FILE",
                         help="output file (.svg .html .folded .json), or - for stdout")
+    add_later(parser, _add_output_arguments)  # the formats are the exporters': load them late
+    parser.set_defaults(func=run)
+
+
+def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    from flarebus.samplers.exporters import EXPORTERS
+
     parser.add_argument("--format", choices=sorted(EXPORTERS),
                         help="output format (default: from the file suffix; stdout: folded)")
     parser.add_argument("--title", help="title shown in the SVG/HTML")
-    parser.add_argument("--input", metavar="FILE",
+    parser.add_argument("--input", metavar="FILE", type=existing_file,
                         help="read StackSamples (JSON lines) or folded text instead of the bus")
     add_nats_options(parser)
-    parser.set_defaults(func=run)
 
 
 def read_input(path: str, source: str | None) -> Frame:
     """A tree from a file of StackSample JSON lines (filtered by source) or folded text."""
+    from flarebus.events import decode_stacks
+    from flarebus.samplers.aggregate import build
+    from flarebus.samplers.exporters import parse_folded
+
     text = Path(path).read_text()
     first = next((line for line in text.splitlines() if line.strip()), "")
     if not first.lstrip().startswith(("{", "[")):
@@ -66,20 +83,24 @@ def read_input(path: str, source: str | None) -> Frame:
 
 
 async def run(args: argparse.Namespace) -> int:
+    from flarebus.samplers.exporters import exporter, format_for_path
+
     fmt = args.format or ("folded" if args.output == "-" else None)
     try:
         fmt = fmt or format_for_path(args.output)
     except ValueError as exc:
-        raise FlarebusError(str(exc)) from None
+        raise UsageError(f"-o: {exc}") from None
     unit = "samples"
     if args.input:
         tree = read_input(args.input, args.source)
         count = None
     else:
-        if not args.source or not is_token(args.source):
-            raise FlarebusError("--source: name the stack source to record (e.g. --source api)")
-        if args.seconds <= 0:
-            raise FlarebusError("--seconds must be more than 0")
+        if not args.source:
+            raise UsageError("--source: name the stack source to record (e.g. --source api), "
+                             "or read a file with --input")
+        from flarebus import bus
+        from flarebus.samplers.collect import record
+
         config = settings(args)
         nc = await bus.connect(config.nats)
         try:

@@ -13,20 +13,24 @@ import sys
 import threading
 from pathlib import Path
 
-from flarebus.cli.options import UP_URL_FILE
-from flarebus.nats_server import EmbeddedNats
+from flarebus.cli.options import UP_URL_FILE, port
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("nats", help="run the embedded NATS server in the foreground",
-                            description=__doc__)
-    parser.add_argument("--data-dir", default=".flarebus", type=Path,
+    parser = sub.add_parser(
+        "nats", help="run the embedded NATS server in the foreground", description=__doc__,
+        epilog="examples:\n"
+               "  flarebus nats                        # then, in this directory: flarebus engine\n"
+               "  flarebus nats --port 4222 --data-dir /var/lib/flarebus")
+    parser.add_argument("--data-dir", default=".flarebus", type=Path, metavar="DIR",
                         help="JetStream storage and the URL file (default: .flarebus)")
-    parser.add_argument("--port", type=int, default=-1, help="client port (default: a free one)")
+    parser.add_argument("--port", type=port, default=-1, help="client port (default: a free one)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from flarebus.nats_server import EmbeddedNats
+
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with EmbeddedNats(args.data_dir, port=args.port) as server:

@@ -14,13 +14,13 @@ import argparse
 import sys
 
 from flarebus.cli.options import add_config_option
-from flarebus.config import load_config
-from flarebus.events import encoder
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("plugins", help="list discovered plugins (name, kind, source)",
-                            description=__doc__)
+                            description=__doc__,
+                            epilog="examples:\n  flarebus plugins --plugin-dir plugins/\n"
+                                   "  flarebus plugins --json --traceback")
     add_config_option(parser)
     parser.add_argument("--plugin-dir", metavar="DIR",
                         help="directory of .py plugin files (default: $PLUGIN_DIR)")
@@ -33,6 +33,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
+    from flarebus.config import load_config
+    from flarebus.events import encoder
     from flarebus.registry import discover
 
     logging.getLogger("flarebus.plugins").setLevel(logging.CRITICAL)  # listed below instead

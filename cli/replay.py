@@ -12,12 +12,15 @@ import argparse
 import sys
 import time
 from collections.abc import Iterator
-from typing import IO
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
-from flarebus.engine.language.evaluator import Evaluator
-from flarebus.engine.language.replay import BadLine, read_samples, replay
-from flarebus.engine.language.rulefile import load_rules
-from flarebus.events import MetricSample, StackSample, encoder
+from flarebus.cli.options import timestamp
+from flarebus.errors import UsageError
+
+if TYPE_CHECKING:
+    from flarebus.engine.language.replay import BadLine
+    from flarebus.events import MetricSample, StackSample
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,7 +34,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         help="rule files or directories")
     parser.add_argument("samples", metavar="SAMPLES", nargs="?",
                         help="JSON lines file, or - for stdin")
-    parser.add_argument("--until", type=float, metavar="TS",
+    parser.add_argument("--until", type=timestamp, metavar="TS",
                         help="fire timers up to this Unix time at the end "
                              "(default: the last sample's ts)")
     parser.set_defaults(func=run)
@@ -68,9 +71,15 @@ class _Progress:
 def run(args: argparse.Namespace) -> int:
     if args.samples is None:  # `--rules a.yaml b.yaml samples.jsonl`: --rules took them all
         if len(args.rules) < 2:
-            print("flarebus replay: give SAMPLES (a JSON lines file, or -)", file=sys.stderr)
-            return 2
+            raise UsageError("give SAMPLES (a JSON lines file, or -)")
         args.samples = args.rules.pop()
+    if args.samples != "-" and not Path(args.samples).is_file():
+        raise UsageError(f"SAMPLES: {args.samples!r}: no such file (or - for stdin)")
+    from flarebus.engine.language.evaluator import Evaluator
+    from flarebus.engine.language.replay import read_samples, replay
+    from flarebus.engine.language.rulefile import load_rules
+    from flarebus.events import encoder
+
     rules = load_rules(args.rules)
     bad: list[BadLine] = []
     stream: IO[str] = sys.stdin if args.samples == "-" else open(  # noqa: SIM115

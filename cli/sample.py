@@ -5,48 +5,24 @@ runs one; ``flarebus sample --config flarebus.yaml`` runs the file's ``samplers:
 section. Each sampler's flags fill its config (``--set KEY=VALUE`` sets any key,
 the value read as YAML); ``-l KEY=VALUE`` adds labels. ``--print`` writes the samples
 as JSON lines instead of publishing (no server needed); ``--once`` collects once.
-A sampler is any plugin of the sampler kind: a built-in, an entry point, or a
-file in ``PLUGIN_DIR``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from flarebus import bus
-from flarebus.cli.options import add_nats_options, settings
-from flarebus.cli.publish import parse_labels
-from flarebus.config import SamplerSettings, config_document
-from flarebus.durations import parse_duration
+from flarebus.cli.options import add_later, add_nats_options, interval, label, settings
 from flarebus.errors import FlarebusError, PluginError
-from flarebus.events import StackSample
-from flarebus.plugin import SamplerPlugin
-from flarebus.publish import Publisher
-from flarebus.registry import Registry, discover
-from flarebus.samplers.runtime import (
-    PrintOutput,
-    SampleOutput,
-    build_samplers,
-    collect_once,
-    run_samplers,
-)
 
-
-def _duration(text: str) -> float:
-    try:
-        seconds = parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: the interval must be more than 0")
-    return seconds
+if TYPE_CHECKING:
+    from flarebus.config import SamplerSettings
+    from flarebus.plugin import SamplerPlugin
+    from flarebus.registry import Registry
+    from flarebus.samplers.runtime import SampleOutput
 
 
 #: every sampler flag the parser knows (flag -> its type and help), filled by register()
@@ -62,8 +38,11 @@ def _options(sampler: object) -> tuple[tuple[str, str, type, str], ...]:
     return getattr(sampler, "options", ())
 
 
+def _metavar(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_").upper()  # --url URL, not --url OPT_URL
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    builtins = discover(use_entry_points=False)
     parser = sub.add_parser(
         "sample", help="run samplers (system, process, prometheus, stack, exec, stdin)",
         description=__doc__,
@@ -75,18 +54,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                "  flarebus sample exec --command 'my-tool --json' --interval 30s\n"
                "  my-tool | flarebus sample stdin\n"
                "  flarebus sample --config flarebus.yaml             (its samplers: section)")
-    parser.add_argument("name", metavar="SAMPLER", nargs="?",
-                        help=f"sampler to run ({', '.join(builtins.names('sampler'))}, or a "
-                             "plugin); omitted: the config file's samplers")
-    parser.add_argument("--interval", type=_duration, metavar="DURATION",
+    parser.add_argument("--interval", type=interval, metavar="DURATION",
                         help="time between collections, e.g. 1s, 15s (default: the sampler's)")
-    parser.add_argument("-l", "--label", metavar="KEY=VALUE", action="append", default=[],
-                        help="label added to every sample (host, service, env, ...)")
+    parser.add_argument("-l", "--label", metavar="KEY=VALUE", type=label, action="append",
+                        default=[], help="label added to every sample (host, service, env, ...)")
     parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                         help="any sampler config key (value parsed as YAML)")
     parser.add_argument("--print", action="store_true",
                         help="write samples to stdout as JSON lines instead of publishing")
     parser.add_argument("--once", action="store_true", help="collect once and exit")
+    add_later(parser, _add_sampler_arguments)  # `flarebus --help` must not load the samplers
+    parser.set_defaults(func=run)
+
+
+def _add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
+    """SAMPLER and the built-in samplers' own flags: defining them imports the sampler classes."""
+    from flarebus.registry import discover
+
+    builtins = discover(use_entry_points=False)
+    parser.add_argument("name", metavar="SAMPLER", nargs="?",
+                        help=f"sampler to run ({', '.join(builtins.names('sampler'))}, or a "
+                             "plugin); omitted: the config file's samplers")
     group = parser.add_argument_group("sampler options")
     seen = _ALL_FLAGS
     for found in builtins.load("sampler"):
@@ -100,15 +88,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                    help=f"{text} [{name}]")
             elif kind is list:
                 group.add_argument(flag, dest=_dest(flag), action="append",
-                                   help=f"{text} [{name}]")
+                                   metavar=_metavar(flag), help=f"{text} [{name}]")
             else:
-                group.add_argument(flag, dest=_dest(flag), type=kind, help=f"{text} [{name}]")
+                group.add_argument(flag, dest=_dest(flag), type=kind, metavar=_metavar(flag),
+                                   help=f"{text} [{name}]")
     add_nats_options(parser)
-    parser.set_defaults(func=run)
 
 
 def spec_from_args(args: argparse.Namespace, registry: Registry) -> SamplerSettings:
     """The one sampler the flags describe; flags another sampler owns are an error."""
+    import yaml
+
+    from flarebus.config import SamplerSettings
+
     config: dict[str, Any] = {}
     owned = {flag: key for flag, key, _, _ in _options(registry.sampler(args.name))}
     for flag, key in owned.items():
@@ -126,12 +118,20 @@ def spec_from_args(args: argparse.Namespace, registry: Registry) -> SamplerSetti
             raise PluginError(args.name, f"--set {item!r}: use KEY=VALUE", source="command line")
         config[key] = yaml.safe_load(raw) if raw else ""
     return SamplerSettings(sampler=args.name, interval=args.interval,
-                           labels=parse_labels(args.label), config=config)
+                           labels=dict(args.label), config=config)
 
 
 async def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from flarebus import bus
+    from flarebus.config import config_document
+    from flarebus.publish import Publisher
+    from flarebus.registry import discover
+    from flarebus.samplers.runtime import PrintOutput, run_samplers
+
     config = settings(args)
-    labels = parse_labels(args.label)
+    labels = dict(args.label)
     registry = discover(config.worker.plugin_dir)
     config_doc = None
     if args.name:
@@ -156,6 +156,8 @@ async def run(args: argparse.Namespace) -> int:
         stacks_prefix=config.engine.stacks_prefix)
     try:
         if args.once:
+            from flarebus.samplers.runtime import build_samplers
+
             return await _once(build_samplers(specs, registry, config_doc=config_doc), labels,
                                output)
         runner = await run_samplers(nc, specs, stop=stop, labels=labels, output=output,
@@ -172,6 +174,9 @@ async def run(args: argparse.Namespace) -> int:
 async def _once(samplers: list[tuple[SamplerPlugin, Any, SamplerSettings]],
                 labels: dict[str, str], output: SampleOutput) -> int:
     """Collect each (built, validated) sampler once and send the samples to ``output``."""
+    from flarebus.events import StackSample
+    from flarebus.samplers.runtime import collect_once
+
     sent = 0
     for sampler, sampler_config, spec in samplers:
         for sample in await collect_once(sampler, sampler_config, {**labels, **spec.labels}):

@@ -11,24 +11,25 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import TYPE_CHECKING
 
-from flarebus import bus
 from flarebus.cli.options import add_nats_options, settings
 from flarebus.durations import format_duration
-from flarebus.engine.service.checkpoint import META_PREFIX, read_entries
-from flarebus.engine.service.summary import (
-    SUMMARY_PREFIX,
-    EngineSummary,
-    summary_decoder,
-    summary_encoder,
-)
+
+if TYPE_CHECKING:
+    from flarebus.engine.service.summary import EngineSummary
 
 STALE_AFTER = 60.0
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("status", help="rules and pending/firing series of running engines",
-                            description=__doc__)
+    parser = sub.add_parser(
+        "status", help="rules and pending/firing series of running engines",
+        description=__doc__,
+        epilog="examples:\n"
+               "  flarebus status                      # the `flarebus up` running here\n"
+               "  flarebus status --nats nats://10.0.0.5:4222 --json | jq .firing\n"
+               "exit code 1 while no engine has reported: usable as a health check")
     parser.add_argument("--json", action="store_true", help="print the summaries as JSON lines")
     add_nats_options(parser)
     parser.set_defaults(func=run)
@@ -65,6 +66,10 @@ def render(summaries: list[EngineSummary], now: float) -> str:
 
 
 async def run(args: argparse.Namespace) -> int:
+    from flarebus import bus
+    from flarebus.engine.service.checkpoint import META_PREFIX, read_entries
+    from flarebus.engine.service.summary import SUMMARY_PREFIX, summary_decoder, summary_encoder
+
     config = settings(args)
     nc = await bus.connect(config.nats)
     try:

@@ -10,33 +10,35 @@ line (the wire format, for scripts and ``jq``).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
-import signal
 import sys
 import time
+from typing import TYPE_CHECKING
 
-from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from flarebus.cli.options import add_nats_options, duration, positive_int, settings, token
 
-from flarebus import bus
-from flarebus.cli.options import add_nats_options, settings
-from flarebus.durations import parse_duration
-from flarebus.errors import ConfigError, Problem
-from flarebus.events import Trigger, trigger_decoder
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
+
+    from flarebus.events import Trigger
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("tail", help="print triggers live", description=__doc__)
-    parser.add_argument("--rule", metavar="NAME", help="only this rule's triggers")
+    parser = sub.add_parser(
+        "tail", help="print triggers live", description=__doc__,
+        epilog="examples:\n"
+               "  flarebus tail                        # new triggers, as they come\n"
+               "  flarebus tail --since 1h --rule high-cpu\n"
+               "  flarebus tail --all --json -n 10 | jq .labels")
+    parser.add_argument("--rule", metavar="NAME", type=token, help="only this rule's triggers")
     parser.add_argument("--json", action="store_true", help="one JSON trigger per line")
     history = parser.add_mutually_exclusive_group()
-    history.add_argument("--since", metavar="DURATION",
+    history.add_argument("--since", metavar="DURATION", type=duration,
                          help="first replay the triggers of this long ago (e.g. 10m)")
     history.add_argument("--all", action="store_true", help="first replay every stored trigger")
     parser.add_argument("--dead", action="store_true",
                         help="also show dead letters (triggers.dead.<rule>)")
-    parser.add_argument("-n", "--count", type=int, metavar="N",
+    parser.add_argument("-n", "--count", type=positive_int, metavar="N",
                         help="exit after N triggers")
     add_nats_options(parser)
     parser.set_defaults(func=run)
@@ -54,22 +56,28 @@ def format_trigger(trigger: Trigger) -> str:
 
 
 def _subject(args: argparse.Namespace) -> str:
+    from flarebus import bus
+
     if args.rule:
         return bus.trigger_subject(args.rule)
     return bus.TRIGGERS_SUBJECTS if args.dead else bus.TRIGGERS_FILTER
 
 
 async def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from nats.js.api import ConsumerConfig, DeliverPolicy
+
+    from flarebus import bus
+    from flarebus.events import trigger_decoder
+
     config = settings(args)
     consumer = ConsumerConfig(deliver_policy=DeliverPolicy.NEW)
     if args.all:
         consumer = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
-    elif args.since:
-        try:
-            seconds = parse_duration(args.since)
-        except ValueError as exc:
-            raise ConfigError([Problem("<arguments>", 1, 1, f"--since: {exc}")]) from None
-        start = dt.datetime.fromtimestamp(time.time() - seconds, dt.UTC)
+    elif args.since is not None:
+        start = dt.datetime.fromtimestamp(time.time() - args.since, dt.UTC)
         consumer = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME,
                                   opt_start_time=start.isoformat().replace("+00:00", "Z"))
     nc = await bus.connect(config.nats)

@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from flarebus.engine.language.rulepaths import expand_paths
-from flarebus.engine.language.ruletest import run_test_file
 from flarebus.errors import InvalidFileError
 
 
@@ -25,6 +23,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from flarebus.engine.language.rulepaths import expand_paths
+    from flarebus.engine.language.ruletest import run_test_file
+
     files, missing = expand_paths(args.files)
     if missing:
         print(str(InvalidFileError(missing)), file=sys.stderr)

@@ -14,7 +14,6 @@ same data (checkpointed engine state included).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import logging
@@ -24,15 +23,16 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from flarebus import bus
-from flarebus.cli.options import UP_URL_FILE, add_nats_options, settings
-from flarebus.config import Config, SamplerSettings, config_document
-from flarebus.durations import format_duration, parse_duration
-from flarebus.events import Trigger, to_builtins
-from flarebus.nats_server import EmbeddedNats
+from flarebus.cli.options import UP_URL_FILE, add_nats_options, duration, settings
+from flarebus.durations import format_duration
 
-if TYPE_CHECKING:  # the engine is imported when `up` runs, not for every command's --help
+if TYPE_CHECKING:  # what runs the roles is imported when `up` runs, not for `flarebus --help`
+    import asyncio
+
+    from flarebus.config import Config, SamplerSettings
     from flarebus.engine.service.engine import Engine
+    from flarebus.events import Trigger
+    from flarebus.nats_server import EmbeddedNats
 
 log = logging.getLogger("flarebus.up")
 
@@ -53,11 +53,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--rules", metavar="PATH", action="append",
                         help="rule file or directory; repeatable (default: the packaged "
                              "rules/default.yaml)")
-    parser.add_argument("--data-dir", type=Path, default=Path(".flarebus"),
+    parser.add_argument("--data-dir", type=Path, default=Path(".flarebus"), metavar="DIR",
                         help="embedded server's JetStream data and URL file (default: .flarebus)")
     parser.add_argument("--no-sampler", action="store_true",
                         help="do not run the system sampler (publish your own samples)")
-    parser.add_argument("--status-every", default="15s", metavar="DURATION",
+    parser.add_argument("--status-every", type=duration, default="15s", metavar="DURATION",
                         help="how often to print the status line (default: 15s; 0 disables)")
     parser.add_argument("--json", action="store_true",
                         help="machine-readable output: JSON lines on stdout, JSON logs on stderr")
@@ -86,6 +86,8 @@ class Console:
         text = (f"{trigger.state.upper():<8} {trigger.rule} {{{labels}}} "
                 f"{trigger.metric_name}={trigger.value:g} ({trigger.threshold} for "
                 f"{format_duration(trigger.duration)})" + (f"  {summary}" if summary else ""))
+        from flarebus.events import to_builtins
+
         self.event("trigger", text, trigger=to_builtins(trigger))
 
 
@@ -99,11 +101,15 @@ class JsonLogFormatter(logging.Formatter):
 
 
 async def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from flarebus.nats_server import EmbeddedNats
+
     console = Console(sys.stdout, args.json)
     if args.json:
         for handler in logging.getLogger().handlers:
             handler.setFormatter(JsonLogFormatter())
-    status_every = parse_duration(args.status_every)
+    status_every = args.status_every
     config = settings(args)
     server: EmbeddedNats | None = None
     url_file = args.data_dir / UP_URL_FILE.name
@@ -122,6 +128,9 @@ async def run(args: argparse.Namespace) -> int:
 
 async def _run_roles(args: argparse.Namespace, config: Config, console: Console,
                      server: EmbeddedNats | None, status_every: float) -> int:
+    import asyncio
+
+    from flarebus.config import SamplerSettings
     from flarebus.engine.service.lifecycle import running_engine
     from flarebus.rules import default_rules_file
 
@@ -165,7 +174,11 @@ async def _beside(engine: Engine, config: Config, console: Console,
                   status_every: float) -> bool:
     """The worker, the samplers and the status line beside the ready engine, until Ctrl-C
     or a role's failure; True when one failed. Stops them all before returning."""
+    import asyncio
+
+    from flarebus import bus
     from flarebus.actions.service import run_worker
+    from flarebus.config import config_document
     from flarebus.registry import discover
     from flarebus.samplers.runtime import run_samplers
 
@@ -190,6 +203,8 @@ async def _beside(engine: Engine, config: Config, console: Console,
 
 async def _wait(stop: asyncio.Event, tasks: dict[str, asyncio.Task[Any]]) -> bool:
     """Until Ctrl-C, or until a role ends on its own (an error); True when one failed."""
+    import asyncio
+
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([stopper, *tasks.values()],
                                  return_when=asyncio.FIRST_COMPLETED)
@@ -204,6 +219,8 @@ async def _wait(stop: asyncio.Event, tasks: dict[str, asyncio.Task[Any]]) -> boo
 
 
 async def _status_loop(engine: Engine, console: Console, every: float) -> None:
+    import asyncio
+
     if every <= 0:
         return
     last_samples, last_at = engine.stats.samples_received, time.monotonic()

@@ -11,22 +11,25 @@ import argparse
 import os
 from typing import Any
 
-from flarebus import telemetry
-from flarebus.cli.options import add_nats_options, settings
+from flarebus.cli.options import add_nats_options, positive_int, settings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("worker", help="run an action worker (start as many as you like)",
-                            description=__doc__)
+    parser = sub.add_parser(
+        "worker", help="run an action worker (start as many as you like)", description=__doc__,
+        epilog="examples:\n"
+               "  flarebus worker --nats nats://127.0.0.1:4222 --plugin-dir plugins/\n"
+               "  flarebus worker --concurrency 64 --default-action log   # one more worker")
     add_nats_options(parser)
-    parser.add_argument("--concurrency", type=int, metavar="N",
+    parser.add_argument("--concurrency", type=positive_int, metavar="N",
                         help="triggers handled at once (default: worker.concurrency, 16)")
     parser.add_argument("--plugin-dir", metavar="DIR",
                         help="directory of .py plugin files (default: $PLUGIN_DIR)")
-    parser.add_argument("--batch", type=int, metavar="N", help="triggers fetched per request")
+    parser.add_argument("--batch", type=positive_int, metavar="N",
+                        help="triggers fetched per request (default: worker.batch, 32)")
     parser.add_argument("--default-action", metavar="PLUGIN",
                         help="action for rules naming none (default: $ACTION_PLUGIN, else log)")
-    parser.add_argument("--max-tries", type=int, metavar="N",
+    parser.add_argument("--max-tries", type=positive_int, metavar="N",
                         help="tries before a trigger is dead-lettered (default 5)")
     parser.add_argument("--telemetry", choices=("none", "console", "otlp"),
                         help="telemetry exporter (default: config, or $OTEL_TRACES_EXPORTER)")
@@ -34,9 +37,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    from flarebus.actions.service import (
-        run_worker,  # the plugin machinery only when this command runs
-    )
+    from flarebus import telemetry
+    from flarebus.actions.service import run_worker
 
     worker: dict[str, Any] = {"concurrency": args.concurrency, "plugin_dir": args.plugin_dir,
                               "batch": args.batch, "default_action": args.default_action,

@@ -1,6 +1,6 @@
 """The NATS connection every role uses, and the JetStream resources they share.
 
-Subjects (the wire contract, see DESIGN.md):
+Subjects (the wire contract between the roles; schemas/ describes each message):
 
 - ``metrics.<name>``       MetricSample, or a JSON array of them
 - ``stacks.<source>``      StackSample, or a JSON array of them

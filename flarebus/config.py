@@ -16,18 +16,19 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from flarebus import schemas
 from flarebus.durations import parse_duration
 from flarebus.errors import ConfigError, InvalidFileError, Problem
-from flarebus.validation import schema_problems
-from flarebus.yamlfile import YamlDocument, load_yaml
+from flarebus.servers import DEFAULT_NATS_URL
+
+if TYPE_CHECKING:
+    from flarebus.yamlfile import YamlDocument
 
 DEFAULT_CONFIG_FILE = "flarebus.yaml"
-DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
 
 class NatsSettings(msgspec.Struct, kw_only=True):
@@ -192,6 +193,11 @@ def load_config(path: str | Path | None = None, *, env: Mapping[str, str] | None
     if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
         path = DEFAULT_CONFIG_FILE
     if path is not None:
+        # Only a file needs YAML and JSON Schema (about 60 ms of imports together):
+        # `flarebus publish` with flags and environment alone starts without them.
+        from flarebus.validation import schema_problems
+        from flarebus.yamlfile import load_yaml
+
         try:
             doc = load_yaml(path)
         except InvalidFileError as exc:
@@ -218,4 +224,6 @@ def load_config(path: str | Path | None = None, *, env: Mapping[str, str] | None
 
 def config_document(config: Config) -> YamlDocument | None:
     """The config file again, for error positions in its ``plugins:`` and ``samplers:``."""
+    from flarebus.yamlfile import load_yaml
+
     return load_yaml(config.source) if config.source else None

@@ -12,6 +12,20 @@ class FlarebusError(Exception):
     """Base class of flarebus' own errors."""
 
 
+@dataclass(eq=False)
+class UsageError(FlarebusError):
+    """A command line that is wrong as a whole (flags that go together, a missing argument).
+
+    What one flag's value gets wrong is caught while parsing; this is for what
+    only the command sees. The CLI reports both alike: usage, message, exit 2.
+    """
+
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
 @dataclass(frozen=True, slots=True)
 class Problem:
     """One thing wrong with one input file, at one place in it.

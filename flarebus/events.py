@@ -77,6 +77,11 @@ def is_metric_name(name: str) -> bool:
     return name in _metric_names
 
 
+def is_label_name(name: str) -> bool:
+    """True when ``name`` can be a label's key (as in Prometheus)."""
+    return name in _label_names
+
+
 def is_token(name: str) -> bool:
     """True when ``name`` is a single subject token (a rule name, a stack source)."""
     return _token_re.match(name) is not None
@@ -84,6 +89,7 @@ def is_token(name: str) -> bool:
 
 METRIC_NAME_HINT = "is not a metric name (dot-separated tokens of letters, digits, _ and -)"
 LABEL_NAME_HINT = "is not a label name (letters, digits and _, not starting with a digit)"
+TOKEN_HINT = "is not a subject token (letters, digits, _ and -)"
 
 
 class MetricSample(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):

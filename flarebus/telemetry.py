@@ -5,45 +5,75 @@ trace context travels in NATS headers (``traceparent``/``tracestate``).
 Exporters: none by default; ``console``; or ``otlp`` when the optional
 ``flarebus[otlp]`` extra is installed. The standard ``OTEL_*`` variables apply
 (``OTEL_TRACES_EXPORTER``, ``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_SERVICE_NAME``).
+
+Nothing of OpenTelemetry is imported until it is used: the API with the first
+``tracer``/``meter`` or traced message, the SDK in ``setup()``. A command that
+traces nothing (``flarebus publish``, ``check``) starts without it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from opentelemetry import context as otel_context
-from opentelemetry import metrics, trace
-from opentelemetry.propagate import extract, inject
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
 
 log = logging.getLogger("flarebus.telemetry")
 
-tracer = trace.get_tracer("flarebus")
-meter = metrics.get_meter("flarebus")
-
 _configured = False
+
+
+def __getattr__(name: str) -> Any:
+    """``tracer`` and ``meter``, made on first use (PEP 562).
+
+    The OpenTelemetry API costs about 40 ms to import; `flarebus publish` and an
+    application's Publisher must not pay that unless something traces.
+    """
+    if name == "tracer":
+        from opentelemetry import trace
+        value: Any = trace.get_tracer("flarebus")
+    elif name == "meter":
+        from opentelemetry import metrics
+        value = metrics.get_meter("flarebus")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # made once
+    return value
 
 
 def inject_headers() -> dict[str, str] | None:
     """The current trace context as NATS headers, or None when nothing is being traced.
 
-    Called per published message, so the common case (an empty context: nothing
-    traced) costs one context-variable lookup.
+    Called per published message, so the common case costs a dictionary lookup:
+    while nobody has imported the OpenTelemetry trace API, no span can be current.
+    Otherwise an empty context (nothing traced) costs one context-variable lookup.
     """
+    trace = sys.modules.get("opentelemetry.trace")
+    if trace is None:
+        return None
+    from opentelemetry import context as otel_context
+
     if not otel_context.get_current():
         return None
     if not trace.get_current_span().get_span_context().is_valid:
         return None
+    from opentelemetry.propagate import inject
+
     carrier: dict[str, str] = {}
     inject(carrier)
     return carrier or None
 
 
-def extract_context(headers: Mapping[str, str] | None) -> otel_context.Context | None:
+def extract_context(headers: Mapping[str, str] | None) -> Context | None:
     """The trace context a message carried, to parent the spans it causes."""
     if not headers or "traceparent" not in headers:
         return None
+    from opentelemetry.propagate import extract
+
     return extract(dict(headers))
 
 
@@ -57,6 +87,7 @@ def setup(exporter: str = "none", *, service_name: str = "flarebus",
     global _configured
     if _configured:
         return
+    from opentelemetry import metrics, trace
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import (
         ConsoleMetricExporter,

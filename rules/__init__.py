@@ -26,9 +26,6 @@ def default_rules_file() -> Path:
     return _HERE / "default.yaml"
 
 
-def examples_dir() -> Path:
-    return _HERE / "examples"
-
-
 def tests_dir() -> Path:
+    """``rules/tests/``: the `flarebus test` files of the packaged rules."""
     return _HERE / "tests"

@@ -7,12 +7,13 @@ import math
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flarebus import events
+from flarebus import events, schemas
 from flarebus.validation import validator
 
 CORPUS = Path(__file__).parent / "data" / "contracts"
@@ -46,6 +47,12 @@ CASES = [(kind, valid, raw) for kind in DECODERS for valid in (True, False)
 
 
 CASE_IDS = [f"{k}-{'ok' if v else 'bad'}-{i}" for i, (k, v, _) in enumerate(CASES)]
+
+
+@pytest.mark.parametrize("name", schemas.NAMES)
+def test_each_shipped_schema_is_a_valid_draft_2020_12_schema(name: str) -> None:
+    """The metaschema accepts every schema in schemas/ (validator() trusts them unchecked)."""
+    jsonschema.Draft202012Validator.check_schema(schemas.load(name))
 
 
 @pytest.mark.parametrize(("kind", "valid", "raw"), CASES, ids=CASE_IDS)

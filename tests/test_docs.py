@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from flarebus.config import DEFAULT_NATS_URL
+from flarebus.servers import DEFAULT_NATS_URL
 from tests.support import ROOT
 
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -141,14 +141,24 @@ class TestPublishCommand:
         (["cpu usage", "1"], "name:"),
         (["cpu.usage", "abc"], "value:"),
         (["cpu.usage", "nan"], "value"),
-        (["cpu.usage", "1", "-l", "host"], "use KEY=VALUE"),
-        (["cpu.usage", "1", "-l", "bad-key=x"], "labels"),
-        (["cpu.usage"], "VALUE is missing"),
     ])
     def test_bad_arguments_exit_1_without_connecting(self, args: list[str], expected: str) -> None:
-        """Bad arguments are reported before any connection is tried (no server needed)."""
+        """A bad NAME or VALUE is reported before any connection is tried (no server needed)."""
         result = run_flarebus("publish", *args, "--nats", "nats://127.0.0.1:1")
         assert result.returncode == 1
+        assert expected in result.stderr
+
+    @pytest.mark.parametrize(("args", "expected"), [
+        (["cpu.usage", "1", "-l", "host"], "argument -l/--label: 'host': use KEY=VALUE"),
+        (["cpu.usage", "1", "-l", "bad-key=x"], "'bad-key' is not a label name"),
+        (["cpu.usage", "1", "--ts", "yesterday"], "argument --ts: 'yesterday' is not Unix"),
+        (["cpu.usage"], "error: VALUE is missing"),
+    ])
+    def test_bad_flags_are_usage_errors(self, args: list[str], expected: str) -> None:
+        """A bad flag or a missing VALUE exits 2 with the usage line and argparse's message."""
+        result = run_flarebus("publish", *args, "--nats", "nats://127.0.0.1:1")
+        assert result.returncode == 2
+        assert result.stderr.startswith("usage: flarebus publish")
         assert expected in result.stderr
 
     def test_help_teaches(self) -> None:

@@ -59,19 +59,45 @@ class TestTriggerPublisher:
         assert [t.value for t in got] == [float(n) for n in range(20)]
         assert stats.triggers_published == 21 and pub.backlog == 0
 
-    async def test_wait_acked_covers_only_what_was_submitted_before(self, nc: Client) -> None:
-        """wait_acked(mark) returns once everything up to mark is acked."""
+    async def test_nothing_counts_as_acked_before_its_ack(self, nc: Client) -> None:
+        """Before the lanes run, wait_acked(mark) is False at once; after, True."""
         js = await bus.ensure_jetstream(nc)
         pub = TriggerPublisher(js, EngineStats(), lanes=2)
         mark = pub.submit(trigger("tp-mark", 1))
+        assert not await pub.wait_acked(mark, 0)  # nothing is published yet: cannot be acked
         pub.start()
         assert await pub.wait_acked(mark, 10)
-        assert pub.acked >= 1
+        assert pub.acked == 1 and pub.backlog == 0
         await pub.close()
 
 
 class TestServerRestart:
     """The server goes away under a running publisher."""
+
+    async def test_wait_acked_covers_only_what_was_submitted_before(self,
+                                                                    tmp_path: Path) -> None:
+        """A mark is done once its triggers are acked, whatever was submitted after it."""
+        server = EmbeddedNats(tmp_path / "nats")
+        server.start()
+        try:
+            nc = await bus.connect(NatsSettings(servers=[server.url], reconnect_wait=0.2))
+            pub = TriggerPublisher(await bus.ensure_jetstream(nc), EngineStats(), lanes=4,
+                                   ack_timeout=0.5, backoff_max=0.5)
+            pub.start()
+            before = [pub.submit(trigger("tp-mark", n, host=f"h{n}")) for n in range(3)]
+            assert await pub.wait_acked(before[-1], 10)
+            server.kill()  # from here on no publish can be acknowledged
+            after = pub.submit(trigger("tp-mark", 3, host="h3"))
+            assert await pub.wait_acked(before[-1], 0)  # done: `after` is not part of the mark
+            assert not await pub.wait_acked(after, 0) and pub.backlog == 1
+            assert not await pub.flush(0)
+            server.start()
+            assert await pub.flush(30)
+            assert pub.acked == 4 and pub.backlog == 0
+            await pub.close()
+            await nc.close()
+        finally:
+            server.stop()
 
     async def test_backlog_is_published_after_the_server_returns(self, tmp_path: Path) -> None:
         """Triggers submitted while the server is down are retried and land after restart."""

@@ -24,7 +24,6 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from flarebus.engine.service.ingest import Ingest, Segment
 from flarebus.engine.service.invalid import InvalidSink
 from flarebus.engine.service.metrics import EngineStats
 from flarebus.engine.service.reload import RuleReloader
+from flarebus.engine.service.shard import Shard
 from flarebus.engine.service.summary import (
     MAX_LISTED_SERIES,
     EngineSummary,
@@ -51,40 +51,9 @@ from flarebus.engine.service.summary import (
 from flarebus.engine.service.timers import DeadlineTimer
 from flarebus.engine.service.trigger_publisher import TriggerPublisher
 from flarebus.errors import ConfigError, Problem
-from flarebus.events import MetricSample, StackSample, Trigger, shard_of
+from flarebus.events import MetricSample, StackSample, Trigger
 
 log = logging.getLogger("flarebus.engine")
-
-
-@dataclass(frozen=True, slots=True)
-class Shard:
-    """This engine's part of the series: ``index`` of ``count`` (``--shard i/N``)."""
-
-    index: int = 0
-    count: int = 1
-
-    @classmethod
-    def parse(cls, text: str) -> Shard:
-        index, sep, count = text.partition("/")
-        try:
-            shard = cls(int(index), int(count))
-        except ValueError:
-            shard = None
-        if not sep or shard is None or shard.count < 1 or not 0 <= shard.index < shard.count:
-            raise ConfigError([Problem("<settings>", 1, 1,
-                                       f"engine.shard: {text!r} is not a shard "
-                                       "(use i/N with 0 <= i < N, e.g. 0/2)")])
-        return shard
-
-    def owns(self) -> Callable[[str], bool] | None:
-        """The evaluator's ``owns`` predicate; None when this engine owns everything."""
-        if self.count == 1:
-            return None
-        index, count = self.index, self.count
-        return lambda key: shard_of(key, count) == index
-
-    def __str__(self) -> str:
-        return f"{self.index}/{self.count}"
 
 
 def _tracing_enabled() -> bool:
@@ -108,7 +77,10 @@ class Engine:
         if not self.rules_paths:
             raise ConfigError([Problem("<settings>", 1, 1,
                                        "no rule files: give --rules PATH (or engine.rules)")])
-        self.shard = Shard.parse(config.engine.shard)
+        try:
+            self.shard = Shard.parse(config.engine.shard)
+        except ValueError as exc:
+            raise ConfigError([Problem("<settings>", 1, 1, f"engine.shard: {exc}")]) from None
         self.stats = EngineStats()
         self.clock = clock
         self.reload_interval = reload_interval
