@@ -26,7 +26,7 @@ from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Status, StatusCode
 
 from flarebus.actions.host import PluginHost
-from flarebus.errors import ActionError
+from flarebus.errors import ActionError, describe
 from flarebus.events import ActionRef, Trigger
 from flarebus.telemetry import extract_context, meter, tracer
 
@@ -153,8 +153,3 @@ class ActionRunner:
         span.set_status(Status(StatusCode.ERROR, error.error))
         span.record_exception(error)
 
-
-def describe(exc: BaseException) -> str:
-    """An exception as one line: its type, and its message when it has one."""
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -51,7 +51,7 @@ from flarebus.actions.deadletter import dead_letter
 from flarebus.actions.host import PluginHost
 from flarebus.backoff import Backoff
 from flarebus.config import WorkerSettings
-from flarebus.errors import ActionError
+from flarebus.errors import ActionError, describe
 from flarebus.events import trigger_decoder
 from flarebus.telemetry import meter
 
@@ -162,7 +162,7 @@ class Worker:
                 self.owed = 0
                 if self.stopping.is_set():
                     break
-                log.warning("pull request failed: %s", exc or type(exc).__name__)
+                log.warning("pull request failed: %s", describe(exc))
                 await self._wait_any(None, 0.5)
                 continue
             # Over when filled, expired (status 408) or refused; a request lost to a
@@ -176,11 +176,12 @@ class Worker:
 
     async def _delivered(self, msg: Msg) -> None:
         """A message (or a status) for our pull request: tracked and queued at once."""
-        status = msg.headers.get("Status") if msg.headers and not msg.data else None
+        headers = msg.headers or {}
+        status = headers.get("Status") if not msg.data else None
         if status is not None:
             if status != _HEARTBEAT_STATUS:
                 if status not in _NORMAL_END:
-                    self._refused = f"{status} {msg.headers.get('Description', '')}".strip()
+                    self._refused = f"{status} {headers.get('Description', '')}".strip()
                 self._request_over.set()
             return
         self.owed -= 1
@@ -269,7 +270,7 @@ class Worker:
 
     async def process(self, msg: Msg) -> None:
         """Run one trigger's actions; ack, nak for retry, or dead-letter."""
-        tries = msg.metadata.num_delivered if msg.metadata else 1
+        tries = msg.metadata.num_delivered
         try:
             trigger = trigger_decoder.decode(msg.data)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:

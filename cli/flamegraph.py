@@ -25,6 +25,7 @@ from flarebus.cli.options import (
 from flarebus.errors import SampleError, UsageError
 
 if TYPE_CHECKING:
+    from flarebus.events import StackSample
     from flarebus.samplers.aggregate import Frame
 
 
@@ -70,7 +71,7 @@ def read_input(path: str, source: str | None) -> Frame:
             return parse_folded(text)
         except ValueError as exc:
             raise SampleError(str(exc), source=path) from None
-    samples = []
+    samples: list[StackSample] = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue

@@ -132,8 +132,8 @@ async def publish_lines(pub: Publisher, stream: IO[bytes], *, chunk: int = 1000,
             except SampleError as exc:
                 errors.append(exc)
         if errors:
-            for exc in errors:
-                print(f"flarebus publish: {exc}", file=sys.stderr)
+            for error in errors:
+                print(f"flarebus publish: {error}", file=sys.stderr)
             unsent = len(batch) + len(errors)
             raise SampleError(f"{len(errors)} invalid line(s); {unsent} line(s) of that chunk "
                               f"not sent, {sent} sent before", source=source)

@@ -150,10 +150,12 @@ async def run(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
-    nc = None if args.print else await bus.connect(config.nats, retry_initial=not args.once)
-    output: SampleOutput = PrintOutput(sys.stdout.buffer) if args.print else Publisher(
-        nc, metrics_prefix=config.engine.metrics_prefix,  # type: ignore[arg-type]
-        stacks_prefix=config.engine.stacks_prefix)
+    nc = None
+    output: SampleOutput = PrintOutput(sys.stdout.buffer)
+    if not args.print:
+        nc = await bus.connect(config.nats, retry_initial=not args.once)
+        output = Publisher(nc, metrics_prefix=config.engine.metrics_prefix,
+                           stacks_prefix=config.engine.stacks_prefix)
     try:
         if args.once:
             from flarebus.samplers.runtime import build_samplers

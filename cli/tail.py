@@ -79,7 +79,7 @@ async def run(args: argparse.Namespace) -> int:
     elif args.since is not None:
         start = dt.datetime.fromtimestamp(time.time() - args.since, dt.UTC)
         consumer = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME,
-                                  opt_start_time=start.isoformat().replace("+00:00", "Z"))
+                                  opt_start_time=start)
     nc = await bus.connect(config.nats)
     js = await bus.ensure_jetstream(nc)
     done = asyncio.Event()

@@ -33,7 +33,7 @@ from nats.js.kv import KeyValue
 
 from flarebus.backoff import Backoff
 from flarebus.config import NatsSettings
-from flarebus.errors import BusError
+from flarebus.errors import BusError, describe
 
 log = logging.getLogger("flarebus.bus")
 
@@ -119,7 +119,7 @@ async def connect(settings: NatsSettings, *, retry_initial: bool = False,
             await on_reconnect()
 
     async def error(exc: Exception) -> None:
-        log.warning("NATS: %s", exc or type(exc).__name__)
+        log.warning("NATS: %s", describe(exc))
 
     options = connect_options(settings) | {
         "disconnected_cb": disconnected, "reconnected_cb": reconnected, "error_cb": error,
@@ -142,11 +142,11 @@ async def connect(settings: NatsSettings, *, retry_initial: bool = False,
                 with contextlib.suppress(Exception):
                     await nc.close()
                 raise BusError(list(settings.servers),
-                               f"cannot connect ({exc or type(exc).__name__}); is the server "
+                               f"cannot connect ({describe(exc)}); is the server "
                                "running? (`flarebus nats` or `flarebus up` start one)") from None
             delay = CONNECT_BACKOFF.delay(attempt)
             log.warning("NATS at %s not reachable (%s); retrying in %.1fs",
-                        ", ".join(settings.servers), exc or type(exc).__name__, delay)
+                        ", ".join(settings.servers), describe(exc), delay)
             with contextlib.suppress(Exception):
                 await nc.close()
             await asyncio.sleep(delay)

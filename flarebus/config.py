@@ -2,13 +2,18 @@
 
 Precedence, highest first: command-line flags, ``FLAREBUS_*`` environment
 variables, the config file (``--config FILE`` or ``./flarebus.yaml``), defaults.
-The file is validated against ``schemas/config.schema.json`` and errors are
-reported as ``file:line:column`` like rule files.
+The file is decoded into the Structs below (flarebus.typed: every problem at
+``file:line:column``, like rule files); schemas/config.schema.json is generated
+from them, so their docstrings and descriptions speak to the user writing the
+file.
 
 Environment: ``FLAREBUS_<SECTION>_<KEY>`` sets a scalar key of a section, e.g.
 ``FLAREBUS_NATS_URL`` (servers, comma-separated), ``FLAREBUS_NATS_TOKEN``,
 ``FLAREBUS_WORKER_CONCURRENCY``, ``FLAREBUS_ENGINE_SHARD``. The metric-reader
 lineage's variables are honoured too: ``PLUGIN_DIR`` and ``ACTION_PLUGIN``.
+Each variable is decoded on its own, from text (``"8"`` is 8), and a bad one
+is named; an empty one counts as unset. Flags arrive typed from argparse and
+are set as given.
 """
 
 from __future__ import annotations
@@ -16,13 +21,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeAlias
 
 import msgspec
+from msgspec import Meta
 
-from flarebus import schemas
-from flarebus.durations import parse_duration
+from flarebus import typed
+from flarebus.durations import Seconds
 from flarebus.errors import ConfigError, InvalidFileError, Problem
+from flarebus.events import TOKEN_PATTERN
+from flarebus.problems import short
 from flarebus.servers import DEFAULT_NATS_URL
 
 if TYPE_CHECKING:
@@ -30,82 +38,151 @@ if TYPE_CHECKING:
 
 DEFAULT_CONFIG_FILE = "flarebus.yaml"
 
+Count = Annotated[int, Meta(ge=1)]
+Token = Annotated[str, Meta(pattern=TOKEN_PATTERN, extra_json_schema={
+    "x-hint": "is not a subject token (letters, digits, _ and -)"})]
 
-class NatsSettings(msgspec.Struct, kw_only=True):
-    """Everything needed to reach a real NATS deployment."""
 
-    servers: list[str] = msgspec.field(default_factory=lambda: [DEFAULT_NATS_URL])
-    name: str = "flarebus"
+class _ServerUrls(list[str]):
+    """``nats.servers``: one URL or a list of them (a msgspec custom type, see flarebus.typed)."""
+
+    json_schema: ClassVar[dict[str, Any]] = {"anyOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}}]}
+
+    @classmethod
+    def from_yaml(cls, value: Any) -> list[str]:
+        urls = [value] if isinstance(value, str) else value
+        if not (isinstance(urls, list) and urls and all(isinstance(u, str) and u for u in urls)):
+            raise ValueError(f"{short(value)} is not a server URL or a list of them")
+        return cls(urls)
+
+
+# A list to type checkers (users write NatsSettings(servers=[...])); to msgspec, the type
+# that also takes one URL.
+if TYPE_CHECKING:
+    ServerUrls: TypeAlias = list[str]
+else:
+    ServerUrls = _ServerUrls
+
+
+class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A section of the file. Its values are builtins, whatever type decoded them."""
+
+    def __post_init__(self) -> None:
+        # A duration decodes as a float subclass (a custom type must return its own type),
+        # and msgspec cannot encode that back: consumers get the float itself.
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if isinstance(value, float) and type(value) is not float:
+                setattr(self, name, float(value))
+            elif isinstance(value, list) and type(value) is not list:
+                setattr(self, name, list(value))
+
+
+class NatsSettings(_Section):
+    """How to reach the NATS server or cluster (JetStream enabled)."""
+
+    servers: Annotated[ServerUrls, Meta(description="a server URL or a list of them")] = \
+        msgspec.field(default_factory=lambda: [DEFAULT_NATS_URL])
+    name: Annotated[str, Meta(description="connection name shown by the server")] = "flarebus"
     user: str | None = None
     password: str | None = None
     token: str | None = None
-    nkey_seed: str | None = None
-    creds: str | None = None
-    tls_ca: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
+    nkey_seed: Annotated[str | None, Meta(
+        description="path of a file holding an NKey seed")] = None
+    creds: Annotated[str | None, Meta(description="path of a .creds (JWT + seed) file")] = None
+    tls_ca: Annotated[str | None, Meta(description="CA bundle to verify the server")] = None
+    tls_cert: Annotated[str | None, Meta(description="client certificate (a file)")] = None
+    tls_key: Annotated[str | None, Meta(description="the client certificate's key")] = None
     tls_handshake_first: bool = False
-    connect_timeout: float = 5.0
-    reconnect_wait: float = 1.0
+    connect_timeout: Seconds = 5.0
+    reconnect_wait: Seconds = 1.0
 
 
-class EngineSettings(msgspec.Struct, kw_only=True):
-    rules: list[str] = msgspec.field(default_factory=list)
-    metrics_prefix: str = "metrics"
-    stacks_prefix: str = "stacks"
-    invalid_subject: str = "flarebus.invalid"
-    shard: str = "0/1"
-    checkpoint_interval: float = 5.0
-    pending_msgs_limit: int = 1_000_000
-    pending_bytes_limit: int = 512 * 1024 * 1024
-    max_publish_in_flight: int = 256
+class EngineSettings(_Section):
+    """The rules engine (`flarebus engine`, and the engine of `flarebus up`)."""
+
+    rules: Annotated[list[str], Meta(description="rule files or directories")] = \
+        msgspec.field(default_factory=list)
+    metrics_prefix: Token = "metrics"
+    stacks_prefix: Token = "stacks"
+    invalid_subject: Annotated[str, Meta(min_length=1)] = "flarebus.invalid"
+    shard: Annotated[str, Meta(pattern=r"^[0-9]+/[1-9][0-9]*$", extra_json_schema={
+        "x-hint": "is not a shard (use i/N, e.g. 0/2)"})] = "0/1"
+    checkpoint_interval: Seconds = 5.0
+    pending_msgs_limit: Count = 1_000_000
+    pending_bytes_limit: Count = 512 * 1024 * 1024
+    max_publish_in_flight: Count = 256
 
 
-class WorkerSettings(msgspec.Struct, kw_only=True):
-    concurrency: int = 16
-    batch: int = 32
-    max_tries: int = 5
-    backoff_initial: float = 1.0
-    backoff_max: float = 60.0
-    timeout: float = 30.0
-    grace: float = 30.0
-    ack_wait: float = 30.0
-    default_action: str = "log"
-    plugin_dir: str | None = None
-    consumer: str = "flarebus-workers"  # the durable pull consumer all workers share
-    done_ttl: float = 24 * 3600.0  # how long (trigger id, action) completions are remembered
-    threads: int = 8  # thread pool for plain-def (blocking) plugins
+class WorkerSettings(_Section):
+    """Action workers (`flarebus worker`, and the worker of `flarebus up`)."""
+
+    concurrency: Count = 16
+    batch: Count = 32
+    max_tries: Count = 5
+    backoff_initial: Seconds = 1.0
+    backoff_max: Seconds = 60.0
+    timeout: Seconds = 30.0
+    grace: Seconds = 30.0
+    ack_wait: Seconds = 30.0
+    default_action: Annotated[str, Meta(
+        description="the action for rules naming none (ACTION_PLUGIN)")] = "log"
+    plugin_dir: Annotated[str | None, Meta(
+        description="directory of .py plugin files (PLUGIN_DIR)")] = None
+    consumer: Annotated[Token, Meta(
+        description="durable JetStream consumer all workers share")] = "flarebus-workers"
+    done_ttl: Annotated[Seconds, Meta(
+        description="how long completed actions are remembered")] = 24 * 3600.0
+    threads: Annotated[Count, Meta(description="threads for blocking (def) plugins")] = 8
 
 
-class SamplerSettings(msgspec.Struct, kw_only=True):
-    sampler: str
-    interval: float | None = None
+class SamplerSettings(_Section):
+    """One sampler `flarebus sample` and `flarebus up` run."""
+
+    sampler: Annotated[str, Meta(min_length=1)]
+    interval: Seconds | None = None
     labels: dict[str, str] = msgspec.field(default_factory=dict)
     config: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-class PluginSettings(msgspec.Struct, kw_only=True):
+class PluginSettings(_Section):
+    """One plugin: enabled, its config, and its limits."""
+
     enabled: bool = True
     config: dict[str, Any] = msgspec.field(default_factory=dict)
-    timeout: float | None = None
-    concurrency: int | None = None
+    timeout: Seconds | None = None
+    concurrency: Count | None = None
 
 
-class TelemetrySettings(msgspec.Struct, kw_only=True):
-    exporter: str = "none"
+class TelemetrySettings(_Section):
+    """Traces and metrics (OpenTelemetry)."""
+
+    exporter: Literal["none", "console", "otlp"] = "none"
     endpoint: str | None = None
     service_name: str = "flarebus"
 
 
-class Config(msgspec.Struct, kw_only=True):
-    """The whole configuration, with every default filled in."""
+class ConfigFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One file for every role. Precedence: command-line flags, then FLAREBUS_* environment,
+    then this file, then defaults.
+    """
 
     nats: NatsSettings = msgspec.field(default_factory=NatsSettings)
     engine: EngineSettings = msgspec.field(default_factory=EngineSettings)
     worker: WorkerSettings = msgspec.field(default_factory=WorkerSettings)
-    samplers: list[SamplerSettings] = msgspec.field(default_factory=list)
-    plugins: dict[str, PluginSettings] = msgspec.field(default_factory=dict)
+    samplers: Annotated[list[SamplerSettings], Meta(
+        description="samplers `flarebus sample` and `flarebus up` run")] = \
+        msgspec.field(default_factory=list)
+    plugins: Annotated[dict[str, PluginSettings], Meta(
+        description="per plugin: enabled and its config")] = msgspec.field(default_factory=dict)
     telemetry: TelemetrySettings = msgspec.field(default_factory=TelemetrySettings)
+
+
+class Config(ConfigFile, kw_only=True):
+    """The whole configuration, with every default filled in, and where it came from."""
+
     source: str | None = None  # the file it came from, if any
     servers_given: bool = False  # False: nats.servers is the default, nobody named a server
 
@@ -117,67 +194,49 @@ _ALIASES = {
     "PLUGIN_DIR": ("worker", "plugin_dir"),
     "ACTION_PLUGIN": ("worker", "default_action"),
 }
-_SCALAR_SECTIONS = ("nats", "engine", "worker", "telemetry")
+_SCALAR_SECTIONS: dict[str, type[_Section]] = {
+    "nats": NatsSettings, "engine": EngineSettings, "worker": WorkerSettings,
+    "telemetry": TelemetrySettings}
 
 
-def _seconds(data: Any, schema: Mapping[str, Any]) -> Any:
-    """Turn every value the schema declares a duration into seconds (a float)."""
-    if schema.get("$ref") == "#/$defs/duration" and isinstance(data, str):
-        return parse_duration(data)
-    if isinstance(data, dict):
-        props = schema.get("properties", {})
-        extra = schema.get("additionalProperties")
-        out = {}
-        for key, value in data.items():
-            sub = props.get(key, extra if isinstance(extra, dict) else {})
-            out[key] = _seconds(value, sub)
-        return out
-    if isinstance(data, list) and isinstance(schema.get("items"), dict):
-        return [_seconds(item, schema["items"]) for item in data]
-    return data
-
-
-def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    """The settings ``FLAREBUS_*`` (and the seed's aliases) give, as a partial config."""
-    out: dict[str, dict[str, Any]] = {}
-    fields = {name: {f.name for f in msgspec.structs.fields(cls)} for name, cls in (
-        ("nats", NatsSettings), ("engine", EngineSettings), ("worker", WorkerSettings),
-        ("telemetry", TelemetrySettings))}
+def _from_env(env: Mapping[str, str]) -> list[tuple[str, str, str, Any]]:
+    """(variable, section, key, value) for each setting ``FLAREBUS_*`` and the aliases give."""
+    out: list[tuple[str, str, str, Any]] = []
     for var, value in env.items():
         if var in _ALIASES:
             section, key = _ALIASES[var]
         elif var.startswith("FLAREBUS_"):
-            rest = var[len("FLAREBUS_"):].lower()
-            section, _, key = rest.partition("_")
-            if section not in _SCALAR_SECTIONS or key not in fields[section]:
+            section, _, key = var[len("FLAREBUS_"):].lower().partition("_")
+            if key not in getattr(_SCALAR_SECTIONS.get(section), "__struct_fields__", ()):
                 continue
         else:
             continue
+        if not value.strip():  # FLAREBUS_X= (empty) is how a shell unsets a setting
+            continue
         if key == "servers":
-            out.setdefault(section, {})[key] = [u.strip() for u in value.split(",") if u.strip()]
+            out.append((var, section, key, [u.strip() for u in value.split(",") if u.strip()]))
         elif key == "rules":
-            out.setdefault(section, {})[key] = [p for p in value.split(os.pathsep) if p]
+            out.append((var, section, key, [p for p in value.split(os.pathsep) if p]))
         else:
-            out.setdefault(section, {})[key] = value
+            out.append((var, section, key, value))
     return out
 
 
-def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    """``over`` on top of ``base``, recursively; None in ``over`` means "not given"."""
-    merged = dict(base)
-    for key, value in over.items():
-        if isinstance(value, Mapping):
-            merged[key] = _merge(merged.get(key) or {}, value)
-        elif value is not None:
-            merged[key] = value
-    return merged
+def _read_file(path: str | Path) -> tuple[ConfigFile, bool, str]:
+    """The decoded file, whether it names servers, and its name; ConfigError lists problems."""
+    # Only a file needs YAML: `flarebus publish` with flags and environment starts without it.
+    from flarebus.yamlfile import load_yaml
 
-
-def _convert(data: dict[str, Any], origin: str) -> Config:
     try:
-        return msgspec.convert(data, Config, strict=False)
-    except (msgspec.ValidationError, ValueError) as exc:
-        raise ConfigError([Problem(origin, 1, 1, str(exc))]) from None
+        doc = load_yaml(path)
+    except InvalidFileError as exc:
+        raise ConfigError(exc.problems) from None
+    if doc.data is None:
+        return ConfigFile(), False, doc.file
+    file, issues = typed.decode(doc.data, ConfigFile)
+    if file is None:
+        raise ConfigError(typed.problems(doc, issues))
+    return file, "servers" in (doc.data.get("nats") or {}), doc.file
 
 
 def load_config(path: str | Path | None = None, *, env: Mapping[str, str] | None = None,
@@ -188,37 +247,27 @@ def load_config(path: str | Path | None = None, *, env: Mapping[str, str] | None
     None values mean "flag not given".
     """
     env = os.environ if env is None else env
-    file_data: dict[str, Any] = {}
-    source: str | None = None
     if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
         path = DEFAULT_CONFIG_FILE
-    if path is not None:
-        # Only a file needs YAML and JSON Schema (about 60 ms of imports together):
-        # `flarebus publish` with flags and environment alone starts without them.
-        from flarebus.validation import schema_problems
-        from flarebus.yamlfile import load_yaml
-
-        try:
-            doc = load_yaml(path)
-        except InvalidFileError as exc:
-            raise ConfigError(exc.problems) from None
-        source = doc.file
-        if doc.data is not None:
-            problems = schema_problems(doc, "config")
-            if problems:
-                raise ConfigError(problems)
-            file_data = _seconds(doc.data, schemas.load("config"))
-        if isinstance(file_data.get("nats", {}).get("servers"), str):
-            file_data["nats"]["servers"] = [file_data["nats"]["servers"]]
-    env_data = _from_env(env)
-    try:
-        env_data = _seconds(env_data, schemas.load("config"))
-    except ValueError as exc:
-        raise ConfigError([Problem("<environment>", 1, 1, str(exc))]) from None
-    merged = _merge(_merge(file_data, env_data), overrides or {})
-    config = _convert(merged, source or "<settings>")
-    config.source = source
-    config.servers_given = bool(merged.get("nats", {}).get("servers"))
+    file, servers_given, source = _read_file(path) if path is not None \
+        else (ConfigFile(), False, None)
+    config = Config(**msgspec.structs.asdict(file), source=source)
+    problems = []
+    for var, section, key, value in _from_env(env):
+        decoded, issues = typed.decode({key: value}, _SCALAR_SECTIONS[section], strict=False)
+        if decoded is None:
+            problems += [Problem("<environment>", 1, 1, f"{var}: {i.message}") for i in issues]
+            continue
+        setattr(getattr(config, section), key, getattr(decoded, key))
+        servers_given |= key == "servers"
+    if problems:
+        raise ConfigError(problems)
+    for section, values in (overrides or {}).items():
+        for key, value in values.items():
+            if value is not None:
+                setattr(getattr(config, section), key, value)
+                servers_given |= key == "servers"
+    config.servers_given = servers_given
     return config
 
 

@@ -7,9 +7,17 @@ Kept in one place because rules, config and CLI flags all take durations.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
+
+from flarebus.problems import short
 
 DURATION_PATTERN = r"^(0|([0-9]+(\.[0-9]+)?(ms|s|m|h|d|w))+)$"
 DURATION_HINT = "is not a duration (use 30s, 1m30s, 500ms)"
+#: The same language in one regex, largest unit first and once each, for the JSON Schemas
+#: (parse_duration checks the order itself, to say what is wrong).
+ORDERED_DURATION_PATTERN = "^(0|(?=[0-9])" + "".join(
+    rf"([0-9]+(\.[0-9]+)?{unit})?" for unit in ("w", "d", "h", "m", "s", "ms")) + ")$"
+ZERO_DURATION_PATTERN = r"^(0|(0+(\.0+)?(ms|s|m|h|d|w))+)$"
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _ORDER = ["w", "d", "h", "m", "s", "ms"]
@@ -35,6 +43,49 @@ def parse_duration(text: str | int | float) -> float:
     if [_ORDER.index(u) for u in units] != sorted(_ORDER.index(u) for u in set(units)):
         raise ValueError(f"{text!r} {DURATION_HINT}: units must go largest first, once each")
     return sum(float(number) * _UNITS[unit] for number, unit in parts)
+
+
+class _Seconds(float):
+    """A duration field of a rule or config file: written "30s", decoded to seconds.
+
+    A msgspec custom type (see flarebus.typed), because a float field cannot
+    parse text. A number is refused where a duration is written: 30 what?
+    """
+
+    json_schema: ClassVar[dict[str, Any]] = {
+        "type": "string", "pattern": ORDERED_DURATION_PATTERN, "x-hint": DURATION_HINT,
+        "examples": ["30s", "1m30s", "500ms"]}
+
+    @classmethod
+    def from_yaml(cls, value: Any) -> float:
+        if not isinstance(value, str) or not _whole.match(value):
+            raise ValueError(f"{short(value)} {DURATION_HINT}")
+        return cls(parse_duration(value))
+
+
+class _PositiveSeconds(_Seconds):
+    """A duration that must be longer than 0s (an interval, a window)."""
+
+    json_schema: ClassVar[dict[str, Any]] = {
+        **_Seconds.json_schema, "not": {"pattern": ZERO_DURATION_PATTERN},
+        "examples": ["30s", "1m", "5m"]}
+
+    @classmethod
+    def from_yaml(cls, value: Any) -> float:
+        seconds = super().from_yaml(value)
+        if seconds <= 0:
+            raise ValueError("must be longer than 0s")
+        return seconds
+
+
+# To type checkers a duration is the float it is (so ``NatsSettings(connect_timeout=2.0)``
+# type-checks); to msgspec it is the custom type that parses "2s".
+if TYPE_CHECKING:
+    Seconds: TypeAlias = float
+    PositiveSeconds: TypeAlias = float
+else:
+    Seconds = _Seconds
+    PositiveSeconds = _PositiveSeconds
 
 
 def format_duration(seconds: float) -> str:

@@ -8,6 +8,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+def describe(exc: BaseException) -> str:
+    """An exception as one line: its type, and its message when it has one.
+
+    ``f"{exc}"`` alone is empty for many exceptions (a bare ``TimeoutError``,
+    nats-py's connection errors), which made log lines end in "failed:".
+    """
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 class FlarebusError(Exception):
     """Base class of flarebus' own errors."""
 

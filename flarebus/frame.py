@@ -40,10 +40,9 @@ class Frame:
     def add(self, frames: Sequence[str], weight: float = 1.0) -> None:
         """Fold one stack (root frame first) into this tree, this node being the root."""
         self.value += weight
-        node = self
         children = self.children
         for name in frames:
-            node = children.get(name)  # type: ignore[assignment]
+            node = children.get(name)
             if node is None:
                 node = children[name] = Frame(name)
             node.value += weight

@@ -113,14 +113,14 @@ class EmbeddedNats:
         self.process = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT, preexec_fn=preexec, start_new_session=False)
-        self.url = self._wait_ready(ports_dir)
+        self.url = self._wait_ready(ports_dir, Path(binary).name)
         self.port = int(self.url.rsplit(":", 1)[1])  # a restart comes back on the same port
         return self.url
 
-    def _wait_ready(self, ports_dir: Path) -> str:
+    def _wait_ready(self, ports_dir: Path, program: str) -> str:
         assert self.process is not None
         deadline = time.monotonic() + self.ready_timeout
-        ports_file = ports_dir / f"{Path(self.process.args[0]).name}_{self.process.pid}.ports"
+        ports_file = ports_dir / f"{program}_{self.process.pid}.ports"
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise NatsServerError(f"nats-server exited with code {self.process.returncode} "

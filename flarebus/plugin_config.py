@@ -11,7 +11,6 @@ check`` uses for rule files.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -21,6 +20,8 @@ import jsonschema
 import msgspec
 
 from flarebus.errors import PluginConfigError, Problem
+from flarebus.problems import describe_path
+from flarebus.typed import split_error
 from flarebus.validation import explain, sort_problems
 from flarebus.yamlfile import JsonPath, YamlDocument
 
@@ -38,28 +39,6 @@ class ConfigOrigin:
         if self.doc is not None:
             return self.doc.problem((*self.base, *path), message, key=key, rule=self.rule)
         return Problem(self.label, 1, 1, message, self.rule)
-
-
-_AT = re.compile(r"^(?P<msg>.*?) - at `\$(?P<path>[^`]*)`$", re.S)
-_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
-
-
-def _msgspec_path(text: str) -> tuple[JsonPath, str]:
-    """Split msgspec's "Expected `int`, got `str` - at `$.retries[0]`" into (path, message)."""
-    match = _AT.match(text)
-    if not match:
-        return (), text
-    path: list[str | int] = []
-    for name, index in _PART.findall(match["path"]):
-        path.append(int(index) if index else name)
-    return tuple(path), match["msg"]
-
-
-def _describe(path: JsonPath) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 @lru_cache(maxsize=64)
@@ -84,7 +63,7 @@ def convert_config(plugin: str, schema: Any, config: Mapping[str, Any],
         try:
             return msgspec.convert(dict(config), schema, strict=False)
         except msgspec.ValidationError as exc:
-            path, message = _msgspec_path(str(exc))
+            path, message = split_error(str(exc))
             if message.startswith("Object missing required field"):
                 missing = message.split("`")[1] if "`" in message else "?"
                 message = f"missing required key {missing!r}"
@@ -93,7 +72,7 @@ def convert_config(plugin: str, schema: Any, config: Mapping[str, Any],
                 allowed = ", ".join(f.name for f in msgspec.structs.fields(schema))
                 path = (*path, unknown)
                 message = f"unknown key; allowed: {allowed}"
-            field = _describe(path)
+            field = describe_path(path)
             text = f"{who}{field}: {message}" if field else f"{who}{message}"
             raise PluginConfigError([origin.problem(path, text)], plugin=plugin) from None
     if isinstance(schema, Mapping):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 
 from nats.aio.client import Client
@@ -52,7 +52,7 @@ def _number(value: object) -> float:
         raise SampleError(f"value: {value!r} is not a number") from None
 
 
-def _check_labels(labels: dict[str, object]) -> None:
+def _check_labels(labels: Mapping[str, object]) -> None:
     for key, label in labels.items():
         if not isinstance(label, str):
             raise SampleError(f"labels.{key}: must be a string, got {label!r}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from flarebus.samplers.aggregate import ROOT_NAME, Frame
 from flarebus.samplers.flamegraph_svg import render_html, render_svg
@@ -74,8 +74,6 @@ class SpeedscopeExporter:
     name = "speedscope"
     suffix = ".speedscope.json"
     media_type = "application/json"
-    unit: ClassVar[str] = "none"
-
     def __init__(self, title: str = "flarebus", unit: str = "samples") -> None:
         self.title = title
         self.unit = "nanoseconds" if unit == "nanoseconds" else "none"

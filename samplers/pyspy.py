@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -31,8 +32,13 @@ PY_SPY_MISSING = ("py-spy is not installed (or not on PATH), so flarebus cannot 
 
 
 def find_py_spy(path: str | None = None) -> str:
-    """The py-spy executable, or PluginError saying plainly that it is missing."""
-    found = shutil.which(path or os.environ.get("FLAREBUS_PY_SPY") or "py-spy")
+    """The py-spy executable, or PluginError saying plainly that it is missing.
+
+    Looked up on PATH, then beside this interpreter: `pip install py-spy` into
+    a venv that is not activated puts it there, not on PATH.
+    """
+    name = path or os.environ.get("FLAREBUS_PY_SPY") or "py-spy"
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if found is None:
         raise PluginError("stack", PY_SPY_MISSING, source="sampler config")
     return found

@@ -20,4 +20,5 @@ def _text(name: str) -> str:
 
 def load(name: str) -> dict[str, Any]:
     """The schema called ``name`` (see NAMES), freshly parsed so callers may not share state."""
-    return json.loads(_text(name))
+    schema: dict[str, Any] = json.loads(_text(name))
+    return schema

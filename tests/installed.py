@@ -13,6 +13,7 @@ dependency resolution, and that venv is used instead.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -48,10 +49,29 @@ class Installed:
                               env={**clean, **(env or {})}, check=False)
 
 
+def tracked_copy(dest: Path) -> Path:
+    """The files git tracks (as they are in the work tree), copied to ``dest``.
+
+    The wheel is built from this copy, as from a clean clone: setuptools never
+    empties ``build/lib``, so a module deleted from the checkout would otherwise
+    still ship from an earlier build's leftovers.
+    """
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
+                            check=True).stdout.decode().split("\0")
+    for rel in filter(None, listed):
+        source = ROOT / rel
+        if source.is_file():
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    return dest
+
+
 def build_wheel(dest: Path) -> Path:
-    """``pip wheel`` of this checkout, as ``pip install .`` builds it."""
+    """``pip wheel`` of this checkout's tracked files, as ``pip install .`` builds it."""
+    source = tracked_copy(dest.parent / "source")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dest),
-                    str(ROOT)], check=True, capture_output=True, text=True)
+                    str(source)], check=True, capture_output=True, text=True)
     (wheel,) = dest.glob("flarebus-*.whl")
     return wheel
 

@@ -78,6 +78,15 @@ class TestErrors:
         ("nats: [1\n", "flarebus.yaml:2:1: YAML syntax:"),
         ("samplers:\n  - interval: 1s\n",
          "flarebus.yaml:2:5: samplers[0]: missing required key 'sampler'"),
+        ("samplers:\n  - {sampler: system, interval: 0}\n",
+         "flarebus.yaml:2:33: samplers[0].interval: 0 is not a duration (use 30s, 1m30s, 500ms)"),
+        ("nats:\n  servers: []\n",
+         "flarebus.yaml:2:12: nats.servers: [] is not a server URL or a list of them"),
+        ("plugins:\n  log: {enabld: true}\n",
+         "flarebus.yaml:2:9: plugins.log.enabld: unknown key; did you mean 'enabled'?"),
+        ("engine:\n  metrics_prefix: a.b\n", 'flarebus.yaml:2:19: engine.metrics_prefix: "a.b" is '
+                                            "not a subject token (letters, digits, _ and -)"),
+        ("nats: 3\n", "flarebus.yaml:1:7: nats: expected a mapping, got 3"),
     ])
     def test_each_error_names_file_line_column(self, tmp_path: Path, text: str,
                                                expected: str) -> None:
@@ -100,3 +109,34 @@ class TestErrors:
         """A bad duration in the environment is reported with the variable's value."""
         with pytest.raises(ConfigError, match="not a duration"):
             load_config(None, env={"FLAREBUS_WORKER_TIMEOUT": "forever"})
+
+    def test_every_bad_variable_is_named(self) -> None:
+        """Each variable is decoded on its own: every bad one is reported, by name."""
+        with pytest.raises(ConfigError) as caught:
+            load_config(None, env={"FLAREBUS_WORKER_CONCURRENCY": "0",
+                                   "FLAREBUS_ENGINE_SHARD": "3"})
+        assert [str(p) for p in caught.value.problems] == [
+            '<environment>:1:1: FLAREBUS_WORKER_CONCURRENCY: must be >= 1, got "0"',
+            '<environment>:1:1: FLAREBUS_ENGINE_SHARD: "3" is not a shard (use i/N, e.g. 0/2)']
+
+
+class TestDecoding:
+    """The file and the environment decode to the same plain, typed values."""
+
+    def test_values_are_typed_builtins(self, tmp_path: Path) -> None:
+        """Durations are plain floats, text from the environment becomes ints and booleans."""
+        path = write(tmp_path, "nats:\n  connect_timeout: 2s\nworker:\n  timeout: 1m\n")
+        config = load_config(path, env={"FLAREBUS_WORKER_CONCURRENCY": "8",
+                                        "FLAREBUS_NATS_TLS_HANDSHAKE_FIRST": "true",
+                                        "FLAREBUS_ENGINE_CHECKPOINT_INTERVAL": "500ms"})
+        values = (config.nats.connect_timeout, config.worker.timeout,
+                  config.engine.checkpoint_interval)
+        assert values == (2.0, 60.0, 0.5) and {type(v) for v in values} == {float}
+        assert config.worker.concurrency == 8 and config.nats.tls_handshake_first is True
+        assert type(config.nats.servers) is list
+
+    def test_empty_variable_counts_as_unset(self) -> None:
+        """FLAREBUS_NATS_URL= (empty) leaves the default server, and says nobody named one."""
+        config = load_config(None, env={"FLAREBUS_NATS_URL": "", "FLAREBUS_NATS_TOKEN": " "})
+        assert config.nats.servers == ["nats://127.0.0.1:4222"] and not config.servers_given
+        assert config.nats.token is None

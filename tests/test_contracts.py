@@ -1,9 +1,14 @@
-"""The Structs of flarebus/events.py and the JSON Schemas of schemas/ accept the same messages."""
+"""The Structs and the JSON Schemas of schemas/ (generated from them) accept the same input.
+
+Messages: the decoders of flarebus/events.py. Rule and config files: the loaders
+(msgspec, flarebus.typed) against schemas/rule.schema.json and config.schema.json.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +18,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flarebus import events, schemas
+from flarebus import events, schemas, typed
+from flarebus.config import ConfigFile
+from flarebus.durations import ORDERED_DURATION_PATTERN, ZERO_DURATION_PATTERN, parse_duration
+from flarebus.engine.language.rulefile import load_rules_text
+from flarebus.engine.language.ruleformat import RuleFile, shape_issues
+from flarebus.errors import InvalidFileError
 from flarebus.validation import validator
 
 CORPUS = Path(__file__).parent / "data" / "contracts"
@@ -37,8 +47,9 @@ def schema_accepts(kind: str, raw: bytes) -> bool:
     return validator(kind).is_valid(json.loads(raw))
 
 
-def corpus(kind: str, valid: bool) -> list[bytes]:
-    path = CORPUS / f"{kind}.{'valid' if valid else 'invalid'}.jsonl"
+def corpus(kind: str, valid: bool | str) -> list[bytes]:
+    verdict = valid if isinstance(valid, str) else "valid" if valid else "invalid"
+    path = CORPUS / f"{kind}.{verdict}.jsonl"
     return [line.encode() for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -180,3 +191,143 @@ class TestPythonApi:
         owners = [events.shard_of(k, 2) for k in keys]
         assert owners == [events.shard_of(k, 2) for k in keys]
         assert set(owners) == {0, 1}
+
+
+# ------------------------------------------------- rule and config files: loader vs schema
+
+
+def rule_loader_accepts(raw: bytes) -> bool:
+    try:
+        load_rules_text(raw.decode(), "corpus.yaml")
+    except InvalidFileError:
+        return False
+    return True
+
+
+def config_loader_accepts(raw: bytes) -> bool:
+    return typed.decode(json.loads(raw), ConfigFile)[0] is not None
+
+
+LOADERS = {"rule": rule_loader_accepts, "config": config_loader_accepts}
+FILE_CASES = [(kind, valid, raw) for kind in LOADERS for valid in (True, False)
+              for raw in corpus(kind, valid)]
+
+
+@pytest.mark.parametrize(("kind", "valid", "raw"), FILE_CASES,
+                         ids=[f"{k}-{'ok' if v else 'bad'}-{i}" for i, (k, v, _) in
+                              enumerate(FILE_CASES)])
+def test_files_are_judged_alike(kind: str, valid: bool, raw: bytes) -> None:
+    """Every rule and config corpus file is accepted (or rejected) by the loader and the schema."""
+    assert LOADERS[kind](raw) is valid, raw
+    assert schema_accepts(kind, raw) is valid, raw
+
+
+@pytest.mark.parametrize("raw", corpus("rule", "semantic"))
+def test_rule_checks_past_the_schema(raw: bytes) -> None:
+    """What JSON Schema cannot say (overlaps, regexes, templates, 1e999, duplicates): the
+    schema accepts the file, the loader refuses it."""
+    assert schema_accepts("rule", raw) and not rule_loader_accepts(raw), raw
+
+
+def rule_types_accept(data: Any) -> bool:
+    """The rule file's types and shape, without the checks past the schema."""
+    if typed.decode(data, RuleFile)[0] is None:
+        return False
+    return not any(shape_issues(item, ()) for item in data["rules"])
+
+
+def pick(good: tuple[Any, ...], bad: tuple[Any, ...] = ()) -> st.SearchStrategy[Any]:
+    """A good value mostly, a bad one now and then (so whole files are valid often enough)."""
+    if not bad:
+        return st.sampled_from(good)
+    return st.integers(0, 9).flatmap(lambda n: st.sampled_from(bad if n == 0 else good))
+
+
+# Good and bad values for each key; none of them fails only a check past the schema.
+RULE_VALUES: dict[str, st.SearchStrategy[Any]] = {
+    "name": pick(("r1", "high-cpu"), ("bad name", "", 3, None)),
+    "metric": pick(("cpu.usage", "m"), ("a..b", 3)),
+    "stack": pick(({"source": "api", "frame": "db*"}, {"source": "a", "frame": "~x"}),
+                  ({"source": "api"}, "api", {"source": "a.b", "frame": "x"},
+                   {"source": "api", "frame": "x", "measure": "bogus"})),
+    "when": pick(("> 80", "<=0.5", " != 0 ", "> 80\n"), ("above", 80, None)),
+    "clear": pick(("< 10",), ("<", 10, None)),
+    "for": pick(("30s", "1m30s", "0", "500ms", "1.5h"), ("30 sec", "1s1m", 30, "", "1m1m")),
+    "keep_firing_for": pick(("0s", "5m"), ([1],)),
+    "repeat": pick(("10m",), ("0s", "0.0m", "1s1m", "", None)),
+    "reduce": pick(({"fn": "avg", "over": "1m"},),
+                   ({"fn": "median", "over": "1m"}, {"fn": "avg", "over": "0s"}, {"fn": "avg"},
+                    {"fn": "p99", "over": "1m", "x": 1})),
+    "missing": pick(({"after": "5m", "then": "keep"}, {}),
+                    ({"then": "ignore"}, {"after": "0s"}, {"afterr": "1m"}, "5m")),
+    "labels": pick(({"host": "web"}, {"host": None}, {}), ({"1h": "x"}, {"host": 3}, [])),
+    "actions": pick((["log"], [{"plugin": "http", "config": {"u": 1}}]),
+                    ([""], [3], [{"config": {}}], "log", [{"plugin": "x", "config": 3}])),
+    "escalate": pick(([{"when": "> 95"}], []),
+                     ([{"for": "1m"}], [{"when": "> 95", "severity": ""}],
+                      [{"when": "> 95", "bogus": 1}], [{"when": "> 95", "actions": "log"}])),
+    "severity": pick(("critical",), ("", 3)),
+    "enabled": pick((True, False), ("yes", None)),
+    "add_labels": pick(({"team": "web"},), ({"team": 3}, {"-x": "y"})),
+    "annotations": pick(({"summary": "x"},), ({"summary": 3},)),
+    "claer": pick(("< 70",)),
+}
+CONFIG_VALUES: dict[str, dict[str, st.SearchStrategy[Any]]] = {
+    "nats": {"servers": pick(("nats://x:1", ["nats://a:1", "nats://b:2"]), ([], [""], 3)),
+             "user": pick(("u", None), (3,)), "tls_handshake_first": pick((True,), ("true",)),
+             "connect_timeout": pick(("2s",), (2, "1s1m")), "sevrers": pick(("x",))},
+    "engine": {"shard": pick(("0/2",), ("3", "1/0", 3)), "metrics_prefix": pick(("m",), ("a.b",)),
+               "pending_msgs_limit": pick((1,), (0, "1")), "rules": pick((["a"],), ("a", [3]))},
+    "worker": {"concurrency": pick((1, 16), (0, "8", True, 1.5)),
+               "timeout": pick(("30s",), (30, "0x")), "plugin_dir": pick(("/p", None))},
+    "telemetry": {"exporter": pick(("otlp", "none"), ("jaeger", None))},
+}
+
+
+@st.composite
+def rule_documents(draw: st.DrawFn) -> Any:
+    rules = []
+    for _ in range(draw(st.integers(0, 2))):
+        keys = draw(st.sets(st.sampled_from(sorted(set(RULE_VALUES) - {"claer", "stack"})),
+                            max_size=6))
+        keys |= {key for key in ("name", "when", "metric") if draw(st.integers(0, 19))}
+        keys |= {key for key in ("stack", "claer") if not draw(st.integers(0, 9))}
+        rules.append({key: draw(RULE_VALUES[key]) for key in sorted(keys)})
+    return {"rules": rules} if draw(st.integers(0, 19)) else {"rules": rules, "groups": []}
+
+
+@st.composite
+def config_documents(draw: st.DrawFn) -> Any:
+    doc: dict[str, Any] = {}
+    for section in draw(st.sets(st.sampled_from(sorted(CONFIG_VALUES)), max_size=3)):
+        keys = draw(st.sets(st.sampled_from(sorted(CONFIG_VALUES[section])), max_size=3))
+        doc[section] = {key: draw(CONFIG_VALUES[section][key]) for key in keys}
+    return doc
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(rule_documents())
+def test_rule_files_agree(document: Any) -> None:
+    """Random rule files near the edges: the schema and the loader's types agree."""
+    assert rule_types_accept(document) == validator("rule").is_valid(document), document
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(config_documents())
+def test_config_files_agree(document: Any) -> None:
+    """Random config files: the schema and the config's Structs agree."""
+    decoded = typed.decode(document, ConfigFile)[0] is not None
+    assert decoded == validator("config").is_valid(document), document
+
+
+@settings(max_examples=500)
+@given(st.text(alphabet="0123456789.mshdw", max_size=9))
+def test_duration_patterns_say_what_the_parser_does(text: str) -> None:
+    """The schema's one-regex durations (units largest first) are exactly what parses."""
+    try:
+        seconds: float | None = parse_duration(text)
+    except ValueError:
+        seconds = None
+    assert (re.match(ORDERED_DURATION_PATTERN, text) is not None) == (seconds is not None)
+    if seconds is not None:
+        assert (re.match(ZERO_DURATION_PATTERN, text) is not None) == (seconds == 0)

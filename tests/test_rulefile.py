@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from flarebus import rules as packaged
+from flarebus.engine.language import compiler
 from flarebus.engine.language.rulefile import load_rules, load_rules_text
 from flarebus.engine.language.thresholds import overlap, parse_threshold, stricter
 from flarebus.errors import InvalidFileError
@@ -59,6 +60,9 @@ EXPECTED_OTHERS = [
     "tests/data/rules/bad_yaml.yaml:4:13: YAML syntax: did not find expected comment or line "
     "break; quote thresholds: when: \"> 80\"",
 ]
+
+
+BASE_RULE = 'rules:\n  - name: r\n    metric: cpu.usage\n    when: "> 80"\n'
 
 
 def _problems(*paths: str) -> list[str]:
@@ -178,3 +182,86 @@ def test_stricter_is_a_strict_subset(stage: str, base: str, expected: bool) -> N
 def test_clear_must_not_overlap_when(when: str, clear: str, overlaps: bool) -> None:
     """clear is consistent with when exactly when no value satisfies both."""
     assert (overlap(parse_threshold(when), parse_threshold(clear)) is not None) is overlaps
+
+
+class TestEveryKindOfMistake:
+    """Each kind of mistake the decoder finds names file:line:col, the rule and the field."""
+
+    @pytest.mark.parametrize(("lines", "expected"), [
+        ("missing: {after: 5m, than: keep}",
+         ["5:26: rule 'r': missing.than: unknown key; did you mean 'then'?"]),
+        ('enabled: "yes"', ["5:14: rule 'r': enabled: expected true or false, got \"yes\""]),
+        ("missing: 5m", ["5:14: rule 'r': missing: expected a mapping, got \"5m\""]),
+        ("for: 30", ["5:10: rule 'r': for: 30 is not a duration (use 30s, 1m30s, 500ms)"]),
+        ("reduce: {fn: avg, over: 0s}", ["5:29: rule 'r': reduce.over: must be longer than 0s"]),
+        ('clear: "< 1e999"', ["5:12: rule 'r': clear: '< 1e999': the number is too large"]),
+        ("labels: {1host: a}", ["5:14: rule 'r': labels.1host: \"1host\" is not a label name"]),
+        ("labels: {host: [a]}", ["5:20: rule 'r': labels.host: [\"a\"] is not a label matcher "
+                                 "(use a value, \"~regex\", or null for absent)"]),
+        ("actions: [3]", ["5:15: rule 'r': actions[0]: 3 is not valid here: expected a plugin "
+                          "name, or {plugin: NAME, config: {...}}"]),
+        ("actions: [{plugin: http, confg: {}}]",
+         ["5:30: rule 'r': actions[0].confg: unknown key; did you mean 'config'?"]),
+        ('actions: [""]', ["5:15: rule 'r': actions[0]: must not be empty"]),
+        ("escalate: [{for: 1m}]", ["5:16: rule 'r': escalate[0]: missing required key 'when'"]),
+        ('escalate: [{when: "> 90", for: soon}]',
+         ["5:36: rule 'r': escalate[0].for: \"soon\" is not a duration (use 30s, 1m30s, 500ms)"]),
+        ("add_labels: {team: 3}", ["5:24: rule 'r': add_labels.team: expected a string, got 3"]),
+        ('stack: {source: api, frame: "~db("}', [
+            "3:13: rule 'r': metric: \"cpu.usage\" cannot be used together with stack: (a rule "
+            "reads a metric or stack samples, not both)",
+            "5:33: rule 'r': stack.frame: regex \"db(\" does not compile: missing ), "
+            "unterminated subpattern at position 2"]),
+    ])
+    def test_message(self, lines: str, expected: list[str]) -> None:
+        """One line per mistake, exactly, at the offending key or value."""
+        with pytest.raises(InvalidFileError) as info:
+            load_rules_text(BASE_RULE + "    " + lines + "\n", "r.yaml")
+        assert [str(p) for p in info.value.problems] == [f"r.yaml:{e}" for e in expected]
+
+    @pytest.mark.parametrize(("text", "expected"), [
+        ('rules:\n  - metric: m\n    when: "> 1"\n', "2:5: rules[0]: missing required key 'name'"),
+        ("rules:\n  - 3\n", "2:5: rules[0]: expected a mapping, got 3"),
+        ("rules: {}\n", "1:8: rules: expected a list, got {}"),
+        ("- a\n", '1:1: expected a mapping, got ["a"]'),
+        ("rules: []\nextra: 1\n", "2:1: extra: unknown key; allowed: rules"),
+    ])
+    def test_outside_a_named_rule(self, text: str, expected: str) -> None:
+        """Without a rule name to put first, the message names the field from the top."""
+        with pytest.raises(InvalidFileError) as info:
+            load_rules_text(text, "r.yaml")
+        assert [str(p) for p in info.value.problems] == [f"r.yaml:{expected}"]
+
+    def test_wrong_values_do_not_hide_the_checks_past_the_types(self) -> None:
+        """A rule with a bad value still gets its other fields checked: all in one run."""
+        with pytest.raises(InvalidFileError) as info:
+            load_rules_text(BASE_RULE + '    for: soon\n    clear: "< 90"\n'
+                            '    labels: {host: "~(("}\n    claer: "< 1"\n', "r.yaml")
+        assert [str(p).split(": ", 2)[2].split(":")[0] for p in info.value.problems] == [
+            "for", "clear", "labels.host", "claer"]
+
+
+class TestCompiling:
+    """A decoded rule becomes the evaluator's Rule, and nothing there is ever swallowed."""
+
+    def test_a_compile_bug_is_a_crash_not_a_dropped_rule(self,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+        """An exception while compiling a valid rule surfaces as itself, not as a problem."""
+        def broken(label: str, spec: str | None) -> None:
+            raise KeyError("a bug in the compiler")
+
+        monkeypatch.setattr(compiler, "parse_matcher", broken)
+        with pytest.raises(KeyError, match="a bug in the compiler"):
+            load_rules_text(BASE_RULE + "    labels: {host: web-1}\n")
+
+    def test_values_are_plain_and_stages_inherit(self) -> None:
+        """Durations are plain floats (msgspec can encode them); stages inherit for and actions."""
+        rule = load_rules_text(BASE_RULE + "    for: 1m30s\n    actions: [log]\n"
+                               "    reduce: {fn: avg, over: 1m}\n"
+                               '    escalate: [{when: "> 95"}]\n').rules[0]
+        stage = rule.escalate[0]
+        assert (rule.for_, rule.missing.after, rule.reduce and rule.reduce.over) == (90, 300, 60)
+        assert {type(v) for v in (rule.for_, rule.missing.after, stage.for_)} == {float}
+        assert rule.reduce is not None and type(rule.reduce.over) is float
+        assert (stage.for_, stage.severity, stage.actions) == (90.0, "critical", rule.actions)
+        assert stage.when.text == "> 95" and stage.clear is None

@@ -83,7 +83,7 @@ class FlamegraphAction(Action):
 
     def source_of(self, trigger: Trigger) -> str:
         if self.config.source:
-            return self.config.source  # type: ignore[no-any-return]
+            return str(self.config.source)
         if trigger.labels.get("source"):
             return trigger.labels["source"]
         prefix = f"{self.config.stacks_prefix}."

@@ -21,7 +21,7 @@ import asyncio
 import hashlib
 import hmac
 import os
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 
@@ -60,7 +60,7 @@ def sign(secret: str, body: bytes) -> str:
 class HttpPoster:
     """What the http action and the webhook sinks share: URL, headers, signing, status check."""
 
-    name: str
+    name: ClassVar[str]
     config: Any
 
     def setup(self, config: HttpConfig) -> None:

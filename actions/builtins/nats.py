@@ -39,7 +39,7 @@ class NatsAction(Action):
             raise ValueError(f"subject {self.config.subject!r} is not a valid publish subject")
 
     def subject_for(self, rule: str, state: str, severity: str) -> str:
-        return self.config.subject.format(rule=rule, state=state, severity=severity)
+        return str(self.config.subject).format(rule=rule, state=state, severity=severity)
 
     async def execute(self, trigger: Trigger) -> None:
         if self.nc is None:

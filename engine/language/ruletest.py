@@ -169,8 +169,9 @@ def _samples(doc: YamlDocument, t: int, test: dict[str, Any], step: float
     longest = max((len(v) for _, _, v in series), default=0)
     for i in range(longest):  # every series' sample at an instant, then the next instant
         for name, labels, values in series:
-            if i < len(values) and values[i] is not None:
-                yield MetricSample(name=name, value=values[i], ts=i * step, labels=labels)
+            value = values[i] if i < len(values) else None
+            if value is not None:
+                yield MetricSample(name=name, value=value, ts=i * step, labels=labels)
 
 
 def _firing(evaluator: Evaluator, rule: str) -> list[dict[str, Any]]:

@@ -27,11 +27,11 @@ MEASURES: tuple[Measure, ...] = ("share", "weight_per_second", "stacks")
 
 
 @lru_cache(maxsize=256)
-def frame_matcher(pattern: str) -> Callable[[str], bool]:
-    """A predicate for frame names: ``~regex`` (searched) or a glob (whole name)."""
+def frame_matcher(pattern: str) -> Callable[[str], re.Match[str] | None]:
+    """A test of frame names (truthy on a match): ``~regex`` (searched) or a glob (whole name)."""
     if pattern.startswith("~"):
-        return re.compile(pattern[1:]).search  # type: ignore[return-value]
-    return re.compile(fnmatch.translate(pattern)).match  # type: ignore[return-value]
+        return re.compile(pattern[1:]).search
+    return re.compile(fnmatch.translate(pattern)).match
 
 
 def figure(stacks: Iterable[Stack], measure: Measure, pattern: str | None = None,
@@ -55,8 +55,10 @@ def figure(stacks: Iterable[Stack], measure: Measure, pattern: str | None = None
 
 
 class _Spec(Protocol):
-    frame: str
-    measure: str
+    @property
+    def frame(self) -> str: ...
+    @property
+    def measure(self) -> str: ...
 
 
 #: The evaluator's seam for stack rules: (the rule's ``stack:`` spec, the sample, seconds

@@ -13,11 +13,14 @@ import math
 import operator
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import partial
+from typing import Any, ClassVar
 
-THRESHOLD_RE = re.compile(
-    r"^\s*(>=|<=|==|!=|>|<)\s*([-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)\s*$")
+from flarebus.problems import short
+
+THRESHOLD_PATTERN = (r"^\s*(>=|<=|==|!=|>|<)\s*([-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+                     r"(?:[eE][-+]?[0-9]+)?)\s*$")
+THRESHOLD_RE = re.compile(THRESHOLD_PATTERN)
 THRESHOLD_HINT = 'is not a threshold (use "> 80", "<= 0.5", "!= 0"; quote it in YAML)'
 
 # value OP t is written as partial(reversed_op, t)(value), a C call on the hot path.
@@ -27,13 +30,31 @@ _TESTS: dict[str, Callable[[float, float], bool]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
 class Threshold:
-    """``op value``; ``test(x)`` is True when ``x op value`` holds."""
+    """``op value``; ``test(x)`` is True when ``x op value`` holds.
 
-    op: str
-    value: float
-    test: Callable[[float], bool] = field(compare=False, repr=False)
+    Also the msgspec custom type of ``when:`` and ``clear:`` (see flarebus.typed):
+    a plain class rather than a dataclass, which msgspec would decode from a
+    mapping instead of parsing the text.
+    """
+
+    __slots__ = ("op", "source", "test", "value")
+
+    json_schema: ClassVar[dict[str, Any]] = {
+        "type": "string", "pattern": THRESHOLD_PATTERN, "x-hint": THRESHOLD_HINT,
+        "examples": ["> 80", "<= 0.5", "!= 0"]}
+
+    def __init__(self, op: str, value: float, source: str | None = None) -> None:
+        self.op = op
+        self.value = value
+        self.test: Callable[[float], bool] = partial(_TESTS[op], value)
+        self.source = self.text if source is None else source  # as the user wrote it
+
+    @classmethod
+    def from_yaml(cls, value: Any) -> Threshold:
+        if not isinstance(value, str) or not THRESHOLD_RE.match(value):
+            raise ValueError(f"{short(value)} {THRESHOLD_HINT}")
+        return parse_threshold(value)
 
     @property
     def text(self) -> str:
@@ -42,17 +63,28 @@ class Threshold:
             else self.value
         return f"{self.op} {number}"
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Threshold):
+            return NotImplemented
+        return (self.op, self.value) == (other.op, other.value)
+
+    def __hash__(self) -> int:
+        return hash((self.op, self.value))
+
+    def __repr__(self) -> str:
+        return f"Threshold({self.text!r})"
+
 
 def parse_threshold(text: str) -> Threshold:
     """``"> 80"`` -> Threshold; ValueError with the user-facing hint otherwise."""
-    match = THRESHOLD_RE.match(text) if isinstance(text, str) else None
+    match = THRESHOLD_RE.match(text)
     if not match:
         raise ValueError(f"{text!r} {THRESHOLD_HINT}")
     op, number = match.groups()
     value = float(number)
     if not math.isfinite(value):
         raise ValueError(f"{text!r}: the number is too large")
-    return Threshold(op, value, partial(_TESTS[op], value))
+    return Threshold(op, value, text)
 
 
 def _probes(*thresholds: Threshold) -> list[float]:

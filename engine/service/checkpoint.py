@@ -26,6 +26,7 @@ from nats.js.kv import KeyValue
 
 from flarebus.engine.service.metrics import EngineStats
 from flarebus.engine.service.trigger_publisher import TriggerPublisher
+from flarebus.errors import describe
 from flarebus.ratelog import RateLimitedLog
 
 log = logging.getLogger("flarebus.engine.checkpoint")
@@ -111,7 +112,7 @@ class Checkpointer:
                 except Exception as exc:
                     self._ratelog.log(logging.WARNING, "write",
                                       f"checkpoint write of {key} failed: "
-                                      f"{exc or type(exc).__name__}")
+                                      f"{describe(exc)}")
                     continue
                 written.add(key)
 

@@ -50,7 +50,7 @@ from flarebus.engine.service.summary import (
 )
 from flarebus.engine.service.timers import DeadlineTimer
 from flarebus.engine.service.trigger_publisher import TriggerPublisher
-from flarebus.errors import ConfigError, Problem
+from flarebus.errors import ConfigError, Problem, describe
 from flarebus.events import MetricSample, StackSample, Trigger
 
 log = logging.getLogger("flarebus.engine")
@@ -254,7 +254,8 @@ class Engine:
         for trigger in triggers:
             log.info("trigger %s %s %s (value %s, id %s)", trigger.rule, trigger.state,
                      trigger.labels or "{}", trigger.value, trigger.id)
-            self.publisher.submit(trigger, context)  # type: ignore[union-attr]
+            assert self.publisher is not None  # triggers come only from a started engine
+            self.publisher.submit(trigger, context)
 
     # ------------------------------------------------------------- background
 
@@ -264,7 +265,8 @@ class Engine:
             await asyncio.sleep(interval)
             try:
                 self._count_out_of_order()
-                await self.checkpointer.checkpoint()  # type: ignore[union-attr]
+                assert self.checkpointer is not None  # the loop runs only once started
+                await self.checkpointer.checkpoint()
                 await self.write_summary()
             except asyncio.CancelledError:
                 raise
@@ -316,4 +318,4 @@ class Engine:
             if self.ingest is not None:
                 self.ingest.on_slow_consumer(exc.sub)
             return
-        log.warning("NATS: %s", exc or type(exc).__name__)
+        log.warning("NATS: %s", describe(exc))

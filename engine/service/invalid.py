@@ -15,6 +15,7 @@ from nats.aio.msg import Msg
 
 from flarebus.bus import INVALID_SUBJECT, REASON_HEADER
 from flarebus.engine.service.metrics import EngineStats
+from flarebus.errors import describe
 from flarebus.ratelog import RateLimitedLog
 
 log = logging.getLogger("flarebus.engine.invalid")
@@ -60,4 +61,4 @@ class InvalidSink:
             self.republish_failures += 1
             self._ratelog.log(logging.ERROR, "republish",
                               f"could not republish a rejected message to {self._subject}: "
-                              f"{exc or type(exc).__name__}")
+                              f"{describe(exc)}")

@@ -33,6 +33,7 @@ from flarebus import telemetry
 from flarebus.backoff import Backoff
 from flarebus.bus import MSG_ID_HEADER, ensure_triggers_stream, trigger_subject
 from flarebus.engine.service.metrics import EngineStats
+from flarebus.errors import describe
 from flarebus.events import Trigger, encoder
 from flarebus.ratelog import RateLimitedLog
 
@@ -153,7 +154,7 @@ class TriggerPublisher:
                     self._ratelog.log(
                         logging.WARNING, "retry",
                         f"trigger {trigger.id} ({trigger.rule} {trigger.state}) not acknowledged "
-                        f"({exc or type(exc).__name__}); retrying in {delay:.1f}s "
+                        f"({describe(exc)}); retrying in {delay:.1f}s "
                         f"(attempt {attempt}, backlog {self.backlog})")
                     if isinstance(exc, NoStreamResponseError):
                         await self._recreate_stream()
