@@ -1,51 +1,6 @@
-"""flarebus action workers and the plugin API.
+"""flarebus action workers: the worker, the plugin host, and the built-in actions and sinks.
 
-Write a plugin by subclassing one of the convenience base classes (or by
-duck typing the Protocols) and expose it as a module-level ``plugin`` in a
-``PLUGIN_DIR`` file, or as an entry point in the ``flarebus.plugins`` group::
-
-    from flarebus.actions import Action
-    from flarebus.events import Trigger
-
-    class PageOncall(Action):
-        name = "page_oncall"
-        async def execute(self, trigger: Trigger) -> None: ...
-
-    plugin = PageOncall()
-
-See docs/plugins.md.
+The plugin API a plugin author uses is the package root, ``from flarebus import
+Action, Sink, Trigger`` (defined in ``flarebus.plugin``); see docs/plugins.md.
+This package is the process that runs plugins, and imports nothing until used.
 """
-
-from flarebus.errors import ActionError
-from flarebus.plugin import (
-    Action,
-    ActionPlugin,
-    Exporter,
-    ExporterPlugin,
-    Frame,
-    Kind,
-    Plugin,
-    SamplerPlugin,
-    Sink,
-    SinkPlugin,
-    kind_of,
-    message_for,
-)
-from flarebus.sampler import Sampler
-
-__all__ = [
-    "Action",
-    "ActionError",
-    "ActionPlugin",
-    "Exporter",
-    "ExporterPlugin",
-    "Frame",
-    "Kind",
-    "Plugin",
-    "Sampler",
-    "SamplerPlugin",
-    "Sink",
-    "SinkPlugin",
-    "kind_of",
-    "message_for",
-]

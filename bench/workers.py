@@ -37,7 +37,7 @@ from flarebus.nats_server import EmbeddedNats  # noqa: E402
 
 PLUGINS = '''
 import asyncio
-from flarebus.actions import Action
+from flarebus import Action
 
 class Noop(Action):
     name = "noop"

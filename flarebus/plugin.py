@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from typing import Any, ClassVar, Literal, Protocol, TypeVar, overload, runtime_checkable
 
 from flarebus.events import MetricSample, StackSample, Trigger
+from flarebus.frame import Frame
 
 Kind = Literal["action", "sink", "sampler", "exporter"]
 
@@ -42,15 +43,6 @@ ConfigSchema = type | Mapping[str, Any] | None
 Sample = MetricSample | StackSample
 
 T = TypeVar("T")
-
-
-@runtime_checkable
-class Frame(Protocol):
-    """A flamegraph node (the samplers' tree type satisfies it): inclusive ``value``."""
-
-    name: str
-    value: float
-    children: Sequence[Frame]
 
 
 # The Protocols name only what a host calls; init/validate_config/close are optional

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from flarebus.actions import Action, Exporter, Frame, Sampler, Sink, kind_of
+from flarebus import Action, Exporter, Sampler, Sink
 from flarebus.actions.host import PluginHost
 from flarebus.config import config_document, load_config
 from flarebus.errors import PluginConfigError, PluginError
+from flarebus.plugin import kind_of
 from flarebus.registry import PLUGIN_DIR_PACKAGE, discover
 from tests.plugin_pkg.harness import PLUGINS, registry_of, trigger
 from tests.support import run_flarebus
@@ -136,7 +137,7 @@ def test_plugin_dir_files_load_under_private_module_names() -> None:
 def test_broken_plugin_file_is_reported_with_traceback_and_skipped(tmp_path: Path) -> None:
     """A file that raises on import, a syntax error, a file without `plugin`: reported, skipped."""
     write(tmp_path, "good.py", """\
-        from flarebus.actions import Action
+        from flarebus import Action
         class Good(Action):
             name = "good"
             async def execute(self, trigger):
@@ -173,7 +174,7 @@ def test_flarebus_plugins_lists_sources_and_broken_files(tmp_path: Path) -> None
 def test_name_clash_is_an_error_naming_both_sources(tmp_path: Path) -> None:
     """A PLUGIN_DIR plugin named like a built-in: a clash naming both; the worker will not start."""
     write(tmp_path, "mylog.py", """\
-        from flarebus.actions import Action
+        from flarebus import Action
         class MyLog(Action):
             name = "log"
             async def execute(self, trigger):
@@ -222,12 +223,6 @@ def test_all_four_kinds_are_recognised() -> None:
 
     kinds = [kind_of(p) for p in (Act(), Note(), Cpu(), Folded(), Notifier(), object())]
     assert kinds == ["action", "sink", "sampler", "exporter", "sink", None]
-
-    class Node:
-        def __init__(self, name: str, value: float, children: list[Node]) -> None:
-            self.name, self.value, self.children = name, value, children
-
-    assert isinstance(Node("main", 3, []), Frame)
 
 
 def test_non_plugin_object_in_plugin_dir_is_broken(tmp_path: Path) -> None:

@@ -10,8 +10,7 @@ from typing import Any
 import msgspec
 from nats.aio.client import Client
 
-from flarebus import bus
-from flarebus.actions import Action, Sink
+from flarebus import Action, Sink, bus
 from flarebus.actions.attempt import done_key
 from flarebus.actions.deadletter import ERROR_HEADER, PLUGIN_HEADER, TRIES_HEADER
 from flarebus.config import PluginSettings

@@ -10,8 +10,7 @@ import asyncio
 import json
 import os
 
-from flarebus.actions import Action
-from flarebus.events import Trigger
+from flarebus import Action, Trigger
 
 
 def record(event: str, trigger: Trigger) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import msgspec
 
-from flarebus.actions import Action
+from flarebus import Action
 from flarebus.events import MetricSample, Trigger
 from flarebus.sampler import Sampler, gauge
 
