@@ -39,8 +39,8 @@ from flarebus.plugin import (
     open_plugin,
 )
 from flarebus.plugin_config import ConfigOrigin, merged, validated_config, validation_failure
+from flarebus.problems import sort_problems
 from flarebus.registry import Found, Registry
-from flarebus.validation import sort_problems
 from flarebus.yamlfile import YamlDocument
 
 log = logging.getLogger("flarebus.worker")

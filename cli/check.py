@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from flarebus.engine.language.rulefile import file_kind, load_rules, with_yaml_hint
     from flarebus.engine.language.rulepaths import expand_paths
     from flarebus.engine.language.ruletest import load_test_file
-    from flarebus.validation import sort_problems
+    from flarebus.problems import sort_problems
     from flarebus.yamlfile import load_yaml
 
     files, problems = expand_paths(args.paths)

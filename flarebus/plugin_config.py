@@ -20,9 +20,9 @@ import jsonschema
 import msgspec
 
 from flarebus.errors import PluginConfigError, Problem
-from flarebus.problems import describe_path
+from flarebus.problems import describe_path, sort_problems
 from flarebus.typed import split_error
-from flarebus.validation import explain, sort_problems
+from flarebus.validation import explain
 from flarebus.yamlfile import JsonPath, YamlDocument
 
 

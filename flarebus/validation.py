@@ -19,10 +19,10 @@ import jsonschema
 from jsonschema.exceptions import ValidationError, best_match
 
 from flarebus import schemas
-from flarebus.problems import describe_path, short, sort_problems, type_words, unknown_key
+from flarebus.problems import describe_path, short, type_words, unknown_key
 from flarebus.yamlfile import JsonPath
 
-__all__ = ["explain", "sort_problems", "validator"]
+__all__ = ["explain", "validator"]
 
 
 @cache
