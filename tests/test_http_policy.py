@@ -21,11 +21,14 @@ import pytest
 
 from flarebus.actions.builtins.http import HttpAction, HttpConfig
 from flarebus.actions.builtins.sinks import SlackSink
+from flarebus.actions.host import PluginHost
 from flarebus.addresses import AddressPolicy, AddressRefused
+from flarebus.config import PluginSettings
 from flarebus.errors import ActionError
+from flarebus.events import ActionRef
 from flarebus.http import LazyClient
 from tests.http_support import LoopbackServer
-from tests.plugin_pkg.harness import trigger
+from tests.plugin_pkg.harness import registry_of, trigger
 
 DEFAULT = AddressPolicy.of()
 METADATA_REFUSED = re.escape("169.254.169.254 is a cloud metadata address")
@@ -189,6 +192,27 @@ class TestActions:
         finally:
             await action.close()
         assert target.hits == ["/hook"]
+
+
+class TestOperatorOnly:
+    """A rule cannot widen where the worker connects; the operator's config can."""
+
+    async def test_rule_may_not_opt_in(self, target: Target) -> None:
+        """allow_private in a rule's action config: a permanent failure, nothing sent."""
+        host = PluginHost(registry_of(), {"http": PluginSettings(
+            config={"url": f"{target.url}/h", "allow_networks": ["10.0.0.0/8"]})})
+        await host.start()
+        try:
+            with pytest.raises(ActionError) as info:
+                await host.run(ActionRef(plugin="http", config={
+                    "url": "http://10.0.0.1/", "allow_private": True}), trigger())
+            assert info.value.permanent
+            assert "may not set allow_private (only the plugins: section" in info.value.error
+            await host.run(ActionRef(plugin="http", config={"headers": {"X-Rule": "own"}}),
+                           trigger())  # other keys stay the rule's to set
+        finally:
+            await host.close()
+        assert target.hits == ["/h"]
 
 
 class TestGuard:

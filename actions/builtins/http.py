@@ -9,6 +9,9 @@ Whatever the host, the address it resolves to must pass the address policy
 (``flarebus.addresses``: link-local and metadata addresses refused, private ones
 unless ``allow_private``, loopback unless ``allow_loopback: false``, any network
 opted in by ``allow_networks``); a refused address is a permanent failure.
+Those four keys are ``operator_only``: a rule's own action config may not set
+them (the worker refuses the trigger's action), so a rule author cannot widen
+where the worker connects.
 A 4xx answer other than 408/425/429 is a permanent failure (dead-lettered at
 once: retrying an unauthorized or bad request cannot help); 5xx, 3xx, 408, 425,
 429, timeouts and connection errors retry.
@@ -72,6 +75,9 @@ class HttpPoster:
 
     name: ClassVar[str]
     config: Any
+    #: where the plugin may connect is the operator's to widen, not a rule's (actions.host)
+    operator_only: ClassVar[frozenset[str]] = frozenset(
+        {"allow_hosts", "allow_private", "allow_loopback", "allow_networks"})
 
     def setup(self, config: HttpConfig) -> None:
         self.config = config
