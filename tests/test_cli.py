@@ -155,6 +155,16 @@ class TestHelp:
         assert result.returncode == 0
         assert "--url URL" in result.stdout and "[prometheus]" in result.stdout
 
+    def test_sample_help_names_every_sampler_of_a_flag(self) -> None:
+        """A flag several samplers take (--prefix) names them all, not only the first."""
+        from flarebus.cli.main import build_parser, command_parser
+
+        sample = command_parser(build_parser(), "sample")
+        sample.complete()  # type: ignore[attr-defined]
+        helps = {a.option_strings[0]: a.help or "" for a in sample._actions if a.option_strings}
+        assert helps["--prefix"].endswith("[prometheus, stdin, exec]"), helps["--prefix"]
+        assert helps["--pid"].endswith("[process, stack]"), helps["--pid"]
+
     def test_top_level_help_starts_with_up(self) -> None:
         """`flarebus --help` lists every command and shows where to begin."""
         result = run_flarebus("--help")
