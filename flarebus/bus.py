@@ -159,6 +159,9 @@ async def connect(settings: NatsSettings, *, retry_initial: bool = False,
         nc = Client()
         try:
             await _first_connect(nc, options, refused, deadline)
+            if natsfail.wants_tls(settings) and natsfail.is_plaintext(nc):
+                await nc.close()
+                raise natsfail.plaintext_refused(settings)
             nc.options["max_reconnect_attempts"] = forever
             return nc
         except (TimeoutError, NoServersError, OSError, NatsError) as exc:

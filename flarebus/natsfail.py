@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import ssl
 from pathlib import Path
+from typing import Any
 
 from flarebus.config import NatsSettings
 from flarebus.errors import BusError, describe
@@ -45,6 +46,33 @@ def is_tls_error(exc: BaseException) -> bool:
 def is_permanent(exc: BaseException) -> bool:
     """A failure retrying cannot fix (nats-py would otherwise retry it as if unreachable)."""
     return is_auth_error(exc) or is_tls_error(exc)
+
+
+def wants_tls(settings: NatsSettings) -> bool:
+    """TLS was asked for: a ``tls://`` URL, a CA or a client certificate."""
+    return bool(settings.tls_ca or settings.tls_cert) or any(
+        url.startswith("tls://") for url in settings.servers)
+
+
+def is_plaintext(nc: Any) -> bool:
+    """The connection is up without TLS (nats-py's TCP transport, looked into).
+
+    nats-py connects a ``tls://`` URL in plain text when the server does not
+    offer TLS; asking for TLS and silently not getting it would hand the
+    credentials and every sample to whoever is in between.
+    """
+    writer = getattr(getattr(nc, "_transport", None), "_io_writer", None)
+    if writer is None or not hasattr(writer, "get_extra_info"):
+        return False  # another transport (websocket): nothing to look at
+    return writer.get_extra_info("ssl_object") is None
+
+
+def plaintext_refused(settings: NatsSettings) -> BusError:
+    return BusError(list(settings.servers),
+                    "TLS was asked for (a tls:// URL, --tls-ca or --tls-cert) but the server "
+                    "does not offer it: refusing the plain-text connection; check the "
+                    "server's tls settings, or use a nats:// URL without the TLS flags",
+                    kind="tls")
 
 
 def _tls_reason(exc: BaseException) -> str:

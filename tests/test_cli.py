@@ -105,6 +105,22 @@ class TestUsageErrors:
         assert "<settings>" not in result.stderr and "Traceback" not in result.stderr
 
 
+class TestOtherErrors:
+    """An error nothing names in particular is still one line, exit 1; --debug adds why."""
+
+    def test_os_error_is_one_line(self, tmp_path: Path) -> None:
+        """A data dir that is a file: the path and the OS' reason, no traceback."""
+        afile = tmp_path / "afile"
+        afile.write_text("")
+        result = run_flarebus("up", "--data-dir", str(afile), "--no-sampler", timeout=30)
+        assert result.returncode == 1
+        assert result.stderr.strip() == (f"flarebus up: {afile}/nats: Not a directory "
+                                         "(--debug shows the traceback)")
+        debug = run_flarebus("--debug", "up", "--data-dir", str(afile), "--no-sampler",
+                             timeout=30)
+        assert debug.returncode == 1 and "Traceback" in debug.stderr, debug.stderr
+
+
 class TestFlagTypes:
     """The type= functions accept what users write and normalise it."""
 

@@ -139,6 +139,13 @@ class TestTls:
         assert "WARNING" not in done.stderr, done.stderr
 
 
+    def test_no_silent_plain_text(self, token_server: EmbeddedNats) -> None:
+        """A tls:// URL to a server without TLS: refused, not connected in plain text."""
+        url = token_server.url.replace("nats://", "tls://")
+        line = refused_once("publish", "cpu", "1", "--nats", url, "--token", TOKEN)
+        assert "TLS was asked for" in line and "refusing the plain-text connection" in line
+
+
 class TestNoServer:
     """Nothing listening: the one failure that says to start a server."""
 
