@@ -149,6 +149,9 @@ def parse_yaml(text: str, file: str) -> YamlDocument:
         raise InvalidFileError([Problem(file, line, column, f"YAML syntax: {reason}")]) from None
     except yaml.YAMLError as exc:
         raise InvalidFileError([Problem(file, 1, 1, f"YAML syntax: {exc}")]) from None
+    except RecursionError:  # the pure-Python composer (no libyaml) recurses per level
+        raise InvalidFileError([Problem(file, 1, 1, f"nested deeper than {MAX_DEPTH} "
+                                                    "levels")]) from None
     finally:
         loader.dispose()
     return doc

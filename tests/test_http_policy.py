@@ -27,7 +27,7 @@ from flarebus.config import PluginSettings
 from flarebus.errors import ActionError
 from flarebus.events import ActionRef
 from flarebus.http import LazyClient
-from tests.http_support import LoopbackServer
+from tests.http_support import LoopbackServer, ProxyServer
 from tests.plugin_pkg.harness import registry_of, trigger
 
 DEFAULT = AddressPolicy.of()
@@ -192,6 +192,25 @@ class TestActions:
         finally:
             await action.close()
         assert target.hits == ["/hook"]
+
+
+    async def test_through_a_proxy(self, target: Target,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+        """With HTTP_PROXY the target name is checked before the proxy is asked."""
+        proxy = ProxyServer()
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        refused = await http_action(url=f"http://localhost:{target.port}/no",
+                                    allow_loopback=False)
+        allowed = await http_action(url=f"http://localhost:{target.port}/yes")
+        try:
+            with pytest.raises(ActionError, match="is a loopback address: refused"):
+                await refused.execute(trigger())
+            await allowed.execute(trigger())
+        finally:
+            await refused.close()
+            await allowed.close()
+            proxy.stop()
+        assert proxy.relayed == [f"http://localhost:{target.port}/yes"]
 
 
 class TestOperatorOnly:
