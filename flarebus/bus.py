@@ -178,7 +178,11 @@ async def connect(settings: NatsSettings, *, retry_initial: bool = False,
 
 async def _first_connect(nc: Client, options: dict[str, Any], refused: asyncio.Event,
                          deadline: float) -> None:
-    """``nc.connect``, ended early by a permanent failure (``refused``) or the deadline."""
+    """``nc.connect``, ended early by a permanent failure (``refused``) or the deadline.
+
+    Cancelled itself (a stop request while waiting for the server), it cancels the
+    connect too: no client is left connecting in the background.
+    """
     connecting = asyncio.ensure_future(nc.connect(**options))
     waiting = asyncio.ensure_future(refused.wait())
     try:
@@ -186,12 +190,14 @@ async def _first_connect(nc: Client, options: dict[str, Any], refused: asyncio.E
                                      return_when=asyncio.FIRST_COMPLETED)
     finally:
         waiting.cancel()
+        if not connecting.done():
+            connecting.cancel()
+            await asyncio.wait([connecting])  # its end, without raising its CancelledError
     if connecting in done:
         connecting.result()
         return
-    connecting.cancel()
-    with contextlib.suppress(BaseException):
-        await connecting
+    if not connecting.cancelled():
+        connecting.exception()  # retrieved: superseded by the reason below
     raise NoServersError if refused.is_set() else TimeoutError()
 
 
