@@ -212,6 +212,11 @@ class PluginHost:
     async def _variant(self, found: Found, ref: ActionRef, trigger: Trigger) -> Prepared:
         """A separate instance for a rule's own config, validated before its first trigger."""
         instance = found.new_instance()
+        reserved = sorted(set(ref.config) & set(getattr(instance, "operator_only", ())))
+        if reserved:  # e.g. where an http action may connect: not the rule author's to widen
+            raise ActionError(found.name, f"rule {trigger.rule!r} may not set "
+                                          f"{', '.join(reserved)} (only the plugins: section "
+                                          "of the worker's config may)", permanent=True)
         config = merged(self._settings(found.name).config, ref.config)
         origin = ConfigOrigin(f"<trigger of rule {trigger.rule}, action {found.name}>",
                               rule=trigger.rule)

@@ -16,6 +16,7 @@ from flarebus.actions.host import PluginHost
 from flarebus.actions.worker import Worker, serve
 from flarebus.config import Config, config_document
 from flarebus.registry import Registry, discover
+from flarebus.stopping import unless_stopped
 
 log = logging.getLogger("flarebus.worker")
 
@@ -26,11 +27,14 @@ async def run_worker(config: Config, *, stop: asyncio.Event | None = None,
     """Run a worker until ``stop`` is set, or (without ``stop``) until SIGTERM/SIGINT.
 
     Returns the worker, drained. ``flarebus up`` passes its own ``stop`` event
-    and the registry it discovered for its samplers too (checked here).
+    and the registry it discovered for its samplers too (checked here); so does
+    ``flarebus worker``, whose signals set it. With ``stop``, a stop request
+    while NATS is still being waited for raises ``flarebus.stopping.Stopped``.
     """
     registry = registry or discover(config.worker.plugin_dir)
     registry.check()
-    nc = await bus.connect(config.nats, retry_initial=True)
+    connecting = bus.connect(config.nats, retry_initial=True)
+    nc = await (connecting if stop is None else unless_stopped(connecting, stop))
     host = PluginHost(registry, config.plugins, default_timeout=config.worker.timeout,
                       threads=config.worker.threads, config_doc=config_document(config), nc=nc)
     signals = stop is None if handle_signals is None else handle_signals

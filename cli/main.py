@@ -18,7 +18,7 @@ import sys
 from collections.abc import Coroutine, Sequence
 
 from flarebus.cli.options import CommandParser, HelpFormatter
-from flarebus.errors import FlarebusError, UsageError
+from flarebus.errors import FlarebusError, UsageError, describe
 
 #: subcommand -> module that registers it (kept in the order ``--help`` lists them)
 COMMANDS: dict[str, str] = {
@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="more log output (-vv for debug)")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (every error is otherwise one "
+                             "line: what failed and what to check)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     for module_name in COMMANDS.values():
         try:
@@ -86,6 +89,8 @@ def setup_logging(verbosity: int) -> None:
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     logging.getLogger("nats").setLevel(logging.CRITICAL)  # its errors reach us via callbacks
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # asyncio's complaint about nats-py's TLS protocol class, once per TLS connection: noise
+    logging.getLogger("asyncio").addFilter(lambda record: "eof_received" not in str(record.msg))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,10 +111,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         command_parser(parser, args.command).error(str(exc))  # exits 2
     except FlarebusError as exc:
+        if args.debug:
+            raise
         print(f"flarebus {args.command}: {exc}" if "\n" not in str(exc) else str(exc),
               file=sys.stderr)
         return 1
+    except Exception as exc:  # a bug, or an OS error nothing named: still one line
+        if args.debug:
+            raise
+        print(f"flarebus {args.command}: {_one_line(exc)} (--debug shows the traceback)",
+              file=sys.stderr)
+        return 1
     return int(result or 0)
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}"
+    return describe(exc).replace("\n", " ")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,9 +11,8 @@ import argparse
 import signal
 import sys
 import threading
-from pathlib import Path
 
-from flarebus.cli.options import UP_URL_FILE, port
+from flarebus.cli.options import URL_FILE_NAME, add_data_dir_option, data_dir, port
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,8 +21,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         epilog="examples:\n"
                "  flarebus nats                        # then, in this directory: flarebus engine\n"
                "  flarebus nats --port 4222 --data-dir /var/lib/flarebus")
-    parser.add_argument("--data-dir", default=".flarebus", type=Path, metavar="DIR",
-                        help="JetStream storage and the URL file (default: .flarebus)")
+    add_data_dir_option(parser, "JetStream storage and the URL file")
     parser.add_argument("--port", type=port, default=-1, help="client port (default: a free one)")
     parser.set_defaults(func=run)
 
@@ -33,13 +31,14 @@ def run(args: argparse.Namespace) -> int:
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    args.data_dir = data_dir(args)
     with EmbeddedNats(args.data_dir, port=args.port) as server:
-        url_file = args.data_dir / UP_URL_FILE.name
+        url_file = args.data_dir / URL_FILE_NAME
         url_file.write_text(server.url + "\n")
-        print(f"nats-server running at {server.url} (JetStream in {args.data_dir}/jetstream); "
-              "Ctrl-C stops it", file=sys.stderr, flush=True)
-        print(server.url, flush=True)
-        try:
+        try:  # from the first line printed on: a Ctrl-C as soon as it is read is a clean stop
+            print(f"nats-server running at {server.url} (JetStream in {args.data_dir}/"
+                  "jetstream); Ctrl-C stops it", file=sys.stderr, flush=True)
+            print(server.url, flush=True)
             while not stop.wait(0.5):
                 if server.process is None or server.process.poll() is not None:
                     print("nats-server exited:\n" + server.log_tail(), file=sys.stderr)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,8 +27,12 @@ from flarebus.servers import DEFAULT_NATS_URL, check_server_url
 if TYPE_CHECKING:
     from flarebus.config import Config
 
-#: Where a running `flarebus up` writes the URL of its embedded server.
-UP_URL_FILE = Path(".flarebus") / "nats.url"
+#: Where `flarebus up` and `flarebus nats` keep their data, unless --data-dir or this says.
+DATA_DIR_ENV = "FLAREBUS_DATA_DIR"
+DEFAULT_DATA_DIR = Path(".flarebus")
+#: The file in the data dir where a running `flarebus up` (or `nats`) writes its server's URL.
+URL_FILE_NAME = "nats.url"
+UP_URL_FILE = DEFAULT_DATA_DIR / URL_FILE_NAME
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -199,14 +204,33 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
                         help="config file (default: ./flarebus.yaml when it exists)")
 
 
-def add_nats_options(parser: argparse.ArgumentParser) -> None:
+def add_data_dir_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+                        what: str) -> None:
+    parser.add_argument("--data-dir", type=Path, metavar="DIR",
+                        help=f"{what} (default: ${DATA_DIR_ENV}, else {DEFAULT_DATA_DIR})")
+
+
+def data_dir(args: argparse.Namespace) -> Path:
+    """The data dir: --data-dir, else $FLAREBUS_DATA_DIR, else ./.flarebus.
+
+    Every command takes it, so `flarebus up --data-dir X` is found by `flarebus
+    publish --data-dir X` (or by both under FLAREBUS_DATA_DIR=X).
+    """
+    given: Path | None = getattr(args, "data_dir", None)
+    return given or Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
+
+
+def add_nats_options(parser: argparse.ArgumentParser, *,
+                     data_dir_help: str = "where to find the URL of the `flarebus up` or "
+                                          "`flarebus nats` to connect to") -> None:
     """--nats URL and the authentication/TLS flags a real deployment needs."""
     add_config_option(parser)
     group = parser.add_argument_group("NATS connection")
+    add_data_dir_option(group, data_dir_help)
     group.add_argument("--nats", metavar="URL", action="extend", type=servers,
                        help="server URL; repeat or comma-separate for a cluster (default: "
                             "$FLAREBUS_NATS_URL, else nats.servers of the config file, else "
-                            f"the `flarebus up` running here, else {DEFAULT_NATS_URL})")
+                            f"the `flarebus up` of --data-dir, else {DEFAULT_NATS_URL})")
     group.add_argument("--nats-name", metavar="NAME", help="connection name shown by the server")
     group.add_argument("--user", help="user name ($FLAREBUS_NATS_USER)")
     group.add_argument("--password", help="password ($FLAREBUS_NATS_PASSWORD)")
@@ -236,15 +260,17 @@ def nats_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def settings(args: argparse.Namespace, **sections: dict[str, Any]) -> Config:
     """The effective config for this command: flags over env over file over defaults.
 
-    When no server URL is given anywhere, the URL of a `flarebus up` running in
-    this directory is used (so `publish` and `tail` work against it without flags).
+    When no server URL is given anywhere, the URL of a `flarebus up` running
+    with this data dir is used (so `publish` and `tail` in the directory of a
+    plain `flarebus up` work against it without flags).
     """
     from flarebus.config import load_config
 
     overrides: dict[str, Any] = {"nats": nats_overrides(args), **sections}
     config = load_config(getattr(args, "config", None), overrides=overrides)
-    if not config.servers_given and UP_URL_FILE.is_file():
-        url = UP_URL_FILE.read_text().strip()
+    url_file = data_dir(args) / URL_FILE_NAME
+    if not config.servers_given and url_file.is_file():
+        url = url_file.read_text().strip()
         if url:
             config.nats.servers = [url]
     return config

@@ -106,7 +106,7 @@ async def publish_lines(pub: Publisher, stream: IO[bytes], *, chunk: int = 1000,
     """Validate and publish JSON lines chunk by chunk; return the number of samples sent."""
     import asyncio
 
-    from flarebus.lines import line_queue
+    from flarebus.lines import LineTooLong, line_queue
 
     lines = line_queue(stream, chunk)
     number = 0
@@ -125,6 +125,9 @@ async def publish_lines(pub: Publisher, stream: IO[bytes], *, chunk: int = 1000,
                 done = True
                 break
             number += 1
+            if isinstance(raw, LineTooLong):
+                errors.append(SampleError(raw.reason, number, source))
+                continue
             if not raw.strip():
                 continue
             try:

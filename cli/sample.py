@@ -76,22 +76,23 @@ def _add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"sampler to run ({', '.join(builtins.names('sampler'))}, or a "
                              "plugin); omitted: the config file's samplers")
     group = parser.add_argument_group("sampler options")
-    seen = _ALL_FLAGS
+    owners: dict[str, list[str]] = {}  # a flag several samplers take lists them all
     for found in builtins.load("sampler"):
-        name = found.name
         for flag, _key, kind, text in _options(found.plugin):
-            if flag in seen:
-                continue
-            seen[flag] = (kind, text)
-            if kind is bool:
-                group.add_argument(flag, dest=_dest(flag), action="store_true", default=None,
-                                   help=f"{text} [{name}]")
-            elif kind is list:
-                group.add_argument(flag, dest=_dest(flag), action="append",
-                                   metavar=_metavar(flag), help=f"{text} [{name}]")
-            else:
-                group.add_argument(flag, dest=_dest(flag), type=kind, metavar=_metavar(flag),
-                                   help=f"{text} [{name}]")
+            _ALL_FLAGS.setdefault(flag, (kind, text))
+            owners.setdefault(flag, []).append(found.name)
+    for flag, names in owners.items():
+        kind, text = _ALL_FLAGS[flag]
+        text = f"{text} [{', '.join(names)}]"
+        if kind is bool:
+            group.add_argument(flag, dest=_dest(flag), action="store_true", default=None,
+                               help=text)
+        elif kind is list:
+            group.add_argument(flag, dest=_dest(flag), action="append",
+                               metavar=_metavar(flag), help=text)
+        else:
+            group.add_argument(flag, dest=_dest(flag), type=kind, metavar=_metavar(flag),
+                               help=text)
     add_nats_options(parser)
 
 
@@ -129,6 +130,7 @@ async def run(args: argparse.Namespace) -> int:
     from flarebus.publish import Publisher
     from flarebus.registry import discover
     from flarebus.samplers.runtime import PrintOutput, run_samplers
+    from flarebus.stopping import Stopped, unless_stopped
 
     config = settings(args)
     labels = dict(args.label)
@@ -153,7 +155,11 @@ async def run(args: argparse.Namespace) -> int:
     nc = None
     output: SampleOutput = PrintOutput(sys.stdout.buffer)
     if not args.print:
-        nc = await bus.connect(config.nats, retry_initial=not args.once)
+        try:  # a signal while the server is still awaited ends it at once, exit 0
+            nc = await unless_stopped(bus.connect(config.nats, retry_initial=not args.once),
+                                      stop)
+        except Stopped:
+            return 0
         output = Publisher(nc, metrics_prefix=config.engine.metrics_prefix,
                            stacks_prefix=config.engine.stacks_prefix)
     try:

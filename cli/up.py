@@ -1,9 +1,10 @@
 """``flarebus up``: the whole product in one process, for a laptop or a demo.
 
 Without ``--nats`` it starts the embedded nats-server (JetStream data in
-``--data-dir``, default ``./.flarebus``) and writes its URL to
-``.flarebus/nats.url``, so ``flarebus publish`` and ``flarebus tail`` in another
-terminal find it without flags. Then it runs the rules engine on the default
+``--data-dir``, default ``$FLAREBUS_DATA_DIR`` else ``./.flarebus``) and writes
+its URL to ``nats.url`` there, so ``flarebus publish`` and ``flarebus tail`` in
+another terminal find it without flags (given the same ``--data-dir`` or
+``FLAREBUS_DATA_DIR`` when it is not the default). Then it runs the rules engine on the default
 rule set (or ``--rules``), one action worker, and the ``system`` sampler (or
 the config file's ``samplers:``). It prints a start-up summary, a line per
 trigger, and a status line every ``--status-every``. Ctrl-C stops every part
@@ -23,7 +24,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from flarebus.cli.options import UP_URL_FILE, add_nats_options, duration, settings
+from flarebus.cli.options import (
+    DATA_DIR_ENV,
+    DEFAULT_DATA_DIR,
+    URL_FILE_NAME,
+    add_nats_options,
+    data_dir,
+    duration,
+    settings,
+)
 from flarebus.durations import format_duration
 
 if TYPE_CHECKING:  # what runs the roles is imported when `up` runs, not for `flarebus --help`
@@ -53,15 +62,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--rules", metavar="PATH", action="append",
                         help="rule file or directory; repeatable (default: the packaged "
                              "rules/default.yaml)")
-    parser.add_argument("--data-dir", type=Path, default=Path(".flarebus"), metavar="DIR",
-                        help="embedded server's JetStream data and URL file (default: .flarebus)")
     parser.add_argument("--no-sampler", action="store_true",
                         help="do not run the system sampler (publish your own samples)")
     parser.add_argument("--status-every", type=duration, default="15s", metavar="DURATION",
                         help="how often to print the status line (default: 15s; 0 disables)")
     parser.add_argument("--json", action="store_true",
                         help="machine-readable output: JSON lines on stdout, JSON logs on stderr")
-    add_nats_options(parser)
+    add_nats_options(parser, data_dir_help="embedded server's JetStream data and URL file; "
+                                           "give the others the same --data-dir")
     parser.set_defaults(func=run)
 
 
@@ -112,7 +120,8 @@ async def run(args: argparse.Namespace) -> int:
     status_every = args.status_every
     config = settings(args)
     server: EmbeddedNats | None = None
-    url_file = args.data_dir / UP_URL_FILE.name
+    args.data_dir = data_dir(args)
+    url_file = args.data_dir / URL_FILE_NAME
     if not config.servers_given:  # nobody named a server (flag, environment, config file)
         server = EmbeddedNats(args.data_dir / "nats")
         config.nats.servers = [await asyncio.to_thread(server.start)]
@@ -124,6 +133,13 @@ async def run(args: argparse.Namespace) -> int:
             url_file.unlink(missing_ok=True)
             await asyncio.to_thread(server.stop)
             console.event("stopped", "nats-server stopped")
+
+
+def _reach_hint(where: Path) -> str:
+    """How other commands find this server: the same directory, or the same data dir."""
+    if where == DEFAULT_DATA_DIR:
+        return "in this directory"
+    return f"with --data-dir {where} (or {DATA_DIR_ENV}={where})"
 
 
 async def _run_roles(args: argparse.Namespace, config: Config, console: Console,
@@ -159,8 +175,8 @@ async def _run_roles(args: argparse.Namespace, config: Config, console: Console,
             f"  samplers  {', '.join(s.sampler for s in samplers) or 'none'}\n"
             f"  worker    1 (concurrency {config.worker.concurrency}), plugins dir "
             f"{config.worker.plugin_dir or '-'}\n"
-            "  Ctrl-C stops everything; `flarebus publish` / `flarebus tail` in this directory "
-            "reach this server",
+            "  Ctrl-C stops everything; `flarebus publish` / `flarebus tail` "
+            f"{_reach_hint(args.data_dir)} reach this server",
             nats=config.nats.servers, embedded=server is not None,
             data_dir=str(server.data_dir) if server else None, rules=[r.name for r in rules],
             rule_files=rules_paths, samplers=[s.sampler for s in samplers])

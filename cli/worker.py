@@ -37,8 +37,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+    import signal
+
     from flarebus import telemetry
     from flarebus.actions.service import run_worker
+    from flarebus.stopping import Stopped
 
     worker: dict[str, Any] = {"concurrency": args.concurrency, "plugin_dir": args.plugin_dir,
                               "batch": args.batch, "default_action": args.default_action,
@@ -48,5 +53,13 @@ async def run(args: argparse.Namespace) -> int:
         # Only then: SDK spans cost a few microseconds per action even when exported nowhere.
         telemetry.setup(config.telemetry.exporter, service_name=config.telemetry.service_name,
                         endpoint=config.telemetry.endpoint)
-    await run_worker(config)
+    stop = asyncio.Event()  # set by a signal: also while NATS is still being waited for
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await run_worker(config, stop=stop)
+    except Stopped:
+        logging.getLogger("flarebus.worker").warning(
+            "stopped before the worker was ready (NATS was not reachable)")
     return 0

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
 from nats.errors import NoServersError
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -31,6 +32,7 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
+from flarebus import natsfail
 from flarebus.backoff import Backoff
 from flarebus.config import NatsSettings
 from flarebus.errors import BusError, describe
@@ -54,6 +56,8 @@ ACTIONS_DONE_BUCKET = "FLAREBUS_ACTIONS_DONE"
 ACTIONS_DONE_TTL = 24 * 3600.0
 #: Waiting for a server that is not up yet (``connect(retry_initial=True)``).
 CONNECT_BACKOFF = Backoff(0.2, 10.0)
+#: Tries of a long-running role before a permanent failure (bad credentials or TLS) ends it.
+PERMANENT_TRIES = 3
 
 
 def trigger_subject(rule: str) -> str:
@@ -105,8 +109,16 @@ async def connect(settings: NatsSettings, *, retry_initial: bool = False,
     """Connect to NATS; log every disconnect and reconnect.
 
     With ``retry_initial``, a server that is not up yet is waited for with
-    backoff instead of failing (services started before their server).
+    backoff instead of failing (services started before their server). A
+    permanent failure (credentials refused, TLS handshake failed: see
+    ``flarebus.natsfail``) is a BusError at once without ``retry_initial``,
+    and after ``PERMANENT_TRIES`` tries with it (a server restarting with new
+    certificates or users gets a moment, a wrong token does not get forever).
     """
+    natsfail.check_credentials(settings)
+    causes: list[BaseException] = []
+    refused = asyncio.Event()
+    user_error_cb = extra.pop("error_cb", None)
 
     async def disconnected() -> None:
         if not (nc.is_closed or nc.is_draining):
@@ -119,7 +131,14 @@ async def connect(settings: NatsSettings, *, retry_initial: bool = False,
             await on_reconnect()
 
     async def error(exc: Exception) -> None:
+        if not nc.is_connected and not nc.is_reconnecting:  # still the first connect
+            causes.append(exc)
+            if natsfail.is_permanent(exc):
+                refused.set()  # nats-py would retry a TLS failure forever
+            return
         log.warning("NATS: %s", describe(exc))
+        if user_error_cb is not None:
+            await user_error_cb(exc)
 
     options = connect_options(settings) | {
         "disconnected_cb": disconnected, "reconnected_cb": reconnected, "error_cb": error,
@@ -129,27 +148,57 @@ async def connect(settings: NatsSettings, *, retry_initial: bool = False,
     # would hang a one-shot command on a dead URL. Try each server once, then reconnect
     # forever once connected.
     options["max_reconnect_attempts"] = 1
+    #: each server once, with its TLS handshake and CONNECT: a bound nats-py lacks for TLS
+    deadline = (settings.connect_timeout + 1.0) * 2 * max(1, len(settings.servers))
     attempt = 0
+    permanent_tries = 0
     while True:
         attempt += 1
+        causes.clear()
+        refused.clear()
         nc = Client()
         try:
-            await nc.connect(**options)
+            await _first_connect(nc, options, refused, deadline)
+            if natsfail.wants_tls(settings) and natsfail.is_plaintext(nc):
+                await nc.close()
+                raise natsfail.plaintext_refused(settings)
             nc.options["max_reconnect_attempts"] = forever
             return nc
-        except (TimeoutError, NoServersError, OSError) as exc:
-            if not retry_initial:
-                with contextlib.suppress(Exception):
-                    await nc.close()
-                raise BusError(list(settings.servers),
-                               f"cannot connect ({describe(exc)}); is the server "
-                               "running? (`flarebus nats` or `flarebus up` start one)") from None
-            delay = CONNECT_BACKOFF.delay(attempt)
-            log.warning("NATS at %s not reachable (%s); retrying in %.1fs",
-                        ", ".join(settings.servers), describe(exc), delay)
+        except (TimeoutError, NoServersError, OSError, NatsError) as exc:
             with contextlib.suppress(Exception):
                 await nc.close()
+            failure = natsfail.explain(settings, causes, exc)
+            permanent_tries += failure.permanent
+            if not retry_initial or permanent_tries >= PERMANENT_TRIES:
+                raise failure from None
+            delay = CONNECT_BACKOFF.delay(attempt)
+            log.warning("%s; retrying in %.1fs", failure, delay)
             await asyncio.sleep(delay)
+
+
+async def _first_connect(nc: Client, options: dict[str, Any], refused: asyncio.Event,
+                         deadline: float) -> None:
+    """``nc.connect``, ended early by a permanent failure (``refused``) or the deadline.
+
+    Cancelled itself (a stop request while waiting for the server), it cancels the
+    connect too: no client is left connecting in the background.
+    """
+    connecting = asyncio.ensure_future(nc.connect(**options))
+    waiting = asyncio.ensure_future(refused.wait())
+    try:
+        done, _ = await asyncio.wait([connecting, waiting], timeout=deadline,
+                                     return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+        if not connecting.done():
+            connecting.cancel()
+            await asyncio.wait([connecting])  # its end, without raising its CancelledError
+    if connecting in done:
+        connecting.result()
+        return
+    if not connecting.cancelled():
+        connecting.exception()  # retrieved: superseded by the reason below
+    raise NoServersError if refused.is_set() else TimeoutError()
 
 
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
@@ -204,7 +253,7 @@ async def ensure_jetstream(nc: Client) -> JetStreamContext:
     except ServiceUnavailableError:
         raise BusError([nc.connected_url.geturl() if nc.connected_url else "?"],
                        "JetStream is not enabled (start nats-server with -js, or enable "
-                       "jetstream in its config)") from None
+                       "jetstream in its config)", kind="jetstream") from None
     return js
 
 

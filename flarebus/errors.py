@@ -96,10 +96,21 @@ class NatsServerError(FlarebusError):
 
 @dataclass(eq=False)
 class BusError(FlarebusError):
-    """NATS could not be reached, or lacks what flarebus needs (JetStream)."""
+    """NATS could not be reached, refused us, or lacks what flarebus needs (JetStream).
+
+    ``kind`` says which: ``unreachable`` (no server answered: worth waiting for),
+    ``auth`` (the server refused the credentials), ``tls`` (the TLS handshake
+    failed), ``credentials`` (a seed or creds file flarebus cannot use),
+    ``jetstream``. All but ``unreachable`` are ``permanent``: retrying cannot help.
+    """
 
     servers: list[str]
     message: str
+    kind: str = "unreachable"
+
+    @property
+    def permanent(self) -> bool:
+        return self.kind != "unreachable"
 
     def __str__(self) -> str:
         return f"NATS at {', '.join(self.servers)}: {self.message}"

@@ -12,6 +12,16 @@ top is kept here so the plugins stay small and agree with each other:
   apply, read when the client is made;
 - redirects are not followed unless asked: a POST that follows a redirect
   would leave ``allow_hosts`` behind;
+- with an ``AddressPolicy`` (the actions' URLs, which rule authors write; not
+  the prometheus sampler's, which the operator writes), every connection goes
+  through ``_GuardedBackend``: the host is resolved, every address checked
+  (``flarebus.addresses``), and the connection made to a checked address, so
+  the name cannot resolve elsewhere between check and connect (DNS rebinding);
+  TLS still verifies the certificate against the URL's host name (SNI and the
+  Host header come from the URL, not from the address). A redirect, when one is
+  followed, opens its connection the same way. Through a proxy from the
+  environment the proxy connects, not flarebus: the target name is then
+  resolved and checked before the request (not pinned);
 - ``failure_reason``: one readable line for a transport error (``cannot
   connect to host:port: Connection refused``) instead of httpx's
   ``All connection attempts failed``.
@@ -21,14 +31,19 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
+
+from flarebus.addresses import AddressPolicy, AddressRefused
 
 #: What the plugins catch and read, named here so that this is the one module naming
 #: httpx (moving to a fork such as httpx2 is then a change of imports in one file).
 RequestFailed = httpx.HTTPError
+Refused = AddressRefused
 RequestTimeout = httpx.TimeoutException
 Response = httpx.Response
 
@@ -59,6 +74,51 @@ def check_headers(headers: Mapping[str, str]) -> None:
                 raise ValueError(f"headers.{key}: the {what} must be ASCII on one line")
 
 
+class _GuardedBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend, connecting only to addresses the policy allows."""
+
+    def __init__(self, policy: AddressPolicy, inner: httpcore.AsyncNetworkBackend) -> None:
+        self.policy = policy
+        self.inner = inner
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                          local_address: str | None = None,
+                          socket_options: Iterable[Any] | None = None
+                          ) -> httpcore.AsyncNetworkStream:
+        addresses = await self.policy.resolve(host, port)  # AddressRefused goes up as it is
+        failure: Exception | None = None
+        for address in addresses:  # each one checked: the first that answers
+            try:
+                return await self.inner.connect_tcp(address, port, timeout, local_address,
+                                                    socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout, OSError) as exc:
+                failure = exc
+        assert failure is not None
+        raise failure
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,
+                                  socket_options: Iterable[Any] | None = None
+                                  ) -> httpcore.AsyncNetworkStream:
+        raise AddressRefused(path, path, "a unix socket")
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)
+
+
+def guard(client: httpx.AsyncClient, policy: AddressPolicy) -> httpx.AsyncClient:
+    """``client`` with the network backend of its direct transport guarded by ``policy``.
+
+    httpx takes no network backend, and a ``transport=`` of our own would turn off
+    the proxies from the environment; so the backend is swapped on the pool of the
+    transport httpx built (tests/test_http_policy.py fails if httpx stops honouring it).
+    """
+    pool: Any = getattr(client._transport, "_pool", None)
+    if pool is None or not hasattr(pool, "_network_backend"):
+        raise RuntimeError("this httpx has no connection pool to guard: pin flarebus' httpx")
+    pool._network_backend = _GuardedBackend(policy, pool._network_backend)
+    return client
+
+
 class LazyClient:
     """An ``httpx.AsyncClient`` made on first ``get()``; ``aclose()`` closes it.
 
@@ -68,10 +128,11 @@ class LazyClient:
     """
 
     def __init__(self, timeout: float, *headers: Mapping[str, str],
-                 follow_redirects: bool = False) -> None:
+                 follow_redirects: bool = False, policy: AddressPolicy | None = None) -> None:
         self.timeout = timeout
         self.layers = ({"User-Agent": USER_AGENT}, *headers)
         self.follow_redirects = follow_redirects
+        self.policy = policy
         self._client: httpx.AsyncClient | None = None
 
     def get(self) -> httpx.AsyncClient:
@@ -82,7 +143,18 @@ class LazyClient:
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.timeout), headers=headers, trust_env=True,
                 follow_redirects=self.follow_redirects)
+            if self.policy is not None:
+                guard(self._client, self.policy)
         return self._client
+
+    async def check(self, url: str) -> None:
+        """Through a proxy, check the target's addresses here (the proxy connects, unpinned)."""
+        client = self.get()
+        if self.policy is None or client._transport_for_url(httpx.URL(url)) is client._transport:
+            return  # direct: the guarded backend checks (and pins) at connect time
+        parts = urlsplit(url)
+        await self.policy.resolve(parts.hostname or "",
+                                  parts.port or (443 if parts.scheme == "https" else 80))
 
     @property
     def is_open(self) -> bool:

@@ -30,7 +30,7 @@ import msgspec
 
 from flarebus.errors import SampleError
 from flarebus.events import MetricSample, StackSample, is_metric_name
-from flarebus.lines import line_queue
+from flarebus.lines import LineTooLong, line_queue
 from flarebus.sampler import Sample, Sampler
 
 log = logging.getLogger("flarebus.samplers")
@@ -53,14 +53,19 @@ class LineParser:
         self.line = 0
         self.bad_lines = 0
 
-    def parse(self, raw: bytes | str) -> list[Sample]:
+    def parse(self, raw: bytes | str | LineTooLong) -> list[Sample]:
         """The samples of one line ([] for a blank or bad line, which is logged)."""
         self.line += 1
+        if isinstance(raw, LineTooLong):
+            self.bad_lines += 1
+            log.warning("%s:%d: %s", self.source, self.line, raw.reason)
+            return []
         if not raw.strip():
             return []
         try:
             return self._parse(raw)
-        except (SampleError, msgspec.DecodeError, ValueError, TypeError) as exc:
+        except (SampleError, msgspec.DecodeError, ValueError, TypeError,
+                RecursionError) as exc:  # (the untyped decoder's answer to deep nesting)
             self.bad_lines += 1
             text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
             log.warning("%s:%d: skipped (%s): %.200s", self.source, self.line, exc, text.strip())

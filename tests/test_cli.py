@@ -105,6 +105,22 @@ class TestUsageErrors:
         assert "<settings>" not in result.stderr and "Traceback" not in result.stderr
 
 
+class TestOtherErrors:
+    """An error nothing names in particular is still one line, exit 1; --debug adds why."""
+
+    def test_os_error_is_one_line(self, tmp_path: Path) -> None:
+        """A data dir that is a file: the path and the OS' reason, no traceback."""
+        afile = tmp_path / "afile"
+        afile.write_text("")
+        result = run_flarebus("up", "--data-dir", str(afile), "--no-sampler", timeout=30)
+        assert result.returncode == 1
+        assert result.stderr.strip() == (f"flarebus up: {afile}/nats: Not a directory "
+                                         "(--debug shows the traceback)")
+        debug = run_flarebus("--debug", "up", "--data-dir", str(afile), "--no-sampler",
+                             timeout=30)
+        assert debug.returncode == 1 and "Traceback" in debug.stderr, debug.stderr
+
+
 class TestFlagTypes:
     """The type= functions accept what users write and normalise it."""
 
@@ -154,6 +170,16 @@ class TestHelp:
         result = run_flarebus("sample", "--help")
         assert result.returncode == 0
         assert "--url URL" in result.stdout and "[prometheus]" in result.stdout
+
+    def test_sample_help_names_every_sampler_of_a_flag(self) -> None:
+        """A flag several samplers take (--prefix) names them all, not only the first."""
+        from flarebus.cli.main import build_parser, command_parser
+
+        sample = command_parser(build_parser(), "sample")
+        sample.complete()  # type: ignore[attr-defined]
+        helps = {a.option_strings[0]: a.help or "" for a in sample._actions if a.option_strings}
+        assert helps["--prefix"].endswith("[prometheus, stdin, exec]"), helps["--prefix"]
+        assert helps["--pid"].endswith("[process, stack]"), helps["--pid"]
 
     def test_top_level_help_starts_with_up(self) -> None:
         """`flarebus --help` lists every command and shows where to begin."""

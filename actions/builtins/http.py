@@ -5,6 +5,13 @@ the body is signed with HMAC-SHA256 and the signature sent as
 ``<signature_header>: sha256=<hex>`` (GitHub's webhook convention), so the
 receiver can verify the trigger came from flarebus. ``allow_hosts`` limits
 where rule authors may send triggers (redirects are not followed, so it holds).
+Whatever the host, the address it resolves to must pass the address policy
+(``flarebus.addresses``: link-local and metadata addresses refused, private ones
+unless ``allow_private``, loopback unless ``allow_loopback: false``, any network
+opted in by ``allow_networks``); a refused address is a permanent failure.
+Those four keys are ``operator_only``: a rule's own action config may not set
+them (the worker refuses the trigger's action), so a rule author cannot widen
+where the worker connects.
 A 4xx answer other than 408/425/429 is a permanent failure (dead-lettered at
 once: retrying an unauthorized or bad request cannot help); 5xx, 3xx, 408, 425,
 429, timeouts and connection errors retry.
@@ -22,13 +29,16 @@ import hashlib
 import hmac
 import os
 from typing import Annotated, Any, ClassVar
+from urllib.parse import urlsplit
 
 import msgspec
 
+from flarebus.addresses import AddressPolicy
 from flarebus.errors import ActionError
 from flarebus.events import Trigger, encoder
 from flarebus.http import (
     LazyClient,
+    Refused,
     RequestFailed,
     RequestTimeout,
     Response,
@@ -50,6 +60,9 @@ class HttpConfig(msgspec.Struct, forbid_unknown_fields=True):
     secret: str | None = None
     signature_header: str = SIGNATURE_HEADER
     allow_hosts: list[str] | None = None
+    allow_private: bool = False
+    allow_loopback: bool = True
+    allow_networks: list[str] = []
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -62,16 +75,23 @@ class HttpPoster:
 
     name: ClassVar[str]
     config: Any
+    #: where the plugin may connect is the operator's to widen, not a rule's (actions.host)
+    operator_only: ClassVar[frozenset[str]] = frozenset(
+        {"allow_hosts", "allow_private", "allow_loopback", "allow_networks"})
 
     def setup(self, config: HttpConfig) -> None:
         self.config = config
         self.url = config.url or os.environ.get("HTTP_PLUGIN_ENDPOINT") or None
+        self.policy = AddressPolicy.of(allow_private=config.allow_private,
+                                       allow_loopback=config.allow_loopback,
+                                       allow_networks=config.allow_networks)
         self.http = LazyClient(config.timeout, {"Content-Type": "application/json"},
-                               config.headers)
+                               config.headers, policy=self.policy)
 
     def check(self) -> None:
         if self.url is not None:
             check_url(self.url, self.config.allow_hosts)
+            self.policy.check_name(urlsplit(self.url).hostname or "")  # an IP or metadata name
         check_headers(self.config.headers)
 
     async def close(self) -> None:
@@ -96,6 +116,8 @@ class HttpPoster:
             headers[self.config.signature_header] = sign(self.config.secret, body)
         try:
             response = await self.post(self.url, body, headers)
+        except Refused as exc:
+            raise ActionError(self.name, f"POST {self.url}: {exc}", permanent=True) from None
         except (TimeoutError, RequestTimeout):
             raise ActionError(self.name, f"POST {self.url}: no answer within "
                                          f"{self.config.timeout:g}s") from None
@@ -111,6 +133,7 @@ class HttpPoster:
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> Response:
         """POST within ``timeout`` overall; the body is read (capped) so the connection is kept."""
         async with asyncio.timeout(self.config.timeout):
+            await self.http.check(url)
             client = self.http.get()
             async with client.stream("POST", url, content=body, headers=headers) as response:
                 await read_capped(response)

@@ -16,6 +16,7 @@ import msgspec
 
 from flarebus.engine.language.evaluator import Evaluator
 from flarebus.events import MetricSample, StackSample, Trigger
+from flarebus.lines import LineTooLong, bounded_lines
 
 _metric_line = msgspec.json.Decoder(MetricSample)
 _stack_line = msgspec.json.Decoder(StackSample)
@@ -32,7 +33,10 @@ class BadLine:
 def read_samples(stream: IO[str], on_bad: Callable[[BadLine], None]
                  ) -> Iterator[MetricSample | StackSample]:
     """Decode JSON lines (blank lines and # comments skipped); bad lines go to ``on_bad``."""
-    for number, line in enumerate(stream, 1):
+    for number, line in enumerate(bounded_lines(stream), 1):
+        if isinstance(line, LineTooLong):
+            on_bad(BadLine(number, line.reason))
+            continue
         text = line.strip()
         if not text or text.startswith("#"):
             continue

@@ -112,6 +112,9 @@ def with_yaml_hint(problems: list[Problem], path: Path | None,
     """`when: > 80` is a YAML block scalar, not a string: say so instead of a parser riddle."""
     out = []
     for problem in problems:
+        if not problem.message.startswith("YAML syntax"):
+            out.append(problem)  # nothing to hint: the file (maybe refused as too big) stays unread
+            continue
         try:
             if text is None and path is not None:
                 text = path.read_text(encoding="utf-8")
@@ -119,8 +122,7 @@ def with_yaml_hint(problems: list[Problem], path: Path | None,
         except (OSError, UnicodeDecodeError):
             lines = []
         context = lines[problem.line - 2: problem.line] if lines else []
-        if problem.message.startswith("YAML syntax") and any(
-                _UNQUOTED_THRESHOLD.match(line) for line in context):
+        if any(_UNQUOTED_THRESHOLD.match(line) for line in context):
             problem = Problem(problem.file, problem.line, problem.column,
                               problem.message + '; quote thresholds: when: "> 80"', problem.rule)
         out.append(problem)

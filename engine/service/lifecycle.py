@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+from flarebus import stopping
 from flarebus.config import Config
 from flarebus.engine.service.engine import Engine
 
@@ -25,16 +26,10 @@ log = logging.getLogger("flarebus.engine")
 
 async def unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
     """Run ``work`` unless Ctrl-C comes first (e.g. while waiting for NATS); True if it ran."""
-    task = asyncio.create_task(work)
-    stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
-    stopper.cancel()
-    if not task.done():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    try:
+        await stopping.unless_stopped(work, stop)
+    except stopping.Stopped:
         return False
-    task.result()  # its exception, if any, is the caller's
     return True
 
 
