@@ -8,6 +8,7 @@ come with the flamegraph of what led up to it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -82,12 +83,20 @@ class StackWindows:
                 log.debug("unsubscribe %s: %s", self.subject, exc)
 
 
-async def record(nc: Client, source: str, seconds: float, *, prefix: str = "stacks"
-                 ) -> tuple[Frame, str, int]:
-    """Collect ``source``'s stacks arriving in the next ``seconds``: (tree, unit, samples)."""
+async def record(nc: Client, source: str, seconds: float, *, prefix: str = "stacks",
+                 stop: asyncio.Event | None = None) -> tuple[Frame, str, int]:
+    """Collect ``source``'s stacks arriving in the next ``seconds``: (tree, unit, samples).
+
+    ``stop`` ends the recording early with what arrived so far: whoever records
+    a run of unknown length (a benchmark, Ctrl-C at a terminal) still gets its graph.
+    """
     windows = await StackWindows(nc, span=seconds + 60, prefix=prefix, source=source).start()
     try:
-        await asyncio.sleep(seconds)
+        if stop is None:
+            await asyncio.sleep(seconds)
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), seconds)
     finally:
         await windows.stop()
     window = windows.store.get(source)

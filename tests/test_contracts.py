@@ -331,3 +331,21 @@ def test_duration_patterns_say_what_the_parser_does(text: str) -> None:
     assert (re.match(ORDERED_DURATION_PATTERN, text) is not None) == (seconds is not None)
     if seconds is not None:
         assert (re.match(ZERO_DURATION_PATTERN, text) is not None) == (seconds == 0)
+
+
+@pytest.mark.parametrize("valid", [True, False])
+def test_engine_decoding_judges_the_metric_corpus_like_metric_sample(valid: bool) -> None:
+    """WireSample plus check_wire accepts exactly what MetricSample does, encoded alike."""
+    for raw in corpus("metric_sample", valid):
+        try:
+            decoded = events.wire_decoder.decode(raw)
+        except msgspec.DecodeError:
+            accepted = False
+        else:
+            samples = decoded if isinstance(decoded, list) else [decoded]
+            accepted = bool(samples) and all(  # each sample under its own subject
+                events.check_wire([s], s.name) is None for s in samples)
+            if accepted:
+                assert events.encoder.encode(decoded) == events.encoder.encode(
+                    events.metric_decoder.decode(raw)), raw
+        assert accepted is struct_accepts("metric_sample", raw) or raw.strip() == b"[]", raw
