@@ -171,13 +171,14 @@ def check_wire(samples: list[WireSample], tail: str) -> tuple[bool, str] | None:
     """
     if tail not in _metric_names:
         return False, f"`name` {tail!r} {METRIC_NAME_HINT}"
-    good_key = _label_names
+    known = _label_names.known  # the C call first: first_bad is a Python one
     for s in samples:
         if s.name != tail:
             if s.name not in _metric_names:
                 return False, f"`name` {s.name!r} {METRIC_NAME_HINT}"
             return True, f"sample name {s.name!r} does not match the subject's {tail!r}"
-        if s.labels and (bad := good_key.first_bad(s.labels)) is not None:
+        labels = s.labels
+        if labels and not known(labels) and (bad := _label_names.first_bad(labels)) is not None:
             return False, f"`labels` key {bad!r} {LABEL_NAME_HINT}"
     return None
 
