@@ -5,6 +5,8 @@
 the suffix (``.svg``, ``.html``, ``.folded``/``.collapsed``/``.txt``, ``.json`` =
 speedscope) or ``--format``. ``-o -`` writes to stdout. ``--input FILE`` reads
 StackSamples (JSON lines, or a folded file) instead of the bus: no server needed.
+Ctrl-C (or SIGTERM) ends a recording early and still writes it: for a run whose
+length is not known in advance (``bench/engine.py --profile`` stops it so).
 """
 
 from __future__ import annotations
@@ -131,11 +133,15 @@ async def run(args: argparse.Namespace) -> int:
         config = settings(args)
         nc = await bus.connect(config.nats)
         try:
-            print(f"recording stacks.{args.source} for {args.seconds:g}s "
-                  "(Ctrl-C or SIGTERM: stop early and write it) ...", file=sys.stderr, flush=True)
+            def started() -> None:  # subscribed: a caller waiting for this line misses nothing
+                print(f"recording stacks.{args.source} for {args.seconds:g}s "
+                      "(Ctrl-C or SIGTERM: stop early and write it) ...", file=sys.stderr,
+                      flush=True)
+
             with _stop_on_signal() as stop:
                 tree, unit, count = await record(nc, args.source, args.seconds,
-                                                 prefix=config.engine.stacks_prefix, stop=stop)
+                                                 prefix=config.engine.stacks_prefix, stop=stop,
+                                                 on_started=started)
         finally:
             await bus.close(nc)
     title = args.title or f"flarebus flamegraph: {args.source or args.input}"
