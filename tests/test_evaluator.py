@@ -416,3 +416,17 @@ def test_a_quiet_series_still_fires_when_a_timer_or_a_crossing_comes() -> None:
     assert fired == [("hi", "firing", 6.0)]
     fired = [(t.rule, t.state) for t in ev.ingest([MetricSample("m", -1.0, 7.0)], now=0.0)]
     assert fired == [("hi", "resolved"), ("lo", "firing")]  # ne has been firing since 4
+
+
+def test_a_quiet_series_reports_and_fires_with_its_latest_value() -> None:
+    """A calm series keeps its value once; statuses and triggers still show the latest."""
+    ev = Evaluator(load_rules_text(
+        "rules:\n"
+        "  - {name: hi, metric: m, when: '> 10'}\n"
+        "  - {name: lo, metric: m, when: '< -10', missing: {after: 5s, then: fire}}\n"))
+    for ts, value in enumerate([1.0, 2.0, 3.0]):
+        assert ev.ingest([MetricSample("m", value, float(ts))], now=0.0) == []
+    assert {st.rule: st.value for st in ev.states()} == {"hi": 3.0, "lo": 3.0}
+    (stale,) = ev.advance(7.0)  # lo fires on staleness, with the last value seen
+    assert (stale.rule, stale.value, stale.at) == ("lo", 3.0, 7.0)
+    assert {st.rule: st.value for st in ev.states()} == {"hi": 3.0, "lo": 3.0}

@@ -165,8 +165,7 @@ class Evaluator:
             entry.last_ts = ts
             value = s.value
             if entry.calm and entry.lo <= value <= entry.hi:  # the commonest case: one test
-                for st in entry.states:
-                    st.value = value
+                entry.value = value  # every state's value while calm (see Entry)
                 continue
             calm = True
             for st in entry.states:
@@ -178,7 +177,8 @@ class Evaluator:
                     observe(st, ts, value, out)
                     if st.phase != INACTIVE or st.sched == INF or st.window is not None:
                         calm = False
-            entry.calm = calm
+            entry.calm = calm  # every state's value is `value` now: Entry.value while calm
+            entry.value = value
         if len(out) > 1:
             out.sort(key=_at)
         return out
@@ -331,7 +331,9 @@ class Evaluator:
                             st.t0 if phase == PENDING else entry.last_ts)
                         yield SeriesStatus(rule=st.check.rule.name, series_key=entry.key,
                                            labels=entry.labels, state=PHASE_NAMES[phase],
-                                           since=since, value=st.value, stage=st.check.stage)
+                                           since=since,
+                                           value=entry.value if entry.calm else st.value,
+                                           stage=st.check.stage)
 
 
 def _at(trigger: Trigger) -> float:

@@ -117,12 +117,15 @@ class Entry:
     ``calm`` says every state is inactive, windowless and has its deadline in the
     heap: then a sample in ``[lo, hi]`` (where every check's ``when`` is false)
     changes nothing but the states' ``value``, and the evaluator decides that
-    with one test for the whole series instead of one per state. Only the
-    evaluator's sample path sets it (after looking at every state); whatever
-    else moves a state (a timer run, a restore, a reload) clears it.
+    with one test for the whole series instead of one per state, and keeps the
+    value once, in ``value``: while calm, that is every state's value. Only the
+    evaluator's sample path makes a series calm (after looking at every state);
+    whatever else touches its states (a timer run, a restore, a reload) first
+    calls ``wake``, which hands the value back to the states.
     """
 
-    __slots__ = ("alias", "calm", "hi", "key", "labels", "last_ts", "lo", "name", "states")
+    __slots__ = ("alias", "calm", "hi", "key", "labels", "last_ts", "lo", "name", "states",
+                 "value")
     # alias: the key the series arrived under, (name, *label names, *label values): one flat
     # tuple sharing the strings of the labels dict, cheap to build per sample and to keep.
 
@@ -134,12 +137,21 @@ class Entry:
         self.last_ts = -INF
         self.states: list[State] = []
         self.calm = False
+        self.value = 0.0
         self.lo, self.hi = NEVER_QUIET
+
+    def wake(self) -> None:
+        """No longer calm: every state's ``value`` is the series' last one again."""
+        if self.calm:
+            self.calm = False
+            value = self.value
+            for st in self.states:
+                st.value = value
 
     def set_states(self, states: list[State]) -> None:
         """The states of the checks matching this series; the quiet range is all of theirs."""
+        self.wake()
         self.states = states
-        self.calm = False
         self.lo = max((st.check.quiet[0] for st in states), default=INF)
         self.hi = min((st.check.quiet[1] for st in states), default=-INF)
 
@@ -233,12 +245,12 @@ class SavedState(msgspec.Struct, kw_only=True):
 
     def restore(self, st: State, key: str) -> None:
         """Put the saved fields back into ``st`` (its deadline is the caller's to schedule)."""
+        st.entry.wake()
         st.entry.last_ts = max(st.entry.last_ts, self.last_ts)
         st.phase, st.t0, st.since, st.value = self.phase, self.t0, self.since, self.value
         st.clear_since, st.fired_at, st.repeats = self.clear_since, self.fired_at, self.repeats
         st.skey = key
         st.sched = INF
-        st.entry.calm = False
 
 
 saved_encoder: Final = msgspec.json.Encoder()
