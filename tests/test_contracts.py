@@ -179,6 +179,15 @@ class TestPythonApi:
                                    "labels": {"host": "web-1"}}
         assert events.decode_metrics(raw) == [sample]
 
+    @given(st.text())
+    def test_series_key_quotes_values_as_json_does(self, value: str) -> None:
+        """The label values of a series key are msgspec's JSON strings, whatever they hold."""
+        try:
+            expected = events.encoder.encode(value).decode()
+        except UnicodeEncodeError:  # lone surrogates: no key either way
+            return
+        assert events.series_key("m", {"a": value}) == f"m{{a={expected}}}"
+
     def test_series_key_is_canonical(self) -> None:
         """Label order does not change a series' key; values are escaped."""
         a = events.series_key("m", {"b": "2", "a": 'x"y'})

@@ -152,8 +152,14 @@ class Entry:
         """The states of the checks matching this series; the quiet range is all of theirs."""
         self.wake()
         self.states = states
-        self.lo = max((st.check.quiet[0] for st in states), default=INF)
-        self.hi = min((st.check.quiet[1] for st in states), default=-INF)
+        lo, hi = NEVER_QUIET if not states else (-INF, INF)
+        for st in states:  # the intersection (a plain loop: this runs for every new series)
+            q_lo, q_hi = st.check.quiet
+            if q_lo > lo:
+                lo = q_lo
+            if q_hi < hi:
+                hi = q_hi
+        self.lo, self.hi = lo, hi
 
 
 def alias_of(name: str, labels: dict[str, str]) -> Any:
