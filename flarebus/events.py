@@ -106,15 +106,13 @@ LABEL_NAME_HINT = "is not a label name (letters, digits and _, not starting with
 TOKEN_HINT = "is not a subject token (letters, digits, _ and -)"
 
 
+# gc=False: a sample holds only strings, floats and a dict of strings, so it can never be
+# part of a reference cycle, and untracked it costs the cyclic garbage collector nothing.
+# Tracked, the samples of a busy engine set off a full collection of its hundreds of
+# thousands of long-lived states every few hundred messages: a third of the engine's time
+# (docs/performance.md). (A comment, not the docstring: that is the schema's description.)
 class MetricSample(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True, gc=False):
-    """One observation of one series, published on metrics.<name>.
-
-    ``gc=False``: a sample holds only strings, floats and a dict of strings, so it
-    can never be part of a reference cycle, and untracked it costs the cyclic
-    garbage collector nothing. Tracked, the samples of a busy engine set off a
-    full collection of its hundreds of thousands of long-lived states every few
-    hundred messages: a third of the engine's time (see docs/performance.md).
-    """
+    """One observation of one series, published on metrics.<name>."""
 
     # The checks live in __post_init__ rather than in Meta constraints: they run on decode
     # and on construction alike, and they are the engine's hot path (see _KnownGood). The
