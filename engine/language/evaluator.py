@@ -36,6 +36,7 @@ from flarebus.engine.language.series import (
     PHASE_NAMES,
     Check,
     Entry,
+    Phase,
     State,
     alias_of,
     saved_decoder,
@@ -323,7 +324,8 @@ class Evaluator:
         engine's summary lists only those, and every checkpoint writes it (with 40k
         inactive states, building them all held the event loop for 24 ms).
         """
-        for phase in (FIRING, PENDING) if active else (FIRING, PENDING, INACTIVE):
+        phases: tuple[Phase, ...] = (FIRING, PENDING) if active else (FIRING, PENDING, INACTIVE)
+        for phase in phases:
             for entry in self._series.values():
                 for st in entry.states:
                     if st.phase == phase:
