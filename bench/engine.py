@@ -27,8 +27,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -354,63 +352,6 @@ async def main(args: argparse.Namespace) -> None:
               f"start to resumed: {start_s:.2f} s ({keys} state keys restored)")
 
 
-async def profile(output: str, count: int, sampler: str) -> None:
-    """The batched ingest load under flarebus's own stack sampling, as a flamegraph.
-
-    ``sampler="in-process"``: the engine process samples itself
-    (``flarebus.samplers.stack``; wall clock, every thread). ``"py-spy"``:
-    ``flarebus sample stack --pid`` samples it from outside (on-CPU threads only,
-    no GIL needed, so no bias towards calls that release it). Either publishes to
-    a second nats-server on the side, so the profile's traffic never mixes with
-    the measured load; ``flarebus flamegraph`` records it from there in a child
-    process, and is stopped (SIGINT) once the load has been consumed.
-    """
-    from bench.publish import flarebus_argv
-    from flarebus.samplers import stack
-
-    spy: list[subprocess.Popen[str]] = []
-
-    def start_sampling(side_url: str) -> None:
-        if sampler == "py-spy":
-            spy.append(subprocess.Popen(
-                [*flarebus_argv(), "sample", "stack", "--pid", str(os.getpid()), "--source",
-                 "bench-engine", "--window", "1", "--nats", side_url], text=True))
-        else:
-            stack.start(source="bench-engine", nats=side_url, interval=0.5)
-
-    def stop_sampling() -> None:
-        stack.stop()  # publishes the last interval
-        for proc in spy:  # py-spy publishes whole windows: wait for the one under way
-            time.sleep(1.5)
-            proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=30)
-
-    with tempfile.TemporaryDirectory() as tmp, EmbeddedNats(Path(tmp) / "nats") as server, \
-            EmbeddedNats(Path(tmp) / "side") as side:
-        rules = write_rules(Path(tmp) / "rules.yaml", "bench")
-        engine = Engine(engine_config(server.url), [rules])
-        await engine.start()
-        recorder = subprocess.Popen(
-            [*flarebus_argv(), "flamegraph", "--nats", side.url, "--source", "bench-engine",
-             "--seconds", "10m", "-o", output, "--title",
-             f"flarebus engine, batched ingest ({sampler}): {count:,} samples, "
-             f"{METRICS * RULES_PER_METRIC} rules, {METRICS * SERIES_PER_METRIC} series"],
-            stderr=subprocess.PIPE, text=True)
-        assert recorder.stderr is not None
-        recorder.stderr.readline()  # "recording ...": it is subscribed
-        try:
-            rate = await engine_rate(engine, server.url, "batched", count, "bench",
-                                     on_go=lambda: start_sampling(side.url))
-        finally:
-            stop_sampling()
-            await engine.stop()
-            await asyncio.sleep(1.0)  # let the last stack sample reach the recorder
-            recorder.send_signal(signal.SIGINT)
-            _, err = recorder.communicate(timeout=60)
-        print(f"engine, batched, sampled by {sampler}: {rate:,.0f} samples/s")
-        print(err.strip())
-
-
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -423,9 +364,10 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--profile-with", choices=("in-process", "py-spy"), default="py-spy",
                         help="flarebus.samplers.stack in the engine (wall clock, all threads) "
                              "or `flarebus sample stack --pid` (py-spy: on-CPU; the default)")
-    parser.add_argument("--profile-samples", type=int, default=600_000,
-                        help="samples of batched load to profile (default 600,000; far more and "
-                             "the server cuts the engine off as a slow consumer)")
+    parser.add_argument("--profile-samples", type=int, default=2_000_000,
+                        help="samples of batched load to profile (default 2,000,000; an engine "
+                             "much slower than today's is cut off by the server as a slow "
+                             "consumer: give fewer)")
     parser.add_argument("--role", default="bench", choices=("bench", "publisher"))
     parser.add_argument("--url")
     parser.add_argument("--mode", default="single")
@@ -442,6 +384,8 @@ if __name__ == "__main__":
     if arguments.role == "publisher":
         asyncio.run(publisher_role(arguments))
     elif arguments.profile:
+        from bench.engine_profile import profile
+
         asyncio.run(profile(arguments.profile, arguments.profile_samples,
                             arguments.profile_with))
     else:
