@@ -23,7 +23,7 @@ import msgspec
 from flarebus.events import MetricSample, encoder, metric_decoder
 
 
-class BareSample(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
+class BareSample(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True, gc=False):
     """MetricSample as it was before its schema annotations."""
 
     name: str

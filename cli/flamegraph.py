@@ -5,12 +5,16 @@
 the suffix (``.svg``, ``.html``, ``.folded``/``.collapsed``/``.txt``, ``.json`` =
 speedscope) or ``--format``. ``-o -`` writes to stdout. ``--input FILE`` reads
 StackSamples (JSON lines, or a folded file) instead of the bus: no server needed.
+Ctrl-C (or SIGTERM) ends a recording early and still writes it: for a run whose
+length is not known in advance (``bench/engine.py --profile`` stops it so).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +29,8 @@ from flarebus.cli.options import (
 from flarebus.errors import SampleError, UsageError
 
 if TYPE_CHECKING:
+    import asyncio
+
     from flarebus.events import StackSample
     from flarebus.samplers.aggregate import Frame
 
@@ -56,6 +62,28 @@ def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", metavar="FILE", type=existing_file,
                         help="read StackSamples (JSON lines) or folded text instead of the bus")
     add_nats_options(parser)
+
+
+@contextlib.contextmanager
+def _stop_on_signal() -> Iterator[asyncio.Event]:
+    """An event SIGINT and SIGTERM set while recording, instead of killing the command.
+
+    A recording of unknown length (a benchmark run, watching a service until the
+    problem shows) is ended by a signal and still written.
+    """
+    import asyncio  # lazily, like every command's heavy imports (start-up time)
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield stop
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
 
 
 def read_input(path: str, source: str | None) -> Frame:
@@ -105,9 +133,15 @@ async def run(args: argparse.Namespace) -> int:
         config = settings(args)
         nc = await bus.connect(config.nats)
         try:
-            print(f"recording stacks.{args.source} for {args.seconds:g}s ...", file=sys.stderr)
-            tree, unit, count = await record(nc, args.source, args.seconds,
-                                             prefix=config.engine.stacks_prefix)
+            def started() -> None:  # subscribed: a caller waiting for this line misses nothing
+                print(f"recording stacks.{args.source} for {args.seconds:g}s "
+                      "(Ctrl-C or SIGTERM: stop early and write it) ...", file=sys.stderr,
+                      flush=True)
+
+            with _stop_on_signal() as stop:
+                tree, unit, count = await record(nc, args.source, args.seconds,
+                                                 prefix=config.engine.stacks_prefix, stop=stop,
+                                                 on_started=started)
         finally:
             await bus.close(nc)
     title = args.title or f"flarebus flamegraph: {args.source or args.input}"

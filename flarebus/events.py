@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+import sys
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
@@ -43,13 +44,16 @@ class _KnownGood:
     hostile input with endless distinct names only makes the set start over.
     """
 
-    __slots__ = ("_good", "_limit", "_max_length", "_pattern")
+    __slots__ = ("_good", "_limit", "_max_length", "_pattern", "known")
 
     def __init__(self, pattern: str, max_length: int, limit: int = 65_536) -> None:
         self._pattern = re.compile(pattern)
         self._max_length = max_length
         self._limit = limit
         self._good: set[str] = set()
+        #: ``known(texts)``: all of them checked good already (one C-level set test; False
+        #: only says "ask ``in``"). Bound once: the set is cleared, never replaced.
+        self.known = self._good.issuperset
 
     def __contains__(self, text: str) -> bool:
         if text in self._good:
@@ -60,6 +64,12 @@ class _KnownGood:
             self._good.clear()
         self._good.add(text)
         return True
+
+    def first_bad(self, texts: Iterable[str]) -> str | None:
+        """The first of ``texts`` not good, or None: one C-level set test when all are known."""
+        if self.known(texts):
+            return None
+        return next((t for t in texts if t not in self), None)
 
 
 _metric_names = _KnownGood(METRIC_NAME_PATTERN, 255)
@@ -82,6 +92,10 @@ def is_label_name(name: str) -> bool:
     return name in _label_names
 
 
+#: True when all the given label keys are known label names (False: check them one by one).
+known_label_names: Final = _label_names.known
+
+
 def is_token(name: str) -> bool:
     """True when ``name`` is a single subject token (a rule name, a stack source)."""
     return _token_re.match(name) is not None
@@ -92,7 +106,12 @@ LABEL_NAME_HINT = "is not a label name (letters, digits and _, not starting with
 TOKEN_HINT = "is not a subject token (letters, digits, _ and -)"
 
 
-class MetricSample(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
+# gc=False: a sample holds only strings, floats and a dict of strings, so it can never be
+# part of a reference cycle, and untracked it costs the cyclic garbage collector nothing.
+# Tracked, the samples of a busy engine set off a full collection of its hundreds of
+# thousands of long-lived states every few hundred messages: a third of the engine's time
+# (docs/performance.md). (A comment, not the docstring: that is the schema's description.)
+class MetricSample(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True, gc=False):
     """One observation of one series, published on metrics.<name>."""
 
     # The checks live in __post_init__ rather than in Meta constraints: they run on decode
@@ -118,6 +137,48 @@ class MetricSample(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=Tru
         for key in self.labels:
             if key not in _label_names:
                 raise ValueError(f"`labels` key {key!r} {LABEL_NAME_HINT}")
+
+
+#: The largest finite float: ``Meta(ge=-MAX_FLOAT, le=MAX_FLOAT)`` is ``math.isfinite``, in C.
+MAX_FLOAT: Final = sys.float_info.max
+
+
+class WireSample(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True, gc=False):
+    """A MetricSample as it is on the wire, without the Python check on every instance.
+
+    MetricSample checks itself in ``__post_init__`` because it is also built in
+    Python, where msgspec's constraints do not run; decoding, that Python call
+    was three quarters of the decoding time (bench/decode.py). The engine decodes
+    into this twin instead: the value and ``ts`` checks are constraints msgspec
+    runs in C, and ``check_wire`` checks a whole message's names and label keys
+    (one set test in the common case). The Publisher builds it after checking
+    the values itself. Encoded, the two are the same JSON (tests/test_contracts.py).
+    """
+
+    name: str
+    value: Annotated[float, msgspec.Meta(ge=-MAX_FLOAT, le=MAX_FLOAT)]
+    ts: Annotated[float, msgspec.Meta(ge=0, le=MAX_FLOAT)] | None = None
+    labels: dict[str, str] = {}
+
+
+def check_wire(samples: list[WireSample], tail: str) -> tuple[bool, str] | None:
+    """What MetricSample's ``__post_init__`` checks, for one message's samples, plus their subject.
+
+    None when all are good, else ``(is_mismatch, detail)``: every name must be
+    ``tail`` (the subject's), a metric name; every label key a label name.
+    """
+    if tail not in _metric_names:
+        return False, f"`name` {tail!r} {METRIC_NAME_HINT}"
+    known = _label_names.known  # the C call first: first_bad is a Python one
+    for s in samples:
+        if s.name != tail:
+            if s.name not in _metric_names:
+                return False, f"`name` {s.name!r} {METRIC_NAME_HINT}"
+            return True, f"sample name {s.name!r} does not match the subject's {tail!r}"
+        labels = s.labels
+        if labels and not known(labels) and (bad := _label_names.first_bad(labels)) is not None:
+            return False, f"`labels` key {bad!r} {LABEL_NAME_HINT}"
+    return None
 
 
 class Stack(msgspec.Struct, forbid_unknown_fields=True):
@@ -193,6 +254,10 @@ def series_key(name: str, labels: Mapping[str, str]) -> str:
 
 
 def _json_str(value: str) -> str:
+    """``value`` as a JSON string, as msgspec writes it; printable text without ``"`` or ``\\``
+    needs no escape (msgspec writes non-ASCII as UTF-8), so it is just quoted: faster."""
+    if value.isprintable() and '"' not in value and "\\" not in value:
+        return f'"{value}"'
     return encoder.encode(value).decode()
 
 
@@ -208,6 +273,8 @@ def shard_of(key: str, shards: int) -> int:
 metric_decoder: msgspec.json.Decoder[MetricSample | list[MetricSample]] = msgspec.json.Decoder(
     MetricSample | list[MetricSample]
 )
+wire_decoder: msgspec.json.Decoder[WireSample | list[WireSample]] = \
+    msgspec.json.Decoder(WireSample | list[WireSample])
 stack_decoder: msgspec.json.Decoder[StackSample | list[StackSample]] = msgspec.json.Decoder(
     StackSample | list[StackSample]
 )

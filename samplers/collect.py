@@ -8,8 +8,10 @@ come with the flamegraph of what led up to it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 import msgspec
 from nats.aio.client import Client
@@ -73,6 +75,12 @@ class StackWindows:
             return False
         return True
 
+    async def settle(self) -> None:
+        """Take in every message the server sent until now: a flush, then our queue run dry."""
+        await self.nc.flush()
+        while self._sub is not None and self._sub.pending_msgs:
+            await asyncio.sleep(0)
+
     async def stop(self) -> None:
         if self._sub is not None:
             sub, self._sub = self._sub, None
@@ -82,12 +90,24 @@ class StackWindows:
                 log.debug("unsubscribe %s: %s", self.subject, exc)
 
 
-async def record(nc: Client, source: str, seconds: float, *, prefix: str = "stacks"
-                 ) -> tuple[Frame, str, int]:
-    """Collect ``source``'s stacks arriving in the next ``seconds``: (tree, unit, samples)."""
+async def record(nc: Client, source: str, seconds: float, *, prefix: str = "stacks",
+                 stop: asyncio.Event | None = None,
+                 on_started: Callable[[], None] = lambda: None) -> tuple[Frame, str, int]:
+    """Collect ``source``'s stacks arriving in the next ``seconds``: (tree, unit, samples).
+
+    ``stop`` ends the recording early with what arrived so far: whoever records
+    a run of unknown length (a benchmark, Ctrl-C at a terminal) still gets its graph.
+    ``on_started`` runs once the subscription is in place (nothing is missed after it).
+    """
     windows = await StackWindows(nc, span=seconds + 60, prefix=prefix, source=source).start()
+    on_started()
     try:
-        await asyncio.sleep(seconds)
+        if stop is None:
+            await asyncio.sleep(seconds)
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), seconds)
+        await windows.settle()  # what was sent before the end belongs to the recording
     finally:
         await windows.stop()
     window = windows.store.get(source)

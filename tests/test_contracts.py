@@ -179,6 +179,15 @@ class TestPythonApi:
                                    "labels": {"host": "web-1"}}
         assert events.decode_metrics(raw) == [sample]
 
+    @given(st.text())
+    def test_series_key_quotes_values_as_json_does(self, value: str) -> None:
+        """The label values of a series key are msgspec's JSON strings, whatever they hold."""
+        try:
+            expected = events.encoder.encode(value).decode()
+        except UnicodeEncodeError:  # lone surrogates: no key either way
+            return
+        assert events.series_key("m", {"a": value}) == f"m{{a={expected}}}"
+
     def test_series_key_is_canonical(self) -> None:
         """Label order does not change a series' key; values are escaped."""
         a = events.series_key("m", {"b": "2", "a": 'x"y'})
@@ -331,3 +340,21 @@ def test_duration_patterns_say_what_the_parser_does(text: str) -> None:
     assert (re.match(ORDERED_DURATION_PATTERN, text) is not None) == (seconds is not None)
     if seconds is not None:
         assert (re.match(ZERO_DURATION_PATTERN, text) is not None) == (seconds == 0)
+
+
+@pytest.mark.parametrize("valid", [True, False])
+def test_engine_decoding_judges_the_metric_corpus_like_metric_sample(valid: bool) -> None:
+    """WireSample plus check_wire accepts exactly what MetricSample does, encoded alike."""
+    for raw in corpus("metric_sample", valid):
+        try:
+            decoded = events.wire_decoder.decode(raw)
+        except msgspec.DecodeError:
+            accepted = False
+        else:
+            samples = decoded if isinstance(decoded, list) else [decoded]
+            accepted = bool(samples) and all(  # each sample under its own subject
+                events.check_wire([s], s.name) is None for s in samples)
+            if accepted:
+                assert events.encoder.encode(decoded) == events.encoder.encode(
+                    events.metric_decoder.decode(raw)), raw
+        assert accepted is struct_accepts("metric_sample", raw) or raw.strip() == b"[]", raw

@@ -376,3 +376,57 @@ def test_stack_rules_use_the_samplers_figures_by_default() -> None:
                                                      Stack(frames=["main"], weight=1)])
     triggers = Evaluator(ruleset).ingest_stacks([sample], now=1)
     assert [(t.state, t.value) for t in triggers] == [("firing", 0.9)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(op=st.sampled_from([">", ">=", "<", "<=", "==", "!="]),
+       t=st.floats(-1e6, 1e6, allow_nan=False), step=st.integers(-3, 3))
+def test_quiet_range_holds_only_values_that_fail_the_threshold(op: str, t: float,
+                                                                step: int) -> None:
+    """Entry's one-test fast path: a value in a check's quiet range never passes its `when`."""
+    import math
+
+    from flarebus.engine.language.series import quiet_range
+    from flarebus.engine.language.thresholds import Threshold
+
+    test = Threshold(op, t).test
+    lo, hi = quiet_range(op, t)
+    value = t
+    for _ in range(abs(step)):  # the neighbouring floats, where strictness matters
+        value = math.nextafter(value, math.copysign(math.inf, step))
+    if lo <= value <= hi:
+        assert not test(value)
+    elif op != "==":  # "==" has no quiet range at all; the others leave out only what passes
+        assert test(value)
+
+
+def test_a_quiet_series_still_fires_when_a_timer_or_a_crossing_comes() -> None:
+    """Several rules on one series: quiet samples take the fast path, yet nothing is missed."""
+    ev = Evaluator(load_rules_text(
+        "rules:\n"
+        "  - {name: hi, metric: m, when: '> 10', for: 2s}\n"
+        "  - {name: lo, metric: m, when: '<= -1'}\n"
+        "  - {name: ne, metric: m, when: '!= 0', missing: {after: 5s, then: fire}}\n"))
+    fired = [t.rule for ts in range(4) for t in ev.ingest([MetricSample("m", 0.0, float(ts))],
+                                                           now=0.0)]
+    assert fired == []
+    fired = [(t.rule, t.at) for t in ev.ingest([MetricSample("m", 11.0, 4.0)], now=0.0)]
+    assert fired == [("ne", 4.0)]
+    fired = [(t.rule, t.state, t.at) for t in ev.advance(6.0)]
+    assert fired == [("hi", "firing", 6.0)]
+    fired = [(t.rule, t.state) for t in ev.ingest([MetricSample("m", -1.0, 7.0)], now=0.0)]
+    assert fired == [("hi", "resolved"), ("lo", "firing")]  # ne has been firing since 4
+
+
+def test_a_quiet_series_reports_and_fires_with_its_latest_value() -> None:
+    """A calm series keeps its value once; statuses and triggers still show the latest."""
+    ev = Evaluator(load_rules_text(
+        "rules:\n"
+        "  - {name: hi, metric: m, when: '> 10'}\n"
+        "  - {name: lo, metric: m, when: '< -10', missing: {after: 5s, then: fire}}\n"))
+    for ts, value in enumerate([1.0, 2.0, 3.0]):
+        assert ev.ingest([MetricSample("m", value, float(ts))], now=0.0) == []
+    assert {st.rule: st.value for st in ev.states()} == {"hi": 3.0, "lo": 3.0}
+    (stale,) = ev.advance(7.0)  # lo fires on staleness, with the last value seen
+    assert (stale.rule, stale.value, stale.at) == ("lo", 3.0, 7.0)
+    assert {st.rule: st.value for st in ev.states()} == {"hi": 3.0, "lo": 3.0}

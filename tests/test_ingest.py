@@ -19,7 +19,7 @@ from flarebus.engine.service.invalid import (
     InvalidSink,
 )
 from flarebus.engine.service.metrics import EngineStats
-from flarebus.events import MetricSample, StackSample
+from flarebus.events import StackSample, WireSample
 from tests.support import collect
 
 
@@ -62,7 +62,7 @@ class TestDecodeBatch:
         assert decoded.samples == 3
         (segment,) = decoded.segments
         assert [s.value for s in segment.samples] == [93.5, 1.0, 2.0]
-        assert isinstance(segment.samples[0], MetricSample)
+        assert isinstance(segment.samples[0], WireSample)
 
     def test_every_malformed_kind_is_rejected_with_its_reason(self) -> None:
         """Each malformed message is rejected once, with the expected reason; the good ones pass."""
@@ -97,11 +97,11 @@ class Received:
     """What an Ingest handed to its handlers."""
 
     def __init__(self) -> None:
-        self.metrics: list[MetricSample] = []
+        self.metrics: list[WireSample] = []
         self.stacks: list[StackSample] = []
         self.calls = 0
 
-    def on_metrics(self, segments: list[Segment[MetricSample]]) -> None:
+    def on_metrics(self, segments: list[Segment[WireSample]]) -> None:
         self.calls += 1
         self.metrics.extend(s for seg in segments for s in seg.samples)
 
@@ -201,7 +201,7 @@ class TestSlowConsumer:
         stats = EngineStats()
         got = Received()
 
-        def stalled(segments: list[Segment[MetricSample]]) -> None:
+        def stalled(segments: list[Segment[WireSample]]) -> None:
             got.on_metrics(segments)
             time.sleep(0.05)  # an evaluator that cannot keep up
 

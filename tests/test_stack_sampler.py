@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -17,12 +18,12 @@ from nats.aio.client import Client
 from flarebus.engine.language.evaluator import Evaluator
 from flarebus.engine.language.rulefile import load_rules
 from flarebus.errors import PluginError
-from flarebus.events import StackSample, decode_stacks
+from flarebus.events import Stack, StackSample, decode_stacks, encoder
 from flarebus.samplers.aggregate import build
 from flarebus.samplers.pyspy import PY_SPY_MISSING, PySpySampler, find_py_spy, parse_raw
 from flarebus.samplers.runtime import collect_once
 from flarebus.samplers.stack_profiler import StackProfiler
-from tests.support import ROOT, collect, run_flarebus
+from tests.support import ROOT, collect, run_flarebus, start_flarebus
 
 HOT_PROGRAM = textwrap.dedent("""
     import sys, time
@@ -95,6 +96,24 @@ async def test_two_lines_make_a_program_show_up_as_a_flamegraph(
     fired = [t for s in ordered for t in evaluator.ingest_stacks([s], now=s.ts or 0)]
     assert [t.state for t in fired][:1] == ["firing"]
     assert fired[0].rule == "hot-path" and fired[0].value > 0.3
+
+
+async def test_flamegraph_recording_stopped_by_a_signal_is_still_written(
+        nc: Client, nats_url: str, tmp_path: Path) -> None:
+    """`flarebus flamegraph` ends on SIGINT with what it recorded (a run of unknown length)."""
+    out = tmp_path / "run.folded"
+    proc = start_flarebus("flamegraph", "--nats", nats_url, "--source", "bench", "--seconds",
+                          "10m", "-o", str(out))
+    assert proc.stderr is not None
+    assert "recording stacks.bench" in proc.stderr.readline()  # printed once subscribed
+    sample = StackSample(source="bench", stacks=[Stack(["main", "work"], 3.0)], ts=1.0)
+    await nc.publish("stacks.bench", encoder.encode(sample))
+    await nc.flush()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "1 stack sample(s)" in err
+    assert out.read_text().splitlines() == ["main;work 3"]
 
 
 def test_profiler_samples_other_threads_not_itself() -> None:

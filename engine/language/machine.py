@@ -177,6 +177,7 @@ class Machine:
         self.heap.clear()
         for st in states:
             st.sched = INF
+            st.entry.wake()
             self.schedule(st)
 
     def _requeue(self, st: State, when: float) -> None:
@@ -187,6 +188,7 @@ class Machine:
         if when == INF:
             heapq.heappop(self.heap)
             st.sched = INF
+            st.entry.wake()
         else:
             st.sched = when
             self._seq += 1
@@ -209,6 +211,8 @@ class Machine:
                 continue
             heapq.heappop(heap)
             st.sched = INF
+            if st.entry.calm:  # see Entry: the timer path works on the states themselves
+                st.entry.wake()
             self._on_due(st, when, kind, out)
 
     def next_deadline(self, before: float = INF) -> float | None:

@@ -51,12 +51,36 @@ DUE_KEEP: Final = 2
 DUE_REPEAT: Final = 3
 
 
+#: An empty quiet range: no value is certainly quiet.
+NEVER_QUIET: Final = (INF, -INF)
+
+
+def quiet_range(op: str, t: float) -> tuple[float, float]:
+    """``[lo, hi]``: values ``v`` (finite) for which ``v op t`` is certainly false.
+
+    Strict bounds become the neighbouring float (``math.nextafter``), so the
+    range is exact for floats and only ever too small (never too large) for
+    anything else: a value outside it simply takes the full path.
+    """
+    if op == ">":
+        return -INF, t
+    if op == ">=":
+        return -INF, math.nextafter(t, -INF)
+    if op == "<":
+        return t, INF
+    if op == "<=":
+        return math.nextafter(t, INF), INF
+    if op == "!=":
+        return t, t
+    return NEVER_QUIET  # "==" is false on both sides of t: not one range
+
+
 class Check:
     """One threshold of a rule on a series: the base (stage 0) or an escalation stage."""
 
-    __slots__ = ("actions", "after", "clear", "for_", "keep", "metric_name", "reduce_fn",
-                 "reduce_over", "repeat", "rule", "severity", "stage", "test", "then",
-                 "threshold")
+    __slots__ = ("actions", "after", "clear", "for_", "keep", "metric_name", "quiet",
+                 "reduce_fn", "reduce_over", "repeat", "rule", "severity", "stage", "test",
+                 "then", "threshold")
 
     def __init__(self, rule: Rule, stage: int) -> None:
         self.rule = rule
@@ -68,6 +92,7 @@ class Check:
             s = rule.escalate[stage - 1]
             when, clear, for_, severity, actions = s.when, s.clear, s.for_, s.severity, s.actions
         self.test = when.test
+        self.quiet = NEVER_QUIET if rule.reduce else quiet_range(when.op, when.value)
         self.clear = clear.test if clear is not None else None
         self.threshold = when.text
         self.for_ = for_
@@ -87,9 +112,20 @@ class Check:
 
 
 class Entry:
-    """A series: its identity, its newest sample time, and the states of the checks matching it."""
+    """A series: its identity, its newest sample time, and the states of the checks matching it.
 
-    __slots__ = ("alias", "key", "labels", "last_ts", "name", "states")
+    ``calm`` says every state is inactive, windowless and has its deadline in the
+    heap: then a sample in ``[lo, hi]`` (where every check's ``when`` is false)
+    changes nothing but the states' ``value``, and the evaluator decides that
+    with one test for the whole series instead of one per state, and keeps the
+    value once, in ``value``: while calm, that is every state's value. Only the
+    evaluator's sample path makes a series calm (after looking at every state);
+    whatever else touches its states (a timer run, a restore, a reload) first
+    calls ``wake``, which hands the value back to the states.
+    """
+
+    __slots__ = ("alias", "calm", "hi", "key", "labels", "last_ts", "lo", "name", "states",
+                 "value")
     # alias: the key the series arrived under, (name, *label names, *label values): one flat
     # tuple sharing the strings of the labels dict, cheap to build per sample and to keep.
 
@@ -100,6 +136,30 @@ class Entry:
         self.key = key
         self.last_ts = -INF
         self.states: list[State] = []
+        self.calm = False
+        self.value = 0.0
+        self.lo, self.hi = NEVER_QUIET
+
+    def wake(self) -> None:
+        """No longer calm: every state's ``value`` is the series' last one again."""
+        if self.calm:
+            self.calm = False
+            value = self.value
+            for st in self.states:
+                st.value = value
+
+    def set_states(self, states: list[State]) -> None:
+        """The states of the checks matching this series; the quiet range is all of theirs."""
+        self.wake()
+        self.states = states
+        lo, hi = NEVER_QUIET if not states else (-INF, INF)
+        for st in states:  # the intersection (a plain loop: this runs for every new series)
+            q_lo, q_hi = st.check.quiet
+            if q_lo > lo:
+                lo = q_lo
+            if q_hi < hi:
+                hi = q_hi
+        self.lo, self.hi = lo, hi
 
 
 def alias_of(name: str, labels: dict[str, str]) -> Any:
@@ -191,6 +251,7 @@ class SavedState(msgspec.Struct, kw_only=True):
 
     def restore(self, st: State, key: str) -> None:
         """Put the saved fields back into ``st`` (its deadline is the caller's to schedule)."""
+        st.entry.wake()
         st.entry.last_ts = max(st.entry.last_ts, self.last_ts)
         st.phase, st.t0, st.since, st.value = self.phase, self.t0, self.since, self.value
         st.clear_since, st.fired_at, st.repeats = self.clear_since, self.fired_at, self.repeats

@@ -51,7 +51,7 @@ from flarebus.engine.service.summary import (
 from flarebus.engine.service.timers import DeadlineTimer
 from flarebus.engine.service.trigger_publisher import TriggerPublisher
 from flarebus.errors import ConfigError, Problem, describe
-from flarebus.events import MetricSample, StackSample, Trigger
+from flarebus.events import StackSample, Trigger, WireSample
 
 log = logging.getLogger("flarebus.engine")
 
@@ -187,7 +187,7 @@ class Engine:
 
     # ------------------------------------------------------------- evaluation
 
-    def _on_metrics(self, segments: list[Segment[MetricSample]]) -> None:
+    def _on_metrics(self, segments: list[Segment[WireSample]]) -> None:
         self._evaluate(segments, self.evaluator.ingest)
 
     def _on_stacks(self, segments: list[Segment[StackSample]]) -> None:
@@ -287,10 +287,8 @@ class Engine:
             self.stats.reloads_rejected = self.reloader.rejected
         listed: list[SeriesInfo] = []
         truncated = False
-        for status in self.evaluator.states():
+        for status in self.evaluator.states(active=True):
             state = str(getattr(status, "state", ""))
-            if state not in ("pending", "firing"):
-                continue
             if len(listed) >= MAX_LISTED_SERIES:
                 truncated = True
                 break
@@ -301,11 +299,12 @@ class Engine:
         rules = [RuleInfo(name=r.name, metric=getattr(r, "metric", None),
                           fingerprint=getattr(r, "fingerprint", ""),
                           enabled=bool(getattr(r, "enabled", True))) for r in self.rules.rules]
+        counts = self.evaluator.stats()  # one pass over every state, not one per figure
         return EngineSummary(
             shard=str(self.shard), host=socket.gethostname(), pid=os.getpid(),
             started_at=self.started_at, updated_at=self.clock(),
-            rule_files=list(self.rules_paths), rules=rules, series=self._stat("series"),
-            pending=self._stat("pending"), firing=self._stat("firing"), states=listed,
+            rule_files=list(self.rules_paths), rules=rules, series=counts.series,
+            pending=counts.pending, firing=counts.firing, states=listed,
             truncated=truncated, stats=self.stats.as_dict())
 
     async def write_summary(self) -> None:
