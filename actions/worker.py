@@ -336,7 +336,7 @@ async def serve(nc: Client, host: PluginHost, settings: WorkerSettings, *,
             worker.stop()
         relay_task = asyncio.create_task(relay())
     log.info("worker ready: consumer %s, concurrency %d, plugins %s", settings.consumer,
-             settings.concurrency, ", ".join(sorted(host.registry.plugins)))
+             settings.concurrency, ", ".join(host.registry.names("action", "sink")))
     try:
         await worker.run()
     finally:
