@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.latency_http import Notification, Receiver
-from flarebus.nats_server import _die_with_parent
+from flarebus.nats_server import die_with_parent
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ class Children:
         log = (self.log_dir / f"{name}.log").open("wb")
         proc = subprocess.Popen(cmd, stdout=kwargs.pop("stdout", log), stderr=log,
                                 stdin=subprocess.DEVNULL, env=self.env,
-                                preexec_fn=_die_with_parent, **kwargs)
+                                preexec_fn=die_with_parent, **kwargs)
         log.close()
         self.procs[name] = proc
         return proc

@@ -58,7 +58,7 @@ def find_server_binary() -> str:
     raise NatsServerError(INSTALL_HINT)
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     """Ask Linux to send the child SIGTERM when the process that started it dies."""
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -109,7 +109,7 @@ class EmbeddedNats:
         args = [binary, "-a", self.host, "-p", str(self.port), "-js",
                 "-sd", str(self.data_dir / "jetstream"), "--ports_file_dir", str(ports_dir),
                 "-l", str(self._log_path), *self.extra_args]
-        preexec = _die_with_parent if sys.platform.startswith("linux") else None
+        preexec = die_with_parent if sys.platform.startswith("linux") else None
         self.process = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT, preexec_fn=preexec, start_new_session=False)

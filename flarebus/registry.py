@@ -33,7 +33,7 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from flarebus.errors import PluginError
+from flarebus.errors import PluginError, describe
 from flarebus.plugin import NEEDS, AnyPlugin, Kind, SamplerPlugin, a_kind, kind_of
 
 log = logging.getLogger("flarebus.plugins")
@@ -105,7 +105,7 @@ class Found:
             obj = getattr(importlib.import_module(module_name), attr)
             found = Found.of(_instantiate(obj), self.name, self.origin, self.source)
         except Exception as exc:
-            raise PluginError(self.name, f"cannot load: {type(exc).__name__}: {exc}",
+            raise PluginError(self.name, f"cannot load: {describe(exc)}",
                               source=self.describe()) from exc
         if found.kind != self.kind:
             raise PluginError(self.name, f"is {a_kind(found.kind)}, not the {self.kind} the "
@@ -224,7 +224,7 @@ def _instantiate(obj: Any) -> Any:
 
 def _broken(registry: Registry, source: str, exc: BaseException) -> None:
     text = "".join(traceback.format_exception(exc))
-    registry.broken.append(Broken(source, f"{type(exc).__name__}: {exc}", text))
+    registry.broken.append(Broken(source, describe(exc), text))
     log.error("plugin %s could not be loaded and is skipped:\n%s", source, text.rstrip())
 
 

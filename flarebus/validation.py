@@ -1,8 +1,7 @@
 """JSON Schema validation that reports like a compiler, not like a schema dump.
 
-Used where a JSON Schema is the contract: a plugin's ``config_schema``, and the
-tests that prove schemas/ and the Structs agree (rule and config files are
-decoded by msgspec, see flarebus.typed). jsonschema's own messages ("is not
+Used where a JSON Schema is the contract: a plugin's ``config_schema`` (rule
+and config files are decoded by msgspec, see flarebus.typed). jsonschema's own messages ("is not
 valid under any of the given schemas") tell a user nothing about their file.
 Each error is turned into one line at the file position of the offending key
 or value, with a hint where the schema has one (``x-hint``) and a "did you
@@ -12,30 +11,14 @@ mean" for misspelled keys.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import cache
 from typing import Any
 
-import jsonschema
 from jsonschema.exceptions import ValidationError, best_match
 
-from flarebus import schemas
 from flarebus.problems import describe_path, short, type_words, unknown_key
 from flarebus.yamlfile import JsonPath
 
-__all__ = ["explain", "validator"]
-
-
-@cache
-def validator(schema_name: str) -> jsonschema.protocols.Validator:
-    """The Draft 2020-12 validator for ``schemas/<schema_name>.schema.json``, built once.
-
-    The packaged schemas are not checked against the metaschema here: that took
-    longer than validating a rule file (every `flarebus check` paid it), and
-    tests/test_contracts.py checks each shipped schema once instead.
-    """
-    schema = schemas.load(schema_name)
-    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    return cls(schema, format_checker=cls.FORMAT_CHECKER)
+__all__ = ["explain"]
 
 
 def _schema(error: ValidationError) -> Mapping[str, Any]:

@@ -32,7 +32,7 @@ from nats.aio.client import Client
 
 from flarebus.backoff import Backoff
 from flarebus.config import SamplerSettings
-from flarebus.errors import PluginConfigError, Problem
+from flarebus.errors import PluginConfigError, Problem, describe
 from flarebus.events import MetricSample, StackSample, encoder
 from flarebus.plugin import Sample, SamplerPlugin, close_plugin, maybe_await, open_plugin
 from flarebus.plugin_config import ConfigOrigin, validated_config
@@ -225,7 +225,7 @@ class SamplerRunner:
         stats = slot.stats
         stats.failures += 1
         stats.consecutive_failures += 1
-        stats.last_error = f"{type(exc).__name__}: {exc}"
+        stats.last_error = describe(exc)
         delay = self.backoff.delay(stats.consecutive_failures)
         slot.retry_at = time.monotonic() + delay
         log.warning("sampler %s failed (%s, %d in a row); retrying in %.1fs",

@@ -49,6 +49,13 @@ class Installed:
                               env={**clean, **(env or {})}, check=False)
 
 
+def tracked_files() -> list[str]:
+    """The paths git tracks, relative to the checkout."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
+                            check=True).stdout.decode().split("\0")
+    return [rel for rel in listed if rel]
+
+
 def tracked_copy(dest: Path) -> Path:
     """The files git tracks (as they are in the work tree), copied to ``dest``.
 
@@ -56,9 +63,7 @@ def tracked_copy(dest: Path) -> Path:
     empties ``build/lib``, so a module deleted from the checkout would otherwise
     still ship from an earlier build's leftovers.
     """
-    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
-                            check=True).stdout.decode().split("\0")
-    for rel in filter(None, listed):
+    for rel in tracked_files():
         source = ROOT / rel
         if source.is_file():
             target = dest / rel

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,6 @@ from flarebus.durations import ORDERED_DURATION_PATTERN, ZERO_DURATION_PATTERN, 
 from flarebus.engine.language.rulefile import load_rules_text
 from flarebus.engine.language.ruleformat import RuleFile, shape_issues
 from flarebus.errors import InvalidFileError
-from flarebus.validation import validator
 
 CORPUS = Path(__file__).parent / "data" / "contracts"
 
@@ -41,6 +41,14 @@ def struct_accepts(kind: str, raw: bytes) -> bool:
     except msgspec.DecodeError:
         return False
     return True
+
+
+@cache
+def validator(schema_name: str) -> jsonschema.protocols.Validator:
+    """The Draft 2020-12 validator of ``schemas/<schema_name>.schema.json``, built once."""
+    schema = schemas.load(schema_name)
+    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    return cls(schema, format_checker=cls.FORMAT_CHECKER)
 
 
 def schema_accepts(kind: str, raw: bytes) -> bool:

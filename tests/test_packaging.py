@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.installed import Installed, wheel_names
-from tests.support import ROOT, package_roots
+from tests.installed import Installed, tracked_files, wheel_names
+from tests.support import package_roots
 
 BUILTIN_PLUGINS = {"log", "file", "http", "webhook", "slack", "nats", "flamegraph"}
 SHIPPED_SUFFIXES = {".py", ".typed", ".yaml", ".json"}
-
-
-def tracked_files() -> list[str]:
-    return subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
-                          check=True).stdout.split()
 
 
 def expected_wheel_paths() -> set[str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,10 @@ from flarebus.engine.service.engine import Engine
 log = logging.getLogger("flarebus.engine")
 
 
-async def unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
-    """Run ``work`` unless Ctrl-C comes first (e.g. while waiting for NATS); True if it ran."""
+async def _started(engine: Engine, stop: asyncio.Event) -> bool:
+    """Start ``engine`` unless Ctrl-C comes first (e.g. while waiting for NATS); True if it did."""
     try:
-        await stopping.unless_stopped(work, stop)
+        await stopping.unless_stopped(engine.start(), stop)
     except stopping.Stopped:
         return False
     return True
@@ -43,7 +43,7 @@ async def running_engine(config: Config, rules_paths: Sequence[str | Path] | Non
     Leaving the body stops the engine gracefully; ``options`` go to ``Engine``.
     """
     engine = Engine(config, rules_paths, **options)
-    if not await unless_stopped(engine.start(), stop):
+    if not await _started(engine, stop):
         yield None
         return
     forward: asyncio.Task[None] | None = None
