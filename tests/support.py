@@ -101,3 +101,33 @@ def lines(*items: str) -> str:
 
 __all__: Sequence[str] = ["DATA", "ROOT", "Collector", "collect", "flarebus_cmd", "lines",
                           "run_flarebus", "start_flarebus"]
+
+
+#: Debian packages that give the real components some tests drive (``.ci/system-packages``).
+SYSTEM_PACKAGES = {
+    "promtool": "prometheus",
+    "prometheus": "prometheus",
+    "prometheus-alertmanager": "prometheus-alertmanager",
+    "chromium": "chromium",
+    "chromedriver": "chromium-driver",
+}
+
+
+def system_binary(name: str) -> str:
+    """The path of a real component's binary; skip (locally) or fail (CI) when it is missing.
+
+    A real-component test is never skipped silently in CI: ``.ci/run`` installs the
+    Debian packages first, and with ``CI`` set a missing binary is a failure.
+    """
+    import shutil
+
+    import pytest
+
+    path = shutil.which(name)
+    if path:
+        return path
+    package = SYSTEM_PACKAGES.get(name, name)
+    reason = f"{name} is not installed (apt-get install -y {package}; .ci/run does it)"
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
