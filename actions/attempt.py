@@ -28,6 +28,7 @@ from opentelemetry.trace import INVALID_SPAN, Status, StatusCode
 from flarebus.actions.host import PluginHost
 from flarebus.errors import ActionError, describe
 from flarebus.events import ActionRef, Trigger
+from flarebus.grouping import TriggerGroup
 from flarebus.telemetry import extract_context, meter, tracer
 
 log = logging.getLogger("flarebus.worker")
@@ -73,22 +74,42 @@ class ActionRunner:
     async def run(self, msg: Msg, trigger: Trigger, tries: int) -> Outcome:
         """Run the actions of ``trigger`` (delivery number ``tries``); failures in the Outcome."""
         refs = self.refs(trigger)
-        outcome = Outcome()
         # One action: the ack is its record. Several: each success is recorded so a
         # retry (or a redelivery after a crash) runs only what has not succeeded.
-        record = len(refs) > 1
-        parent = extract_context(msg.headers)
+        return await self.run_all(refs, trigger, trigger.id, tries,
+                                  extract_context(msg.headers), record=len(refs) > 1)
+
+    async def run_group(self, group: TriggerGroup, refs: Sequence[ActionRef], record_id: str,
+                        tries: int) -> Outcome:
+        """Run each action once for a group notification; every success is recorded under
+        ``record_id`` (the group and its notification number), because a worker taking over
+        a notification whose owner died must skip what that owner finished."""
+        return await self.run_all(refs, group, record_id, tries, None, record=True)
+
+    async def run_all(self, refs: Sequence[ActionRef], work: Trigger | TriggerGroup,
+                      record_id: str, tries: int, parent: Any, *, record: bool) -> Outcome:
+        """Run ``refs`` on ``work`` concurrently; an action whose ``on:`` excludes the
+        transition (or, for a group, all its alerts) is skipped."""
+        outcome = Outcome()
+        jobs: list[tuple[int, ActionRef, Trigger | TriggerGroup]] = []
+        for i, ref in enumerate(refs):
+            heard = _heard(ref, work)
+            if heard is None:
+                outcome.skipped.append(ref.plugin)
+            else:
+                jobs.append((i, ref, heard))
         results: list[Any]
-        if len(refs) == 1:  # the common case, without gather's tasks
+        if len(jobs) == 1:  # the common case, without gather's tasks
+            i, ref, heard = jobs[0]
             try:
-                results = [await self.run_one(0, refs[0], trigger, tries, parent, record)]
+                results = [await self.run_one(i, ref, heard, record_id, tries, parent, record)]
             except Exception as exc:
                 results = [exc]
         else:
             results = await asyncio.gather(
-                *(self.run_one(i, ref, trigger, tries, parent, record)
-                  for i, ref in enumerate(refs)), return_exceptions=True)
-        for ref, result in zip(refs, results, strict=True):
+                *(self.run_one(i, ref, heard, record_id, tries, parent, record)
+                  for i, ref, heard in jobs), return_exceptions=True)
+        for (_, ref, _), result in zip(jobs, results, strict=True):
             if isinstance(result, ActionError):
                 outcome.failures.append(result)
             elif isinstance(result, asyncio.CancelledError):
@@ -110,24 +131,24 @@ class ActionRunner:
             return False
         return True
 
-    async def run_one(self, index: int, ref: ActionRef, trigger: Trigger, tries: int,
-                      parent: Any, record: bool) -> bool:
+    async def run_one(self, index: int, ref: ActionRef, work: Trigger | TriggerGroup,
+                      record_id: str, tries: int, parent: Any, record: bool) -> bool:
         """Run one action unless already done; True if it ran. ActionError on failure."""
-        key = done_key(trigger.id, index, ref.plugin) if record else ""
+        key = done_key(record_id, index, ref.plugin) if record else ""
         if record and tries > 1 and await self.already_done(key):
-            log.debug("trigger %s: %s already done, skipped", trigger.id, ref.plugin)
+            log.debug("%s: %s already done, skipped", record_id, ref.plugin)
             return False
-        attributes = {"plugin": ref.plugin, "rule": trigger.rule}
+        attributes = {"plugin": ref.plugin, "rule": work.rule}
         span_cm: Any = tracer.start_as_current_span(
             "action.execute", context=parent, attributes={
-                "flarebus.plugin": ref.plugin, "flarebus.rule": trigger.rule,
-                "flarebus.trigger_id": trigger.id, "flarebus.try": tries,
+                "flarebus.plugin": ref.plugin, "flarebus.rule": work.rule,
+                "flarebus.trigger_id": record_id, "flarebus.try": tries,
                 "flarebus.action_index": index}) if self.tracing else _NO_SPAN
         with span_cm as span:
             _run.add(1, attributes)
             started = time.perf_counter()
             try:
-                await self.host.run(ref, trigger)
+                await self.host.run(ref, work)
             except ActionError as exc:
                 exc.tries = tries
                 self._failed(span, attributes, exc)
@@ -144,7 +165,7 @@ class ActionRunner:
             try:
                 await self.kv.put(key, b"1")
             except Exception as exc:  # the action succeeded; a missing record only risks a rerun
-                log.warning("could not record %s done for %s: %s", ref.plugin, trigger.id, exc)
+                log.warning("could not record %s done for %s: %s", ref.plugin, record_id, exc)
         return True
 
     @staticmethod
@@ -153,3 +174,12 @@ class ActionRunner:
         span.set_status(Status(StatusCode.ERROR, error.error))
         span.record_exception(error)
 
+
+
+def _heard(ref: ActionRef, work: Trigger | TriggerGroup) -> Trigger | TriggerGroup | None:
+    """What of ``work`` the action hears through its ``on:`` (None: nothing, it is skipped)."""
+    if not ref.on:
+        return work
+    if isinstance(work, Trigger):
+        return work if ref.hears(work.state) else None
+    return work.only(ref.on)

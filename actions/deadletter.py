@@ -39,6 +39,17 @@ def header_text(text: str) -> str:
 async def dead_letter(js: JetStreamContext, msg: Msg, rule: str,
                       failures: Sequence[ActionError], tries: int) -> None:
     """Publish the trigger to ``triggers.dead.<rule>`` with why (the caller acks it)."""
+    msg_id = (msg.headers or {}).get(bus.MSG_ID_HEADER)
+    trace = {key: msg.headers[key] for key in ("traceparent", "tracestate")
+             if msg.headers and key in msg.headers}
+    await publish_dead(js, msg.data, rule, failures, tries,
+                       msg_id=f"{msg_id}:dead" if msg_id else None, extra=trace)
+
+
+async def publish_dead(js: JetStreamContext, data: bytes, rule: str,
+                       failures: Sequence[ActionError], tries: int, *, msg_id: str | None,
+                       extra: dict[str, str] | None = None) -> None:
+    """Publish ``data`` (a trigger) as a dead letter of ``rule``, with why in headers."""
     plugins = ",".join(dict.fromkeys(f.plugin for f in failures))
     errors = "; ".join(f"{f.plugin}: {f.error}" for f in failures)
     headers = {
@@ -46,14 +57,11 @@ async def dead_letter(js: JetStreamContext, msg: Msg, rule: str,
         ERROR_HEADER: header_text(errors),
         TRIES_HEADER: str(tries),
         bus.REASON_HEADER: header_text(f"failed after {tries} tries: {errors}"),
+        **(extra or {}),
     }
-    msg_id = (msg.headers or {}).get(bus.MSG_ID_HEADER)
     if msg_id:
-        headers[bus.MSG_ID_HEADER] = f"{msg_id}:dead"
-    for key in ("traceparent", "tracestate"):
-        if msg.headers and key in msg.headers:
-            headers[key] = msg.headers[key]
+        headers[bus.MSG_ID_HEADER] = msg_id
     subject = bus.dead_letter_subject(rule if rule and "." not in rule else "invalid")
-    await js.publish(subject, msg.data, headers=headers)
+    await js.publish(subject, data, headers=headers)
     _dead.add(1, {"rule": rule})
     log.error("trigger dead-lettered to %s after %d tries: %s", subject, tries, errors)

@@ -28,8 +28,10 @@ import msgspec
 from flarebus.config import PluginSettings
 from flarebus.errors import ActionError, PluginConfigError, Problem
 from flarebus.events import ActionRef, Trigger
+from flarebus.grouping import TriggerGroup, group_text
 from flarebus.plugin import (
     ActionPlugin,
+    GroupAware,
     Kind,
     SinkPlugin,
     a_kind,
@@ -225,17 +227,35 @@ class PluginHost:
         except PluginConfigError as exc:
             raise ActionError(found.name, str(exc), permanent=True) from exc
 
-    async def run(self, ref: ActionRef, trigger: Trigger) -> None:
-        """Run one action for one trigger within its timeout and concurrency limit."""
+    async def run(self, ref: ActionRef, work: Trigger | TriggerGroup) -> None:
+        """Run one action for a trigger or a group within its timeout and concurrency limit.
+
+        A group goes to ``execute_group`` when the plugin has it; else an action's
+        ``execute`` runs per alert, in order, and a sink gets one message for the group.
+        """
+        trigger = work if isinstance(work, Trigger) else work.alerts[0]
         prepared = await self.prepared(ref, trigger)
         lock = self._locks.get(prepared.name)
         async with lock if lock is not None else contextlib.nullcontext():
             try:
                 async with asyncio.timeout(prepared.timeout):
-                    await self._invoke(prepared, trigger)
+                    if isinstance(work, Trigger):
+                        await self._invoke(prepared, work)
+                    else:
+                        await self._invoke_group(prepared, work)
             except TimeoutError:
                 raise ActionError(prepared.name, f"timed out after {prepared.timeout:g}s "
                                                  "(cancelled)") from None
+
+    async def _invoke_group(self, prepared: Prepared, group: TriggerGroup) -> None:
+        instance = prepared.instance
+        if isinstance(instance, GroupAware):
+            await call(instance.execute_group, group, pool=self.pool)
+        elif prepared.kind == "sink":
+            await call(prepared.instance.notify, group.rule, group_text(group), pool=self.pool)
+        else:
+            for trigger in group.alerts:
+                await call(prepared.instance.execute, trigger, pool=self.pool)
 
     async def _invoke(self, prepared: Prepared, trigger: Trigger) -> None:
         if prepared.kind == "sink":

@@ -48,11 +48,13 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from flarebus import bus
 from flarebus.actions.attempt import ActionRunner
 from flarebus.actions.deadletter import dead_letter
+from flarebus.actions.grouping import Grouper
 from flarebus.actions.host import PluginHost
 from flarebus.backoff import Backoff
 from flarebus.config import WorkerSettings
 from flarebus.errors import ActionError, describe
-from flarebus.events import trigger_decoder
+from flarebus.events import Trigger, trigger_decoder
+from flarebus.grouping import GroupPolicy, GroupSettings
 from flarebus.telemetry import meter
 
 log = logging.getLogger("flarebus.worker")
@@ -72,13 +74,16 @@ _retried = meter.create_counter("flarebus.actions.retried", description="trigger
 class Worker:
     """Consumes triggers and runs their actions through a PluginHost."""
 
-    def __init__(self, nc: Client, host: PluginHost, settings: WorkerSettings) -> None:
+    def __init__(self, nc: Client, host: PluginHost, settings: WorkerSettings,
+                 grouping: GroupSettings | None = None) -> None:
         self.nc = nc
         self.host = host
         self.settings = settings
         self.backoff = Backoff(settings.backoff_initial, settings.backoff_max)
         self.js: JetStreamContext = nc.jetstream()
         self.actions = ActionRunner(host, settings.default_action)
+        #: grouped rules' triggers go to their group (actions/grouping.py)
+        self.grouper = Grouper(self.js, self.actions, grouping, settings)
         self.sub: Subscription | None = None
         self.inbox = ""
         #: Messages the open pull request may still deliver (one request at a time).
@@ -113,6 +118,7 @@ class Worker:
         """The stream, the done bucket and the shared consumer (created or brought in line)."""
         await bus.ensure_triggers_stream(self.js)
         self.actions.kv = await bus.actions_done_bucket(self.js, ttl=self.settings.done_ttl)
+        await self.grouper.start()
         config = self.consumer_config()
         try:
             await self.js.add_consumer(bus.TRIGGERS_STREAM, config)
@@ -135,6 +141,7 @@ class Worker:
             await self._fetch_loop()
         finally:
             await self.drain(runners)
+            await self.grouper.stop(self.settings.grace)
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
@@ -278,6 +285,11 @@ class Worker:
             await self.dead_letter(msg, rule, [ActionError("-", f"invalid trigger: {exc}",
                                                            tries, permanent=True)], tries)
             return
+        # (The gate - silences, inhibition, rate limits - decides here, before grouping.)
+        policy = self.grouper.policy(trigger)
+        if policy is not None:
+            await self.group(msg, trigger, policy, tries)
+            return
         try:
             outcome = await self.actions.run(msg, trigger, tries)
         except asyncio.CancelledError:
@@ -297,6 +309,24 @@ class Worker:
             log.warning("trigger %s: %s; retrying in %.2fs", trigger.id, failure, delay)
         _retried.add(1, {"rule": trigger.rule})
         await msg.nak(delay=delay)
+
+    async def group(self, msg: Msg, trigger: Trigger, policy: GroupPolicy, tries: int) -> None:
+        """A grouped rule's trigger: recorded in its group, then acked (its actions run when
+        the group is notified); if it cannot be recorded, nak'ed for a retry."""
+        try:
+            await self.grouper.record(trigger, policy)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            raise
+        except Exception as exc:
+            delay = self.backoff.delay(tries)
+            log.warning("trigger %s: could not add it to its group: %s; retrying in %.2fs",
+                        trigger.id, describe(exc), delay)
+            await msg.nak(delay=delay)
+            return
+        self.handled += 1
+        await self.ack(msg)
 
     async def dead_letter(self, msg: Msg, rule: str, failures: Sequence[ActionError],
                           tries: int) -> None:
@@ -322,9 +352,10 @@ def _position(msg: Msg) -> tuple[int, float]:
 
 
 async def serve(nc: Client, host: PluginHost, settings: WorkerSettings, *,
-                handle_signals: bool = True, stop: asyncio.Event | None = None) -> Worker:
+                handle_signals: bool = True, stop: asyncio.Event | None = None,
+                grouping: GroupSettings | None = None) -> Worker:
     """Set up and run a worker until SIGTERM/SIGINT, ``stop`` is set, or ``worker.stop()``."""
-    worker = Worker(nc, host, settings)
+    worker = Worker(nc, host, settings, grouping)
     await worker.setup()
     if handle_signals:
         loop = asyncio.get_running_loop()

@@ -54,6 +54,7 @@ TRIGGERS_MAX_AGE = 7 * 24 * 3600.0
 ENGINE_STATE_BUCKET = "FLAREBUS_ENGINE_STATE"
 ACTIONS_DONE_BUCKET = "FLAREBUS_ACTIONS_DONE"
 ACTIONS_DONE_TTL = 24 * 3600.0
+GROUPS_BUCKET = "FLAREBUS_GROUPS"
 #: Waiting for a server that is not up yet (``connect(retry_initial=True)``).
 CONNECT_BACKOFF = Backoff(0.2, 10.0)
 #: Tries of a long-running role before a permanent failure (bad credentials or TLS) ends it.
@@ -243,6 +244,13 @@ async def actions_done_bucket(js: JetStreamContext, *, replicas: int = 1,
     return await _ensure_kv(js, KeyValueConfig(
         bucket=ACTIONS_DONE_BUCKET, description="flarebus completed actions (idempotency)",
         history=1, ttl=ttl, storage=StorageType.FILE, replicas=replicas))
+
+
+async def groups_bucket(js: JetStreamContext, *, replicas: int = 1) -> KeyValue:
+    """The KV bucket of alert groups: one entry per group, changed by compare-and-set."""
+    return await _ensure_kv(js, KeyValueConfig(
+        bucket=GROUPS_BUCKET, description="flarebus alert groups (actions/grouping.py)",
+        history=1, storage=StorageType.FILE, replicas=replicas))
 
 
 async def ensure_jetstream(nc: Client) -> JetStreamContext:

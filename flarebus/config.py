@@ -30,6 +30,7 @@ from flarebus import typed
 from flarebus.durations import Seconds
 from flarebus.errors import ConfigError, InvalidFileError, Problem
 from flarebus.events import TOKEN_PATTERN
+from flarebus.grouping import GroupSettings
 from flarebus.problems import short
 from flarebus.servers import DEFAULT_NATS_URL
 
@@ -178,6 +179,9 @@ class ConfigFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     plugins: Annotated[dict[str, PluginSettings], Meta(
         description="per plugin: enabled and its config")] = msgspec.field(default_factory=dict)
     telemetry: TelemetrySettings = msgspec.field(default_factory=TelemetrySettings)
+    group: Annotated[GroupSettings | None, Meta(
+        description="grouping defaults; when present, every rule without a group: of its "
+                    "own is grouped (docs/notifications.md)")] = None
 
 
 class Config(ConfigFile, kw_only=True):

@@ -205,17 +205,39 @@ class StackSample(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True
             _require_finite("ts", self.ts)
 
 
-class ActionRef(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
-    """An action a trigger asks for: a plugin name and its per-rule config."""
-
-    plugin: Annotated[str, msgspec.Meta(min_length=1)]
-    config: dict[str, Any] = {}
-
-
 TriggerState = Literal["firing", "resolved"]
 
 
-class Trigger(msgspec.Struct, forbid_unknown_fields=True):
+class ActionRef(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
+    """An action a trigger asks for: a plugin name, its per-rule config, the transitions it hears.
+    """
+
+    plugin: Annotated[str, msgspec.Meta(min_length=1)]
+    config: dict[str, Any] = {}
+    on: Annotated[list[TriggerState], msgspec.Meta(
+        description="the transitions this action runs for: firing, resolved (default: both)")
+    ] = []
+
+    def hears(self, state: str) -> bool:
+        """Whether this action runs for a trigger in ``state`` (no ``on``: every state)."""
+        return not self.on or state in self.on
+
+
+class GroupSpec(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
+    """A rule's ``group:`` as the worker receives it: unset fields take the worker's defaults.
+
+    Resolved in the worker (flarebus.grouping.resolve_policy) rather than in the engine,
+    because the defaults are the ``group:`` section of the worker's config file.
+    """
+
+    enabled: bool = True
+    by: list[str] | None = None
+    wait: float | None = None
+    interval: float | None = None
+    repeat: float | None = None
+
+
+class Trigger(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
     """What the engine publishes on triggers.<rule> when a rule fires or resolves."""
 
     # metric_name, value, threshold and duration are the arguments action plugins of the
@@ -235,6 +257,8 @@ class Trigger(msgspec.Struct, forbid_unknown_fields=True):
     active_since: Timestamp
     at: Timestamp
     actions: list[ActionRef]
+    #: the rule's grouping; None: no ``group:`` in the rule (the worker's config may still group)
+    group: GroupSpec | None = None
 
     def __post_init__(self) -> None:
         for field in ("value", "duration", "active_since", "at"):

@@ -33,6 +33,7 @@ from typing import Any, ClassVar, Literal, Protocol, TypeVar, overload, runtime_
 
 from flarebus.events import MetricSample, StackSample, Trigger
 from flarebus.frame import Frame
+from flarebus.grouping import TriggerGroup
 
 Kind = Literal["action", "sink", "sampler", "exporter"]
 
@@ -67,6 +68,18 @@ class SinkPlugin(Protocol):
     def name(self) -> str: ...
 
     async def notify(self, rule_name: str, msg: str) -> None: ...
+
+
+@runtime_checkable
+class GroupAware(Protocol):
+    """An action or sink that takes a whole group at once (a rule with ``group:``).
+
+    Optional: a plugin without it is still run for grouped rules: an action's
+    ``execute`` once per alert of the group, a sink's ``notify`` once with the
+    group as one message (``flarebus.grouping.group_text``).
+    """
+
+    async def execute_group(self, group: TriggerGroup) -> None: ...
 
 
 @runtime_checkable

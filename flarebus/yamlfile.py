@@ -118,6 +118,8 @@ class _Builder:
             key = self.scalar(key_node, path)
             if not isinstance(key, str | int | float | bool) and key is not None:
                 raise self.refuse(path, "mapping keys must be scalars")
+            if isinstance(key, bool):  # YAML 1.1 reads `on:`, `yes:` as booleans; a key is a
+                key = key_node.value   # name, so it stays as written (`on: [firing]`)
             key = str(key) if not isinstance(key, str) else key
             child = (*path, key)
             self.doc.key_at[child] = _mark(key_node)

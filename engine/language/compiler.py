@@ -19,10 +19,17 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from flarebus.engine.language.matchers import Matcher, parse_matcher
-from flarebus.engine.language.ruleformat import Actions, Missing, Reduce, RuleSpec, StackSpec
+from flarebus.engine.language.ruleformat import (
+    Actions,
+    GroupRule,
+    Missing,
+    Reduce,
+    RuleSpec,
+    StackSpec,
+)
 from flarebus.engine.language.templates import check_template
 from flarebus.engine.language.thresholds import Threshold, overlap, stricter
-from flarebus.events import ActionRef
+from flarebus.events import ActionRef, GroupSpec
 from flarebus.typed import Issue
 from flarebus.yamlfile import JsonPath
 
@@ -60,6 +67,7 @@ class Rule:
     add_labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     actions: tuple[ActionRef, ...] = ()
+    group: GroupSpec | None = None
     escalate: tuple[Stage, ...] = ()
     enabled: bool = True
     file: str = "<memory>"
@@ -142,12 +150,26 @@ def compile_rule(spec: RuleSpec, *, fingerprint: str, file: str, line: int) -> R
         keep_firing_for=float(spec.keep_firing_for), reduce=reduce,
         missing=Missing(float(spec.missing.after), spec.missing.then), repeat=repeat,
         severity=spec.severity, add_labels=dict(spec.add_labels),
-        annotations=dict(spec.annotations), actions=actions, escalate=stages,
+        annotations=dict(spec.annotations), actions=actions, group=_group(spec.group),
+        escalate=stages,
         enabled=spec.enabled, file=file, line=line)
 
 
 def _given(value: T | UnsetType) -> T | None:
     return None if value is UNSET else value
+
+
+def _group(group: GroupRule | bool | UnsetType) -> GroupSpec | None:
+    """The wire form of ``group:``: what the rule leaves unset stays None (worker defaults)."""
+    if group is UNSET:
+        return None
+    if isinstance(group, bool):
+        return GroupSpec(enabled=group)
+    return GroupSpec(
+        by=None if group.by is UNSET else list(group.by),
+        wait=None if group.wait is UNSET else float(group.wait),
+        interval=None if group.interval is UNSET else float(group.interval),
+        repeat=None if group.repeat is UNSET else float(group.repeat))
 
 
 def _actions(items: Actions) -> tuple[ActionRef, ...]:

@@ -153,7 +153,7 @@ class Machine:
             rule=rule.name, state=state, severity=c.severity,  # type: ignore[arg-type]
             metric_name=c.metric_name, value=st.value, threshold=c.threshold,
             duration=duration, labels=labels, annotations=annotations,
-            active_since=st.since, at=at, actions=list(c.actions))
+            active_since=st.since, at=at, actions=list(c.actions), group=rule.group)
 
     def retire(self, st: State) -> None:
         """``st`` is gone (its series forgotten, its rule changed): delete its stored key."""

@@ -87,6 +87,25 @@ class Missing(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                     "fire: the absence fires")] = "resolve"
 
 
+class GroupRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Notify once per group of this rule's alerts: those with equal `by` labels
+    (docs/notifications.md). Unset keys come from the worker config's `group:` section.
+    """
+
+    by: Annotated[list[LabelName] | UnsetType, Meta(
+        description="the labels whose values form a group (default: [], one group per rule)")] = \
+        UNSET
+    wait: Annotated[Seconds | UnsetType, Meta(
+        description="how long a new group waits for more alerts before its first "
+                    "notification (default 30s)")] = UNSET
+    interval: Annotated[Seconds | UnsetType, Meta(
+        description="at most one notification of a changed group this often (default 5m)")] = \
+        UNSET
+    repeat: Annotated[Seconds | UnsetType, Meta(
+        description="re-send an unchanged firing group this often; 0: never (default 4h)")] = \
+        UNSET
+
+
 class StageSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """An escalation stage: a stricter threshold with its own for, severity and actions."""
 
@@ -131,6 +150,10 @@ class RuleSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         description="templates rendered into each trigger: {value} {threshold} {duration} "
                     "{labels[host]} ...")] = {}
     actions: Actions = []
+    group: Annotated[GroupRule | bool | UnsetType, Meta(
+        description="group this rule's alerts into one notification per group; true: with "
+                    "the config's defaults; false: never, even when the config groups every "
+                    "rule")] = UNSET
     escalate: Annotated[list[StageSpec], Meta(
         description="further stages on the same series, each stricter than the base")] = []
 
