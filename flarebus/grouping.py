@@ -190,17 +190,23 @@ def make_group(rule: str, key: str, labels: Mapping[str, str], alerts: Iterable[
         common_annotations=common([t.annotations for t in ordered]), number=number)
 
 
-def group_text(group: TriggerGroup) -> str:
-    """A group as one message: a title line, then a line per alert (what a sink sends)."""
+def group_lines(group: TriggerGroup) -> tuple[str, list[str]]:
+    """A group as a title (``[FIRING:2] high-cpu host=web-1``) and a line per alert."""
     from flarebus.plugin import message_for
 
     title = f"[{group.status.upper()}:{len(group.firing)}] {group.rule}"
     extra = {k: v for k, v in group.labels.items() if k != "alertname"}
     if extra:
         title += " " + " ".join(f"{k}={v}" for k, v in sorted(extra.items()))
-    lines = [title]
+    lines = []
     for heading, triggers in (("Firing", group.firing), ("Resolved", group.resolved)):
         if triggers and group.firing and group.resolved:
             lines.append(f"{heading}:")
         lines += [f"- {message_for(t)}" for t in triggers]
-    return "\n".join(lines)
+    return title, lines
+
+
+def group_text(group: TriggerGroup) -> str:
+    """A group as one message: the title line, then a line per alert (what a sink sends)."""
+    title, lines = group_lines(group)
+    return "\n".join([title, *lines])

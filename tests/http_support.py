@@ -12,9 +12,12 @@ from __future__ import annotations
 import http.client
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
+
+import msgspec
 
 #: Headers that describe one hop, never forwarded by a proxy (RFC 9110, 7.6.1).
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "proxy-authorization",
@@ -90,3 +93,42 @@ class ProxyServer(LoopbackServer):
     def __init__(self) -> None:
         self.relayed: list[str] = []
         super().__init__(_Relay)
+
+
+class Received(msgspec.Struct):
+    """One POST a RecordingServer received."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class RecordingServer(LoopbackServer):
+    """Records every POST; ``/status/N`` answers N; ``stall_next`` delays one answer."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        #: seconds the next POST waits before answering (a server that stalls once)
+        self.stall_next = 0.0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.received.append(Received(self.path, dict(self.headers.items()), body))
+                stall, outer.stall_next = outer.stall_next, 0.0
+                time.sleep(stall)
+                status = int(self.path.rsplit("/", 1)[1]) if self.path.startswith(
+                    "/status/") else 200
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"ok")
+                except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
+                    self.close_connection = True
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        super().__init__(Handler)

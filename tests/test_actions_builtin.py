@@ -9,7 +9,6 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -26,48 +25,12 @@ from flarebus.actions.host import PluginHost
 from flarebus.config import PluginSettings
 from flarebus.errors import ActionError
 from flarebus.events import ActionRef, trigger_decoder
-from tests.http_support import LoopbackServer, ProxyServer
+from tests.http_support import ProxyServer
+from tests.http_support import RecordingServer as Server
 from tests.plugin_pkg.harness import registry_of, trigger
 from tests.support import collect
 
 # -- a real HTTP server -----------------------------------------------------------------
-
-
-class Received(msgspec.Struct):
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-class Server(LoopbackServer):
-    """Records every POST; ``/status/N`` answers N; ``stall_next`` delays one answer."""
-
-    def __init__(self) -> None:
-        self.received: list[Received] = []
-        #: seconds the next POST waits before answering (a server that stalls once)
-        self.stall_next = 0.0
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                outer.received.append(Received(self.path, dict(self.headers.items()), body))
-                stall, outer.stall_next = outer.stall_next, 0.0
-                time.sleep(stall)
-                status = int(self.path.rsplit("/", 1)[1]) if self.path.startswith(
-                    "/status/") else 200
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Length", "2")
-                    self.end_headers()
-                    self.wfile.write(b"ok")
-                except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
-                    self.close_connection = True
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        super().__init__(Handler)
 
 
 @pytest.fixture(scope="module")

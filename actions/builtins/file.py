@@ -24,6 +24,7 @@ import msgspec
 
 from flarebus.errors import ActionError
 from flarebus.events import Trigger, encoder
+from flarebus.grouping import TriggerGroup
 from flarebus.plugin import Action
 
 DEFAULT_SIZE = 1024 * 1024
@@ -102,6 +103,19 @@ class FileAction(Action):
         else:
             self.create(trigger)
 
+    def execute_group(self, group: TriggerGroup) -> None:
+        """One file (create mode) or one JSON line (jsonl) per group notification: the
+        TriggerGroup as JSON; a create-mode name's fields are the group's (state: its
+        status, labels: the group labels, time: its latest trigger's)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        latest = max(group.alerts, key=lambda t: t.at)
+        data = encoder.encode(group) + b"\n"
+        if self.config.mode == "jsonl":
+            self.append_line(data)
+        else:
+            self.create_file(self.file_name(msgspec.structs.replace(
+                latest, state=group.status, labels=group.labels)), data)
+
     def file_name(self, trigger: Trigger) -> str:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(trigger.at))
         stamp += f"{trigger.at % 1:.6f}"[1:] + "Z"
@@ -116,8 +130,10 @@ class FileAction(Action):
 
     def create(self, trigger: Trigger) -> Path:
         """Create a new file of ``size`` bytes: the trigger JSON, then zero padding."""
-        base = self.file_name(trigger)
-        header = encoder.encode(trigger) + b"\n"
+        return self.create_file(self.file_name(trigger), encoder.encode(trigger) + b"\n")
+
+    def create_file(self, base: str, header: bytes) -> Path:
+        """A new file named ``base`` (or ``base.N``) of ``size`` bytes: header, then zeros."""
         payload = header[: self.size]
         for attempt in range(1000):
             name = base if attempt == 0 else f"{base[:MAX_NAME - 6]}.{attempt}"
@@ -138,9 +154,12 @@ class FileAction(Action):
         raise ActionError("file", f"no free file name for {base!r}")
 
     def append(self, trigger: Trigger) -> Path:
+        return self.append_line(encoder.encode(trigger) + b"\n")
+
+    def append_line(self, line: bytes) -> Path:
         path = inside(self.dir, safe_component(self.config.jsonl_file))
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0),
                      0o644)
         with os.fdopen(fd, "ab") as handle:
-            handle.write(encoder.encode(trigger) + b"\n")
+            handle.write(line)
         return path

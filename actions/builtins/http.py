@@ -36,6 +36,7 @@ import msgspec
 from flarebus.addresses import AddressPolicy
 from flarebus.errors import ActionError
 from flarebus.events import Trigger, encoder
+from flarebus.grouping import TriggerGroup
 from flarebus.http import (
     LazyClient,
     Refused,
@@ -154,6 +155,10 @@ class HttpAction(HttpPoster, Action):
 
     async def execute(self, trigger: Trigger) -> None:
         await self.send(encoder.encode(trigger))
+
+    async def execute_group(self, group: TriggerGroup) -> None:
+        """A group notification: the TriggerGroup as JSON (its triggers as on the wire)."""
+        await self.send(encoder.encode(group))
 
 
 class HttpSink(HttpPoster, Sink):

@@ -8,6 +8,7 @@ from typing import Literal
 import msgspec
 
 from flarebus.events import Trigger, encoder
+from flarebus.grouping import TriggerGroup
 from flarebus.plugin import Action
 
 log = logging.getLogger("flarebus.actions.log")
@@ -53,3 +54,15 @@ class LogAction(Action):
     async def execute(self, trigger: Trigger) -> None:
         line = encoder.encode(trigger).decode() if self.config.format == "json" else logfmt(trigger)
         log.log(self.level, "trigger %s", line)
+
+    async def execute_group(self, group: TriggerGroup) -> None:
+        """One record per group: a logfmt head (rule, key, status, counts), then each alert's
+        logfmt line (or the group as one JSON line)."""
+        if self.config.format == "json":
+            log.log(self.level, "group %s", encoder.encode(group).decode())
+            return
+        head = (f"rule={group.rule} status={group.status} firing={len(group.firing)} "
+                f"resolved={len(group.resolved)} notification={group.number} "
+                f"labels={encoder.encode(group.labels).decode()}")
+        lines = "".join(f"\n  {logfmt(t)}" for t in group.alerts)
+        log.log(self.level, "group %s%s", head, lines)
