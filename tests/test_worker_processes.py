@@ -37,7 +37,8 @@ class Fleet:
         self.records = tmp / "records.jsonl"
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, *, concurrency: int = 4, grace: str = "3s") -> subprocess.Popen[bytes]:
+    def start(self, *, concurrency: int = 4, grace: str = "3s",
+              args: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
         env = {**os.environ, "RECORD_FILE": str(self.records), "PYTHONUNBUFFERED": "1",
                "FLAREBUS_WORKER_CONSUMER": self.consumer, "FLAREBUS_WORKER_ACK_WAIT": "2s",
                "FLAREBUS_WORKER_BACKOFF_INITIAL": "50ms", "FLAREBUS_WORKER_GRACE": grace,
@@ -45,7 +46,7 @@ class Fleet:
         log = (self.tmp / f"worker-{len(self.procs)}.log").open("wb")
         proc = subprocess.Popen(
             flarebus_cmd("worker", "--nats", self.url, "--plugin-dir", str(PLUGINS),
-                         "--concurrency", str(concurrency)),
+                         "--concurrency", str(concurrency), *args),
             env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         return proc
