@@ -40,8 +40,8 @@ async def dead_letter(js: JetStreamContext, msg: Msg, rule: str,
                       failures: Sequence[ActionError], tries: int) -> None:
     """Publish the trigger to ``triggers.dead.<rule>`` with why (the caller acks it)."""
     msg_id = (msg.headers or {}).get(bus.MSG_ID_HEADER)
-    trace = {key: msg.headers[key] for key in ("traceparent", "tracestate")
-             if msg.headers and key in msg.headers}
+    trace: dict[str, str] = {key: msg.headers[key] for key in ("traceparent", "tracestate")
+                             if msg.headers and key in msg.headers}
     await publish_dead(js, msg.data, rule, failures, tries,
                        msg_id=f"{msg_id}:dead" if msg_id else None, extra=trace)
 

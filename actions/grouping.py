@@ -77,7 +77,7 @@ MAX_SLEEP = 5.0
 #: Conflicting writes tolerated for one change before it counts as a failure.
 MAX_CONFLICTS = 200
 
-Change = Callable[[GroupState | None], GroupState | None | bool]
+Change = Callable[[GroupState | None], GroupState | bool | None]
 
 
 def kv_key(rule: str, labels: dict[str, str]) -> str:
@@ -144,7 +144,7 @@ class Grouper:
         labels = group_labels(trigger, policy.by)
         key = kv_key(trigger.rule, labels)
 
-        def change(state: GroupState | None) -> GroupState | None | bool:
+        def change(state: GroupState | None) -> GroupState | bool | None:
             if state is None:
                 return new_group(trigger, policy, labels, group_key(labels), time.time()) \
                     or False
@@ -152,7 +152,7 @@ class Grouper:
 
         await self.modify(key, change)
 
-    async def modify(self, key: str, change: Change) -> GroupState | None | bool:
+    async def modify(self, key: str, change: Change) -> GroupState | bool | None:
         """Read the group, apply ``change``, write it back if the revision is unchanged; on
         a conflict read again. ``change`` returns the new state, None to delete the group, or
         False for "no change". Returns what was written (False: nothing)."""

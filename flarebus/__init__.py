@@ -31,6 +31,7 @@ _EXPORTS: dict[str, str] = {
     "MetricSample": "flarebus.events",
     "StackSample": "flarebus.events",
     "Trigger": "flarebus.events",
+    "TriggerGroup": "flarebus.grouping",
     "Frame": "flarebus.frame",
     # publishing samples from an application
     "Publisher": "flarebus.publish",
@@ -65,6 +66,7 @@ __all__ = [
     "Sink",
     "StackSample",
     "Trigger",
+    "TriggerGroup",
     "__version__",
     "connect",
 ]
@@ -75,6 +77,7 @@ if TYPE_CHECKING:
     from flarebus.errors import ActionError, FlarebusError, PluginError, SampleError
     from flarebus.events import MetricSample, StackSample, Trigger
     from flarebus.frame import Frame
+    from flarebus.grouping import TriggerGroup
     from flarebus.plugin import Action, Exporter, Plugin, Sink
     from flarebus.publish import Publisher
     from flarebus.sampler import Sampler

@@ -14,7 +14,7 @@ import flarebus
 PUBLIC = [
     "Action", "ActionError", "Exporter", "FlarebusError", "Frame", "MetricSample",
     "NatsSettings", "Plugin", "PluginError", "Publisher", "SampleError", "Sampler", "Sink",
-    "StackSample", "Trigger", "__version__", "connect",
+    "StackSample", "Trigger", "TriggerGroup", "__version__", "connect",
 ]
 
 
