@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from nats.aio.client import Client
@@ -10,6 +11,7 @@ from nats.aio.client import Client
 from flarebus import bus
 from flarebus.config import NatsSettings
 from flarebus.nats_server import EmbeddedNats
+from tests.fleet import Fleet
 from tests.installed import Installed, installed_flarebus
 
 #: Proxy settings httpx (trust_env) and the CLI subprocesses would obey.
@@ -73,3 +75,11 @@ async def private_nc(private_nats: EmbeddedNats) -> AsyncIterator[Client]:
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     """flarebus installed from its wheel (not editable) in a venv of its own."""
     return installed_flarebus(tmp_path_factory.mktemp("installed"))
+
+
+@pytest.fixture
+def fleet(private_nats: EmbeddedNats, tmp_path: Path,
+          request: pytest.FixtureRequest) -> Iterator[Fleet]:
+    f = Fleet(private_nats.url, tmp_path, f"proc-{request.node.name[-20:].strip('_')}")
+    yield f
+    f.stop_all()

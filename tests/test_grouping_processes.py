@@ -16,10 +16,9 @@ from nats.js import JetStreamContext
 from flarebus import bus
 from flarebus.actions.groupstate import GroupState, state_decoder
 from flarebus.events import GroupSpec, Trigger
-from flarebus.nats_server import EmbeddedNats
+from tests.fleet import Fleet
 from tests.http_support import RecordingServer
 from tests.plugin_pkg.harness import fresh_stream, publish, trigger, wait_until
-from tests.test_worker_processes import Fleet
 
 HOSTS = 10
 SERIES = 200
@@ -30,14 +29,6 @@ def receiver() -> Iterator[RecordingServer]:
     server = RecordingServer()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def fleet(private_nats: EmbeddedNats, tmp_path: Path,
-          request: pytest.FixtureRequest) -> Iterator[Fleet]:
-    f = Fleet(private_nats.url, tmp_path, f"grp-{request.node.name[-20:].strip('_')}")
-    yield f
-    f.stop_all()
 
 
 def config_file(tmp: Path, hook: str, lease: str = "30s") -> tuple[str, ...]:
@@ -93,15 +84,19 @@ def assert_one_complete_notification_per_group(sent: list[dict[str, Any]],
         assert len(body["alerts"]) == len(expected) == SERIES // HOSTS
 
 
+async def four_workers(nc: Client, fleet: Fleet, args: tuple[str, ...]) -> JetStreamContext:
+    js = await fresh_stream(nc)
+    for _ in range(4):
+        fleet.start(concurrency=8, args=args)
+    await fleet.ready(js, 4)
+    return js
+
+
 async def test_200_series_4_workers_one_notification_per_group(
         private_nc: Client, fleet: Fleet, receiver: RecordingServer, tmp_path: Path) -> None:
     """200 series fire at once over 4 workers: exactly one webhook per host, each with every
     alert of that host."""
-    js = await fresh_stream(private_nc)
-    args = config_file(tmp_path, f"{receiver.url}/storm")
-    for _ in range(4):
-        fleet.start(concurrency=8, args=args)
-    await fleet.ready(js, 4)
+    js = await four_workers(private_nc, fleet, config_file(tmp_path, f"{receiver.url}/storm"))
     rule = f"storm{time.time_ns() % 10**9}"
     triggers = storm(rule, wait=3.0)
     await publish(js, triggers)
@@ -117,12 +112,8 @@ async def test_a_worker_killed_during_wait_loses_nothing(
         private_nc: Client, fleet: Fleet, receiver: RecordingServer, tmp_path: Path) -> None:
     """kill -9 a worker while groups wait (and while it holds triggers): still one complete
     notification per group."""
-    js = await fresh_stream(private_nc)
-    args = config_file(tmp_path, f"{receiver.url}/kill")
-    victim = fleet.start(concurrency=8, args=args)
-    for _ in range(3):
-        fleet.start(concurrency=8, args=args)
-    await fleet.ready(js, 4)
+    js = await four_workers(private_nc, fleet, config_file(tmp_path, f"{receiver.url}/kill"))
+    victim = fleet.procs[0]
     rule = f"kill{time.time_ns() % 10**9}"
     triggers = storm(rule, wait=6.0)
     await publish(js, triggers)
