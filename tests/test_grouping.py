@@ -10,10 +10,12 @@ import pytest
 from nats.aio.client import Client
 
 from flarebus import bus
+from flarebus.actions.deadletter import TRIES_HEADER
+from flarebus.actions.grouping import GROUP_HEADER
 from flarebus.actions.groupstate import GroupState, add, claim, failed, new_group, notified
 from flarebus.config import load_config
 from flarebus.engine.language.rulefile import load_rules
-from flarebus.events import ActionRef, GroupSpec, Trigger
+from flarebus.events import ActionRef, GroupSpec, Trigger, trigger_decoder
 from flarebus.grouping import (
     GroupPolicy,
     GroupSettings,
@@ -26,6 +28,7 @@ from flarebus.grouping import (
 )
 from flarebus.plugin import Action
 from tests.plugin_pkg.harness import fresh_stream, publish, running_worker, trigger, wait_until
+from tests.support import collect
 
 POLICY = GroupPolicy(by=("host",), wait=30.0, interval=300.0, repeat=3600.0)
 
@@ -271,3 +274,74 @@ async def test_on_filters_which_transitions_an_action_hears(nc: Client) -> None:
     assert [len(g.firing) for g in fires.groups] == [2] and not fires.groups[0].resolved
     assert [len(g.resolved) for g in resolves.groups] == [2]
     assert not resolves.groups[0].firing
+
+
+class FlakyGroups(GroupRecorder):
+    """Fails its first ``fail_first`` group runs (or all of them)."""
+
+    def __init__(self, fail_first: int = 0, always: bool = False) -> None:
+        super().__init__("flakygroups")
+        self.fail_first, self.always, self.tries = fail_first, always, 0
+
+    async def execute_group(self, group: TriggerGroup) -> None:
+        self.tries += 1
+        if self.always or self.tries <= self.fail_first:
+            raise RuntimeError(f"group boom #{self.tries}")
+        await super().execute_group(group)
+
+
+class NoteSink:
+    """A duck-typed sink without execute_group."""
+
+    name = "notesink"
+    kind = "sink"
+
+    def __init__(self) -> None:
+        self.notes: list[tuple[str, str]] = []
+
+    async def notify(self, rule_name: str, msg: str) -> None:
+        self.notes.append((rule_name, msg))
+
+
+async def test_a_failing_group_action_is_retried_then_succeeds_once(nc: Client) -> None:
+    """Two failures, then success: the group is notified once, complete."""
+    js = await fresh_stream(nc)
+    flaky = FlakyGroups(fail_first=2)
+    rule = f"flaky{time.time_ns() % 10**9}"
+    async with running_worker(nc, flaky):
+        await publish(js, [grouped("a", str(i), "flakygroups", rule=rule, wait=0.2)
+                           for i in range(4)])
+        await wait_until(lambda: len(flaky.groups) == 1, 20, what="the third try")
+    assert flaky.tries == 3 and len(flaky.groups[0].firing) == 4
+
+
+async def test_a_group_action_failing_every_try_is_dead_lettered(nc: Client) -> None:
+    """After max_tries every trigger of the notification is on triggers.dead.<rule>, with
+    the group's key; the group moves on."""
+    js = await fresh_stream(nc)
+    doomed = FlakyGroups(always=True)
+    rule = f"doomed{time.time_ns() % 10**9}"
+    dead = await collect(nc, bus.dead_letter_subject(rule))
+    firing = [grouped("a", str(i), "flakygroups", rule=rule, wait=0.2) for i in range(3)]
+    async with running_worker(nc, doomed):
+        await publish(js, firing)
+        messages = await dead.wait_for(3, timeout=30)
+    assert doomed.tries == 3  # FAST: max_tries 3
+    assert {trigger_decoder.decode(m.data).id for m in messages} == {t.id for t in firing}
+    assert {m.headers[GROUP_HEADER] for m in messages} == {
+        group_key({"alertname": rule, "host": "a"})}
+    assert all(m.headers[TRIES_HEADER] == "3" for m in messages)
+
+
+async def test_a_sink_without_execute_group_gets_one_message_per_group(nc: Client) -> None:
+    """notify(rule, msg) once, the message listing every alert."""
+    js = await fresh_stream(nc)
+    note = NoteSink()
+    rule = f"note{time.time_ns() % 10**9}"
+    async with running_worker(nc, note):
+        await publish(js, [grouped("a", str(i), "notesink", rule=rule, wait=0.2)
+                           for i in range(3)])
+        await wait_until(lambda: len(note.notes) == 1, 20, what="the message")
+    ((name, text),) = note.notes
+    assert name == rule
+    assert text.splitlines()[0] == f"[FIRING:3] {rule} host=a" and len(text.splitlines()) == 4
