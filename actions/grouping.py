@@ -119,7 +119,7 @@ class Grouper:
     async def start(self) -> None:
         self.kv = await bus.groups_bucket(self.js)
         watcher = await self.kv.watchall()
-        self.tasks = [asyncio.create_task(self._watch(watcher)),
+        self.tasks = [asyncio.create_task(self._watching(watcher)),
                       asyncio.create_task(self._schedule())]
 
     async def stop(self, grace: float) -> None:
@@ -191,6 +191,25 @@ class Grouper:
     def _note(self, key: str, state: GroupState | None) -> None:
         self.due[key] = None if state is None else state.due()
         self.wake.set()
+
+    async def _watching(self, watcher: KeyValue.KeyWatcher) -> None:
+        """Follow the bucket; a watch that ends (a long disconnect) is started again, and
+        its first pass over the current values brings ``due`` up to date."""
+        while True:
+            try:
+                await self._watch(watcher)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("watching the groups failed: %s; watching again", describe(exc))
+            await asyncio.sleep(1.0)
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+            try:
+                assert self.kv is not None
+                watcher = await self.kv.watchall()
+            except Exception as exc:
+                log.warning("cannot watch the groups: %s", describe(exc))
 
     async def _watch(self, watcher: KeyValue.KeyWatcher) -> None:
         async for entry in watcher:
