@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -86,6 +87,19 @@ def kv_key(rule: str, labels: dict[str, str]) -> str:
     return f"{rule}.{hashlib.blake2b(raw, digest_size=16).hexdigest()}"
 
 
+def added(state: GroupState | None, *, triggers: list[Trigger], policy: GroupPolicy,
+          labels: dict[str, str]) -> GroupState | bool:
+    """``state`` with ``triggers`` put in (a new group if there is none); False: no change."""
+    changed = False
+    for trigger in triggers:
+        if state is None:
+            state = new_group(trigger, policy, labels, group_key(labels), time.time())
+            changed = state is not None
+        else:
+            changed = add_trigger(state, trigger) or changed
+    return changed and state is not None and state
+
+
 def worker_id() -> str:
     """Who owns a claim: host, process and a random part (a pid can be reused)."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -110,6 +124,9 @@ class Grouper:
         self.limit = asyncio.Semaphore(settings.concurrency)
         self.wake = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
+        #: triggers waiting for the write to their group that is under way, by bucket key
+        self.queued: dict[str, list[tuple[Trigger, asyncio.Future[None]]]] = {}
+        self.writers: set[asyncio.Task[None]] = set()
         self.notified = 0
 
     def policy(self, trigger: Trigger) -> GroupPolicy | None:
@@ -140,17 +157,42 @@ class Grouper:
     # -- recording ----------------------------------------------------------------------
 
     async def record(self, trigger: Trigger, policy: GroupPolicy) -> None:
-        """Put ``trigger`` in its group durably (the caller acks it after this returns)."""
+        """Put ``trigger`` in its group durably (the caller acks it after this returns).
+
+        Triggers of one group that arrive while a write to it is under way are written
+        together in the next one: in a storm the triggers of a group come at once, and
+        one CAS write per trigger would mostly conflict with the others.
+        """
         labels = group_labels(trigger, policy.by)
         key = kv_key(trigger.rule, labels)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queued = self.queued.get(key)
+        if queued is not None:  # a writer for this group runs: it takes this one next
+            queued.append((trigger, done))
+        else:
+            self.queued[key] = [(trigger, done)]
+            writer = asyncio.create_task(self._writer(key, labels, policy))
+            self.writers.add(writer)
+            writer.add_done_callback(self.writers.discard)
+        await done
 
-        def change(state: GroupState | None) -> GroupState | bool | None:
-            if state is None:
-                return new_group(trigger, policy, labels, group_key(labels), time.time()) \
-                    or False
-            return add_trigger(state, trigger) and state
-
-        await self.modify(key, change)
+    async def _writer(self, key: str, labels: dict[str, str], policy: GroupPolicy) -> None:
+        """Write what is queued for ``key``, in rounds, until nothing more arrived."""
+        while batch := self.queued[key]:
+            self.queued[key] = []
+            triggers = [t for t, _ in batch]
+            try:
+                await self.modify(key, functools.partial(
+                    added, triggers=triggers, policy=policy, labels=labels))
+            except Exception as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+        del self.queued[key]
 
     async def modify(self, key: str, change: Change) -> GroupState | bool | None:
         """Read the group, apply ``change``, write it back if the revision is unchanged; on
