@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -12,7 +13,15 @@ from nats.aio.client import Client
 from flarebus import bus
 from flarebus.actions.deadletter import TRIES_HEADER
 from flarebus.actions.grouping import GROUP_HEADER
-from flarebus.actions.groupstate import GroupState, add, claim, failed, new_group, notified
+from flarebus.actions.groupstate import (
+    GroupState,
+    add,
+    claim,
+    failed,
+    new_group,
+    notified,
+    state_decoder,
+)
 from flarebus.config import load_config
 from flarebus.engine.language.rulefile import load_rules
 from flarebus.events import ActionRef, GroupSpec, Trigger, trigger_decoder
@@ -27,7 +36,14 @@ from flarebus.grouping import (
     resolve_policy,
 )
 from flarebus.plugin import Action
-from tests.plugin_pkg.harness import fresh_stream, publish, running_worker, trigger, wait_until
+from tests.plugin_pkg.harness import (
+    fresh_stream,
+    publish,
+    running_worker,
+    settings,
+    trigger,
+    wait_until,
+)
 from tests.support import collect
 
 POLICY = GroupPolicy(by=("host",), wait=30.0, interval=300.0, repeat=3600.0)
@@ -345,3 +361,71 @@ async def test_a_sink_without_execute_group_gets_one_message_per_group(nc: Clien
     ((name, text),) = note.notes
     assert name == rule
     assert text.splitlines()[0] == f"[FIRING:3] {rule} host=a" and len(text.splitlines()) == 4
+
+
+class Slow(GroupRecorder):
+    """Takes ``seconds`` per group: longer than the lease it runs under."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__("slow")
+        self.seconds = seconds
+
+    async def execute_group(self, group: TriggerGroup) -> None:
+        await asyncio.sleep(self.seconds)
+        await super().execute_group(group)
+
+
+async def test_an_owner_renews_its_lease_while_a_slow_action_runs(nc: Client) -> None:
+    """An action three times longer than the lease, two workers: the owner keeps the group
+    (no takeover), and it is notified once."""
+    js = await fresh_stream(nc)
+    slow_a, slow_b = Slow(1.5), Slow(1.5)
+    rule = f"slow{time.time_ns() % 10**9}"
+    lease = GroupSettings(lease=0.5)
+    shared = settings()
+    async with running_worker(nc, slow_a, worker=shared, grouping=lease), \
+            running_worker(nc, slow_b, worker=shared, grouping=lease):
+        await publish(js, [grouped("a", str(i), "slow", rule=rule, wait=0.2) for i in range(3)])
+        await wait_until(lambda: slow_a.groups or slow_b.groups, 20, what="the notification")
+        kv = await bus.groups_bucket(js)
+        await wait_until(lambda: _settled(kv, rule), 20,
+                         what="the group settled")
+    assert len(slow_a.groups) + len(slow_b.groups) == 1
+
+
+async def _settled(kv: object, rule: str) -> bool:
+    for key in await kv.keys():  # type: ignore[attr-defined]
+        if key.startswith(f"{rule}."):
+            state = state_decoder.decode((await kv.get(key)).value)  # type: ignore[attr-defined]
+            return state.number == 1 and not state.owner
+    return False
+
+
+async def test_the_configs_group_section_groups_rules_without_their_own(nc: Client) -> None:
+    """With `group:` in the config, a rule without one is grouped; `group: false` is not."""
+    js = await fresh_stream(nc)
+    rec = GroupRecorder()
+    rule = f"cfg{time.time_ns() % 10**9}"
+    plain = [trigger(rule, actions=["grouprec"], labels={"host": "a", "n": str(i)})
+             for i in range(3)]
+    opted_out = msgspec.structs.replace(trigger(f"{rule}x", actions=["grouprec"]),
+                                        group=GroupSpec(enabled=False))
+    async with running_worker(nc, rec, grouping=GroupSettings(by=["host"], wait=0.3)):
+        await publish(js, [*plain, opted_out])
+        await wait_until(lambda: rec.groups and rec.triggers, 20, what="group and trigger")
+    assert [len(g.firing) for g in rec.groups] == [3]
+    assert [t.id for t in rec.triggers] == [opted_out.id]
+
+
+async def test_an_unchanged_firing_group_is_sent_again_every_repeat(nc: Client) -> None:
+    """repeat: the same alerts again, as a new notification number."""
+    js = await fresh_stream(nc)
+    rec = GroupRecorder()
+    rule = f"rep{time.time_ns() % 10**9}"
+    t = msgspec.structs.replace(trigger(rule, actions=["grouprec"]), group=GroupSpec(
+        wait=0.2, interval=0.2, repeat=0.5))
+    async with running_worker(nc, rec):
+        await publish(js, [t])
+        await wait_until(lambda: len(rec.groups) >= 3, 20, what="two repeats")
+    assert [g.number for g in rec.groups[:3]] == [0, 1, 2]
+    assert all([a.id for a in g.alerts] == [t.id] for g in rec.groups)

@@ -19,6 +19,7 @@ from flarebus.actions.host import PluginHost
 from flarebus.actions.worker import Worker
 from flarebus.config import NatsSettings, PluginSettings, WorkerSettings
 from flarebus.events import ActionRef, Trigger, encoder
+from flarebus.grouping import GroupSettings
 from flarebus.registry import Found, Registry, load_builtins
 
 HERE = Path(__file__).resolve().parent
@@ -96,13 +97,14 @@ def registry_of(*plugins: Any, builtins: bool = True) -> Registry:
 @contextlib.asynccontextmanager
 async def running_worker(nc: Client, *plugins: Any, worker: WorkerSettings | None = None,
                          plugin_settings: dict[str, PluginSettings] | None = None,
+                         grouping: GroupSettings | None = None,
                          ) -> AsyncIterator[Worker]:
     """A real Worker on ``nc`` running ``plugins`` (and the built-ins) until the block ends."""
     config = worker or settings()
     host = PluginHost(registry_of(*plugins), plugin_settings or {},
                       default_timeout=config.timeout, threads=4, nc=nc)
     await host.start()
-    w = Worker(nc, host, config)
+    w = Worker(nc, host, config, grouping)
     await w.setup()
     task = asyncio.create_task(w.run())
     try:
