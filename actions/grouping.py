@@ -40,7 +40,7 @@ import uuid
 from collections.abc import Callable, Sequence
 
 from nats.js import JetStreamContext
-from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import APIError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 from flarebus import bus
@@ -75,6 +75,8 @@ log = logging.getLogger("flarebus.worker")
 GROUP_HEADER = "Flarebus-Group"
 #: The longest the scheduler sleeps without looking again (the watch wakes it earlier).
 MAX_SLEEP = 5.0
+#: JetStream's "wrong last sequence" error codes (JSStreamWrongLastSequence*).
+WRONG_REVISION = frozenset({10071, 10164})
 #: Conflicting writes tolerated for one change before it counts as a failure.
 MAX_CONFLICTS = 200
 
@@ -225,6 +227,10 @@ class Grouper:
                     await self.kv.update(key, data, last=revision)
             except KeyWrongLastSequenceError:
                 continue
+            except APIError as exc:  # delete() reports a wrong revision as a plain APIError
+                if exc.err_code in WRONG_REVISION:
+                    continue
+                raise
             return result
         raise RuntimeError(f"group {key}: {MAX_CONFLICTS} conflicting writes in a row")
 

@@ -6,11 +6,13 @@ import asyncio
 import time
 
 import msgspec
+import pytest
 from nats.aio.client import Client
+from nats.js.errors import APIError
 
 from flarebus import bus
 from flarebus.actions.deadletter import TRIES_HEADER
-from flarebus.actions.grouping import GROUP_HEADER
+from flarebus.actions.grouping import GROUP_HEADER, WRONG_REVISION
 from flarebus.actions.groupstate import (
     state_decoder,
 )
@@ -257,3 +259,17 @@ async def test_an_unchanged_firing_group_is_sent_again_every_repeat(nc: Client) 
         await wait_until(lambda: len(rec.groups) >= 3, 20, what="two repeats")
     assert [g.number for g in rec.groups[:3]] == [0, 1, 2]
     assert all([a.id for a in g.alerts] == [t.id] for g in rec.groups)
+
+
+async def test_a_stale_delete_is_refused_as_a_conflict(nc: Client) -> None:
+    """JetStream refuses a delete at an old revision with a code the grouper retries on, so
+    a group is never deleted over a trigger written since it was read."""
+    js = await fresh_stream(nc)
+    kv = await bus.groups_bucket(js)
+    key = f"stale.{time.time_ns()}"
+    first = await kv.put(key, b"{}")
+    await kv.put(key, b"{}")
+    with pytest.raises(APIError) as info:
+        await kv.delete(key, last=first)
+    assert info.value.err_code in WRONG_REVISION
+    await kv.delete(key)
