@@ -40,7 +40,8 @@ async def run_worker(config: Config, *, stop: asyncio.Event | None = None,
     signals = stop is None if handle_signals is None else handle_signals
     try:
         await host.start()
-        return await serve(nc, host, config.worker, handle_signals=signals, stop=stop)
+        return await serve(nc, host, config.worker, handle_signals=signals, stop=stop,
+                           jetstream=config.jetstream)
     finally:
         await host.close()
         await bus.close(nc)

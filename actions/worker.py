@@ -50,7 +50,7 @@ from flarebus.actions.attempt import ActionRunner
 from flarebus.actions.deadletter import dead_letter
 from flarebus.actions.host import PluginHost
 from flarebus.backoff import Backoff
-from flarebus.config import WorkerSettings
+from flarebus.config import JetStreamSettings, WorkerSettings
 from flarebus.errors import ActionError, describe
 from flarebus.events import trigger_decoder
 from flarebus.telemetry import meter
@@ -72,8 +72,10 @@ _retried = meter.create_counter("flarebus.actions.retried", description="trigger
 class Worker:
     """Consumes triggers and runs their actions through a PluginHost."""
 
-    def __init__(self, nc: Client, host: PluginHost, settings: WorkerSettings) -> None:
+    def __init__(self, nc: Client, host: PluginHost, settings: WorkerSettings,
+                 jetstream: JetStreamSettings | None = None) -> None:
         self.nc = nc
+        self.jetstream = jetstream  # the stream's and bucket's settings (None: as they are)
         self.host = host
         self.settings = settings
         self.backoff = Backoff(settings.backoff_initial, settings.backoff_max)
@@ -111,8 +113,9 @@ class Worker:
 
     async def setup(self) -> None:
         """The stream, the done bucket and the shared consumer (created or brought in line)."""
-        await bus.ensure_triggers_stream(self.js)
-        self.actions.kv = await bus.actions_done_bucket(self.js, ttl=self.settings.done_ttl)
+        await bus.ensure_triggers_stream(self.js, self.jetstream)
+        self.actions.kv = await bus.actions_done_bucket(self.js, self.jetstream,
+                                                        ttl=self.settings.done_ttl)
         config = self.consumer_config()
         try:
             await self.js.add_consumer(bus.TRIGGERS_STREAM, config)
@@ -322,9 +325,10 @@ def _position(msg: Msg) -> tuple[int, float]:
 
 
 async def serve(nc: Client, host: PluginHost, settings: WorkerSettings, *,
-                handle_signals: bool = True, stop: asyncio.Event | None = None) -> Worker:
+                handle_signals: bool = True, stop: asyncio.Event | None = None,
+                jetstream: JetStreamSettings | None = None) -> Worker:
     """Set up and run a worker until SIGTERM/SIGINT, ``stop`` is set, or ``worker.stop()``."""
-    worker = Worker(nc, host, settings)
+    worker = Worker(nc, host, settings, jetstream)
     await worker.setup()
     if handle_signals:
         loop = asyncio.get_running_loop()
