@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from nats.js import JetStreamContext
@@ -57,11 +58,14 @@ def _plain(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-def differences(existing: StreamConfig, wanted: StreamConfig) -> list[Mismatch]:
-    """The settings ``wanted`` sets (not None) that ``existing`` has otherwise."""
+def differences(existing: StreamConfig, wanted: Mapping[str, Any]) -> list[Mismatch]:
+    """The settings ``wanted`` (StreamConfig field: value) sets that ``existing`` has otherwise.
+
+    A value None means "whatever the server chose" and is not compared.
+    """
     out = []
     for field, name in SETTINGS.items():
-        want = getattr(wanted, field)
+        want = wanted.get(field)
         if want is None:
             continue
         have = getattr(existing, field)
@@ -78,14 +82,14 @@ def _hint(settings: JetStreamSettings | None) -> str:
             f"{settings.replicas} JetStream servers)")
 
 
-async def _reconcile(js: JetStreamContext, info: StreamInfo, wanted: StreamConfig,
+async def _reconcile(js: JetStreamContext, info: StreamInfo, wanted: Mapping[str, Any],
                      resource: str, settings: JetStreamSettings) -> StreamInfo:
     mismatches = differences(info.config, wanted)
     if not mismatches:
         return info
     for m in mismatches:
         log.warning("%s: %s; updating it", resource, m)
-    changes = {f: getattr(wanted, f) for f, name in SETTINGS.items()
+    changes = {f: wanted[f] for f, name in SETTINGS.items()
                if name in {m.setting for m in mismatches}}
     try:
         return await js.update_stream(dataclasses.replace(info.config, **changes))
@@ -94,7 +98,7 @@ async def _reconcile(js: JetStreamContext, info: StreamInfo, wanted: StreamConfi
                                   f"{_hint(settings)}", mismatches) from None
 
 
-async def _ensure(js: JetStreamContext, name: str, resource: str, wanted: StreamConfig,
+async def _ensure(js: JetStreamContext, name: str, resource: str, wanted: Mapping[str, Any],
                   settings: JetStreamSettings | None, create: Any) -> StreamInfo | None:
     """The existing stream brought in line, or None after ``create()`` made it."""
     try:
@@ -120,7 +124,8 @@ async def stream(js: JetStreamContext, settings: JetStreamSettings | None,
     assert name is not None
     if settings is not None:
         config = dataclasses.replace(config, num_replicas=settings.replicas)
-    await _ensure(js, name, f"stream {name}", config, settings, lambda: js.add_stream(config))
+    wanted = {field: getattr(config, field) for field in SETTINGS}
+    await _ensure(js, name, f"stream {name}", wanted, settings, lambda: js.add_stream(config))
 
 
 async def bucket(js: JetStreamContext, settings: JetStreamSettings | None, name: str, *,
@@ -130,8 +135,8 @@ async def bucket(js: JetStreamContext, settings: JetStreamSettings | None, name:
     replicas = settings.replicas if settings is not None else 1
     config = KeyValueConfig(bucket=name, description=description, history=history, ttl=ttl,
                             storage=storage, replicas=replicas)
-    wanted = StreamConfig(num_replicas=replicas, max_msgs_per_subject=history,
-                          max_age=ttl or 0.0, storage=storage)
+    wanted = {"num_replicas": replicas, "max_msgs_per_subject": history,
+              "max_age": ttl or 0.0, "storage": storage}
     await _ensure(js, kv_stream(name), f"bucket {name}", wanted, settings,
                   lambda: js.create_key_value(config))
     return await js.key_value(name)
