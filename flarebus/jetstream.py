@@ -28,7 +28,7 @@ from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType, StreamConfig, StreamInfo
-from nats.js.errors import APIError, BadRequestError, NotFoundError
+from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
 from flarebus.config import JetStreamSettings
@@ -107,7 +107,9 @@ async def _ensure(js: JetStreamContext, name: str, resource: str, wanted: Mappin
         try:
             await create()
             return None
-        except BadRequestError as exc:
+        except ServiceUnavailableError:
+            raise  # no JetStream at all: bus.ensure_jetstream says so
+        except APIError as exc:
             if exc.err_code != ALREADY_IN_USE:
                 raise StreamSettingsError(resource, f"JetStream refused to create it: "
                                           f"{exc.description}{_hint(settings)}") from None
