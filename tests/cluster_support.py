@@ -24,6 +24,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -45,21 +46,29 @@ class NatsCluster:
     """``size`` nats-servers routed into one JetStream cluster; nodes killed, restarted by index."""
 
     def __init__(self, root: Path, size: int = 3, *, name: str = "flarebus-test",
-                 ready_timeout: float = 60.0) -> None:
+                 ready_timeout: float = 60.0, names: Sequence[str] | None = None,
+                 node_args: Callable[[NatsCluster, int], Sequence[str]] | None = None) -> None:
+        """``node_args(cluster, i)``: node i's arguments besides the client port and store
+        (which EmbeddedNats gives); by default its name, cluster and routes, and ``-m``."""
         self.root = root
         self.size = size
         self.name = name
+        self.names = list(names or [f"{name}-{i}" for i in range(size)])
         self.ready_timeout = ready_timeout
         self.cluster_ports = [free_port() for _ in range(size)]
         self.monitor_ports = [free_port() for _ in range(size)]
+        args = node_args or NatsCluster.default_args
+        self.nodes = [EmbeddedNats(root / f"node-{i}", host=HOST, extra_args=tuple(args(self, i)))
+                      for i in range(size)]
+
+    def default_args(self, index: int) -> list[str]:
         routes = ",".join(f"nats://{HOST}:{p}" for p in self.cluster_ports)
-        self.nodes = [EmbeddedNats(root / f"node-{i}", host=HOST, extra_args=(
-            "--server_name", self.node_name(i), "--cluster_name", name,
-            "--cluster", f"nats://{HOST}:{self.cluster_ports[i]}", "--routes", routes,
-            "-m", str(self.monitor_ports[i]))) for i in range(size)]
+        return ["--server_name", self.node_name(index), "--cluster_name", self.name,
+                "--cluster", f"nats://{HOST}:{self.cluster_ports[index]}", "--routes", routes,
+                "-m", str(self.monitor_ports[index])]
 
     def node_name(self, index: int) -> str:
-        return f"{self.name}-{index}"
+        return self.names[index]
 
     # ------------------------------------------------------------------ where to connect
 
@@ -131,7 +140,7 @@ class NatsCluster:
 
     def index_of(self, server_name: str) -> int:
         """The node index of a server name (``flarebus-test-2``: 2), as stream info names them."""
-        return [self.node_name(i) for i in range(self.size)].index(server_name)
+        return self.names.index(server_name)
 
     def meta_leader(self) -> str | None:
         """The JetStream meta leader every running node agrees on, or None."""
