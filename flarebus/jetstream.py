@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from nats.js import JetStreamContext
@@ -75,8 +75,10 @@ def differences(existing: StreamConfig, wanted: Mapping[str, Any]) -> list[Misma
     return out
 
 
-def _hint(settings: JetStreamSettings | None) -> str:
-    if settings is None or settings.replicas == 1:
+def _hint(settings: JetStreamSettings | None, refusal: str) -> str:
+    """What to check when JetStream refused for want of servers to place the replicas on."""
+    wants_servers = "replica" in refusal.lower() or "insufficient resources" in refusal.lower()
+    if settings is None or settings.replicas == 1 or not wants_servers:
         return ""
     return (f" (jetstream.replicas is {settings.replicas}: it needs a cluster of at least "
             f"{settings.replicas} JetStream servers)")
@@ -95,11 +97,13 @@ async def _reconcile(js: JetStreamContext, info: StreamInfo, wanted: Mapping[str
         return await js.update_stream(dataclasses.replace(info.config, **changes))
     except APIError as exc:
         raise StreamSettingsError(resource, f"JetStream refused the update: {exc.description}"
-                                  f"{_hint(settings)}", mismatches) from None
+                                  f"{_hint(settings, exc.description or '')}",
+                                  mismatches) from None
 
 
 async def _ensure(js: JetStreamContext, name: str, resource: str, wanted: Mapping[str, Any],
-                  settings: JetStreamSettings | None, create: Any) -> StreamInfo | None:
+                  settings: JetStreamSettings | None,
+                  create: Callable[[], Awaitable[object]]) -> StreamInfo | None:
     """The existing stream brought in line, or None after ``create()`` made it."""
     try:
         info = await js.stream_info(name)
@@ -112,7 +116,8 @@ async def _ensure(js: JetStreamContext, name: str, resource: str, wanted: Mappin
         except APIError as exc:
             if exc.err_code != ALREADY_IN_USE:
                 raise StreamSettingsError(resource, f"JetStream refused to create it: "
-                                          f"{exc.description}{_hint(settings)}") from None
+                                          f"{exc.description}"
+                                          f"{_hint(settings, exc.description or '')}") from None
         info = await js.stream_info(name)
     if settings is None:
         return info

@@ -5,11 +5,11 @@ A path is a file (taken as given, whatever its suffix) or a directory (every
 in the same order on every machine). Hidden entries under a directory (a name
 starting with ``.``) are skipped: a Kubernetes ConfigMap volume holds each file
 three times, as ``name`` and under ``..data/`` and ``..<timestamp>/``, and an
-editor's ``.name.yaml.swp``-style leftovers are not rules either. ``flarebus check``, ``flarebus test``,
-the engine's loader and its hot-reload poller all walk with it, so a file the
-engine loads is the file ``check`` validated and the file whose change
-triggers a reload. A path that does not exist is a Problem, reported with the
-others rather than raised.
+editor's ``.name.yaml.swp``-style leftovers are not rules either.
+``flarebus check``, ``flarebus test``, the engine's loader and its hot-reload
+poller all walk with it, so a file the engine loads is the file ``check``
+validated and the file whose change triggers a reload. A path that does not
+exist is a Problem, reported with the others rather than raised.
 """
 
 from __future__ import annotations
