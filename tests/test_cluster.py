@@ -44,6 +44,8 @@ RULES = f"""rules:
     actions: [http]
 """
 CONSUMER = WorkerSettings().consumer
+#: how long the receiver takes to answer: actions are always in flight when a node dies
+ACTION_TIME = 0.05
 ENGINE_NAME, WORKER_NAME = "cluster-engine", "cluster-worker"  # their connections, in /connz
 
 
@@ -60,6 +62,7 @@ class Receiver(LoopbackServer):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with outer.lock:
                     outer.counts[trigger_decoder.decode(body).id] += 1
+                time.sleep(ACTION_TIME)
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
