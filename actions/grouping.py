@@ -58,7 +58,7 @@ from flarebus.actions.groupstate import (
 )
 from flarebus.actions.groupstate import add as add_trigger
 from flarebus.backoff import Backoff
-from flarebus.config import WorkerSettings
+from flarebus.config import JetStreamSettings, WorkerSettings
 from flarebus.errors import ActionError, describe
 from flarebus.events import Trigger, encoder
 from flarebus.grouping import (
@@ -135,8 +135,8 @@ class Grouper:
         """The trigger's grouping, or None when its rule is not grouped."""
         return resolve_policy(trigger.group, self.defaults)
 
-    async def start(self) -> None:
-        self.kv = await bus.groups_bucket(self.js)
+    async def start(self, jetstream: JetStreamSettings | None = None) -> None:
+        self.kv = await bus.groups_bucket(self.js, jetstream)
         watcher = await self.kv.watchall()
         self.tasks = [asyncio.create_task(self._watching(watcher)),
                       asyncio.create_task(self._schedule())]

@@ -41,7 +41,7 @@ async def run_worker(config: Config, *, stop: asyncio.Event | None = None,
     try:
         await host.start()
         return await serve(nc, host, config.worker, handle_signals=signals, stop=stop,
-                           grouping=config.group)
+                           grouping=config.group, jetstream=config.jetstream)
     finally:
         await host.close()
         await bus.close(nc)

@@ -51,7 +51,7 @@ from flarebus.actions.deadletter import dead_letter
 from flarebus.actions.grouping import Grouper
 from flarebus.actions.host import PluginHost
 from flarebus.backoff import Backoff
-from flarebus.config import WorkerSettings
+from flarebus.config import JetStreamSettings, WorkerSettings
 from flarebus.errors import ActionError, describe
 from flarebus.events import Trigger, trigger_decoder
 from flarebus.grouping import GroupPolicy, GroupSettings
@@ -75,8 +75,10 @@ class Worker:
     """Consumes triggers and runs their actions through a PluginHost."""
 
     def __init__(self, nc: Client, host: PluginHost, settings: WorkerSettings,
-                 grouping: GroupSettings | None = None) -> None:
+                 grouping: GroupSettings | None = None,
+                 jetstream: JetStreamSettings | None = None) -> None:
         self.nc = nc
+        self.jetstream = jetstream  # the stream's and bucket's settings (None: as they are)
         self.host = host
         self.settings = settings
         self.backoff = Backoff(settings.backoff_initial, settings.backoff_max)
@@ -116,9 +118,10 @@ class Worker:
 
     async def setup(self) -> None:
         """The stream, the done bucket and the shared consumer (created or brought in line)."""
-        await bus.ensure_triggers_stream(self.js)
-        self.actions.kv = await bus.actions_done_bucket(self.js, ttl=self.settings.done_ttl)
-        await self.grouper.start()
+        await bus.ensure_triggers_stream(self.js, self.jetstream)
+        self.actions.kv = await bus.actions_done_bucket(self.js, self.jetstream,
+                                                        ttl=self.settings.done_ttl)
+        await self.grouper.start(self.jetstream)
         config = self.consumer_config()
         try:
             await self.js.add_consumer(bus.TRIGGERS_STREAM, config)
@@ -353,9 +356,10 @@ def _position(msg: Msg) -> tuple[int, float]:
 
 async def serve(nc: Client, host: PluginHost, settings: WorkerSettings, *,
                 handle_signals: bool = True, stop: asyncio.Event | None = None,
-                grouping: GroupSettings | None = None) -> Worker:
+                grouping: GroupSettings | None = None,
+                jetstream: JetStreamSettings | None = None) -> Worker:
     """Set up and run a worker until SIGTERM/SIGINT, ``stop`` is set, or ``worker.stop()``."""
-    worker = Worker(nc, host, settings, grouping)
+    worker = Worker(nc, host, settings, grouping, jetstream)
     await worker.setup()
     if handle_signals:
         loop = asyncio.get_running_loop()

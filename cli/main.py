@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "replay": "flarebus.cli.replay",
     "test": "flarebus.cli.testrules",
     "status": "flarebus.cli.status",
+    "health": "flarebus.cli.health",
     "tail": "flarebus.cli.tail",
     "plugins": "flarebus.cli.plugins",
     "flamegraph": "flarebus.cli.flamegraph",

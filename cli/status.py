@@ -74,7 +74,7 @@ async def run(args: argparse.Namespace) -> int:
     nc = await bus.connect(config.nats)
     try:
         js = nc.jetstream()
-        kv = await bus.engine_state_bucket(js)
+        kv = await bus.engine_state_bucket(js)  # as it is: status is a reader
         raw = await read_entries(kv, META_PREFIX + SUMMARY_PREFIX)
     finally:
         await bus.close(nc)

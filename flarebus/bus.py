@@ -22,19 +22,13 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.errors import NoServersError
 from nats.js import JetStreamContext
-from nats.js.api import (
-    DiscardPolicy,
-    KeyValueConfig,
-    RetentionPolicy,
-    StorageType,
-    StreamConfig,
-)
-from nats.js.errors import BadRequestError, NotFoundError, ServiceUnavailableError
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import ServiceUnavailableError
 from nats.js.kv import KeyValue
 
-from flarebus import natsfail
+from flarebus import jetstream, natsfail
 from flarebus.backoff import Backoff
-from flarebus.config import NatsSettings
+from flarebus.config import JetStreamSettings, NatsSettings
 from flarebus.errors import BusError, describe
 
 log = logging.getLogger("flarebus.bus")
@@ -48,8 +42,6 @@ DEAD_LETTER_PREFIX = "triggers.dead"
 INVALID_SUBJECT = "flarebus.invalid"
 REASON_HEADER = "Flarebus-Reason"
 MSG_ID_HEADER = "Nats-Msg-Id"
-DUPLICATE_WINDOW = 120.0
-TRIGGERS_MAX_AGE = 7 * 24 * 3600.0
 
 ENGINE_STATE_BUCKET = "FLAREBUS_ENGINE_STATE"
 ACTIONS_DONE_BUCKET = "FLAREBUS_ACTIONS_DONE"
@@ -202,62 +194,53 @@ async def _first_connect(nc: Client, options: dict[str, Any], refused: asyncio.E
     raise NoServersError if refused.is_set() else TimeoutError()
 
 
-async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
-    try:
-        await js.add_stream(config)
-    except BadRequestError:
-        await js.update_stream(config)  # exists with other settings: bring it in line
+async def ensure_triggers_stream(js: JetStreamContext,
+                                 settings: JetStreamSettings | None = None) -> None:
+    """The stream all triggers (and dead letters) go to: file storage, dedup by trigger id.
 
-
-async def ensure_triggers_stream(js: JetStreamContext, *, replicas: int = 1) -> None:
-    """The stream all triggers (and dead letters) go to: file storage, 2m dedup window."""
-    await _ensure_stream(js, StreamConfig(
+    ``settings`` None: use the stream as it is (see flarebus.jetstream).
+    """
+    s = settings or JetStreamSettings()
+    await jetstream.stream(js, settings, StreamConfig(
         name=TRIGGERS_STREAM,
         description="flarebus triggers (triggers.<rule>) and dead letters (triggers.dead.<rule>)",
         subjects=[TRIGGERS_SUBJECTS],
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         discard=DiscardPolicy.OLD,
-        max_age=TRIGGERS_MAX_AGE,
-        duplicate_window=DUPLICATE_WINDOW,
-        num_replicas=replicas,
+        max_age=s.triggers_max_age,
+        max_bytes=s.triggers_max_bytes,
+        duplicate_window=s.duplicate_window,
     ))
 
 
-async def _ensure_kv(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
-    try:
-        return await js.key_value(config.bucket)
-    except (NotFoundError, BadRequestError):
-        return await js.create_key_value(config)
-
-
-async def engine_state_bucket(js: JetStreamContext, *, replicas: int = 1) -> KeyValue:
+async def engine_state_bucket(js: JetStreamContext,
+                              settings: JetStreamSettings | None = None) -> KeyValue:
     """The KV bucket where the engine checkpoints evaluator state."""
-    return await _ensure_kv(js, KeyValueConfig(
-        bucket=ENGINE_STATE_BUCKET, description="flarebus engine state (checkpoints)",
-        history=1, storage=StorageType.FILE, replicas=replicas))
+    return await jetstream.bucket(js, settings, ENGINE_STATE_BUCKET,
+                                  description="flarebus engine state (checkpoints)")
 
 
-async def actions_done_bucket(js: JetStreamContext, *, replicas: int = 1,
-                              ttl: float = ACTIONS_DONE_TTL) -> KeyValue:
+async def actions_done_bucket(js: JetStreamContext, settings: JetStreamSettings | None = None,
+                              *, ttl: float = ACTIONS_DONE_TTL) -> KeyValue:
     """The KV bucket where workers record (trigger id, action) completions, with a TTL."""
-    return await _ensure_kv(js, KeyValueConfig(
-        bucket=ACTIONS_DONE_BUCKET, description="flarebus completed actions (idempotency)",
-        history=1, ttl=ttl, storage=StorageType.FILE, replicas=replicas))
+    return await jetstream.bucket(js, settings, ACTIONS_DONE_BUCKET, ttl=ttl,
+                                  description="flarebus completed actions (idempotency)")
 
 
-async def groups_bucket(js: JetStreamContext, *, replicas: int = 1) -> KeyValue:
+async def groups_bucket(js: JetStreamContext,
+                        settings: JetStreamSettings | None = None) -> KeyValue:
     """The KV bucket of alert groups: one entry per group, changed by compare-and-set."""
-    return await _ensure_kv(js, KeyValueConfig(
-        bucket=GROUPS_BUCKET, description="flarebus alert groups (actions/grouping.py)",
-        history=1, storage=StorageType.FILE, replicas=replicas))
+    return await jetstream.bucket(js, settings, GROUPS_BUCKET,
+                                  description="flarebus alert groups (actions/grouping.py)")
 
 
-async def ensure_jetstream(nc: Client) -> JetStreamContext:
+async def ensure_jetstream(nc: Client,
+                           settings: JetStreamSettings | None = None) -> JetStreamContext:
     """JetStream context with the triggers stream in place; a clear error without JetStream."""
     js = nc.jetstream()
     try:
-        await ensure_triggers_stream(js)
+        await ensure_triggers_stream(js, settings)
     except ServiceUnavailableError:
         raise BusError([nc.connected_url.geturl() if nc.connected_url else "?"],
                        "JetStream is not enabled (start nats-server with -js, or enable "

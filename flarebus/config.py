@@ -9,8 +9,9 @@ file.
 
 Environment: ``FLAREBUS_<SECTION>_<KEY>`` sets a scalar key of a section, e.g.
 ``FLAREBUS_NATS_URL`` (servers, comma-separated), ``FLAREBUS_NATS_TOKEN``,
-``FLAREBUS_WORKER_CONCURRENCY``, ``FLAREBUS_ENGINE_SHARD``. The metric-reader
-lineage's variables are honoured too: ``PLUGIN_DIR`` and ``ACTION_PLUGIN``.
+``FLAREBUS_WORKER_CONCURRENCY``, ``FLAREBUS_ENGINE_SHARD``,
+``FLAREBUS_JETSTREAM_REPLICAS``. The metric-reader lineage's variables are
+honoured too: ``PLUGIN_DIR`` and ``ACTION_PLUGIN``.
 Each variable is decoded on its own, from text (``"8"`` is 8), and a bad one
 is named; an empty one counts as unset. Flags arrive typed from argparse and
 are set as given.
@@ -27,7 +28,7 @@ import msgspec
 from msgspec import Meta
 
 from flarebus import typed
-from flarebus.durations import Seconds
+from flarebus.durations import PositiveSeconds, Seconds
 from flarebus.errors import ConfigError, InvalidFileError, Problem
 from flarebus.events import TOKEN_PATTERN
 from flarebus.grouping import GroupSettings
@@ -99,6 +100,23 @@ class NatsSettings(_Section):
     tls_handshake_first: bool = False
     connect_timeout: Seconds = 5.0
     reconnect_wait: Seconds = 1.0
+
+
+class JetStreamSettings(_Section):
+    """The streams and KV buckets flarebus creates: on a 3-node cluster, ask for 3 replicas.
+
+    Every role applies them to what it creates, and an existing stream or bucket whose
+    settings differ is reported and updated (flarebus.jetstream).
+    """
+
+    replicas: Annotated[int, Meta(ge=1, le=5, description=(
+        "copies of every stream and bucket (1, or 3 on a 3-node cluster)"))] = 1
+    triggers_max_age: Annotated[PositiveSeconds, Meta(
+        description="how long the triggers stream keeps a trigger")] = 7 * 24 * 3600.0
+    triggers_max_bytes: Annotated[int, Meta(ge=-1, description=(
+        "size limit of the triggers stream, oldest dropped first (-1: none)"))] = -1
+    duplicate_window: Annotated[PositiveSeconds, Meta(
+        description="how long a trigger id is remembered to drop a republished trigger")] = 120.0
 
 
 class EngineSettings(_Section):
@@ -182,6 +200,7 @@ class ConfigFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     group: Annotated[GroupSettings | None, Meta(
         description="grouping defaults; when present, every rule without a group: of its "
                     "own is grouped (docs/notifications.md)")] = None
+    jetstream: JetStreamSettings = msgspec.field(default_factory=JetStreamSettings)
 
 
 class Config(ConfigFile, kw_only=True):
@@ -200,7 +219,7 @@ _ALIASES = {
 }
 _SCALAR_SECTIONS: dict[str, type[_Section]] = {
     "nats": NatsSettings, "engine": EngineSettings, "worker": WorkerSettings,
-    "telemetry": TelemetrySettings}
+    "telemetry": TelemetrySettings, "jetstream": JetStreamSettings}
 
 
 def _from_env(env: Mapping[str, str]) -> list[tuple[str, str, str, Any]]:

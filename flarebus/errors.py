@@ -116,6 +116,35 @@ class BusError(FlarebusError):
         return f"NATS at {', '.join(self.servers)}: {self.message}"
 
 
+@dataclass(frozen=True, slots=True)
+class Mismatch:
+    """One setting of an existing stream or bucket that is not what the config asks for."""
+
+    setting: str
+    existing: object
+    wanted: object
+
+    def __str__(self) -> str:
+        return f"{self.setting} is {self.existing}, wanted {self.wanted}"
+
+
+@dataclass(eq=False)
+class StreamSettingsError(FlarebusError):
+    """A JetStream stream or KV bucket could not be created or brought to its settings.
+
+    ``resource`` is e.g. ``stream FLAREBUS_TRIGGERS`` or ``bucket FLAREBUS_ENGINE_STATE``;
+    ``mismatches`` what differs (empty when creating failed); ``reason`` the server's answer.
+    """
+
+    resource: str
+    reason: str
+    mismatches: list[Mismatch] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        differs = f" ({'; '.join(map(str, self.mismatches))})" if self.mismatches else ""
+        return f"{self.resource}{differs}: {self.reason}"
+
+
 @dataclass(eq=False)
 class PluginError(FlarebusError):
     """A plugin could not be loaded or configured; ``source`` says where it came from."""

@@ -11,6 +11,7 @@ from nats.aio.client import Client
 from flarebus import bus
 from flarebus.config import NatsSettings
 from flarebus.nats_server import EmbeddedNats
+from tests.cluster_support import NatsCluster
 from tests.fleet import Fleet
 from tests.installed import Installed, installed_flarebus
 
@@ -69,6 +70,17 @@ async def private_nc(private_nats: EmbeddedNats) -> AsyncIterator[Client]:
     client = await bus.connect(NatsSettings(servers=[private_nats.url], name="flarebus-test"))
     yield client
     await client.close()
+
+
+@pytest.fixture(scope="module")
+def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    """A real 3-node JetStream cluster of the test module's own (tests/cluster_support.py).
+
+    Tests may kill and restart its nodes; each must leave every node running
+    (``cluster.restart(i)`` in a ``finally``) for the next test of the module.
+    """
+    with NatsCluster(tmp_path_factory.mktemp("nats-cluster")) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")

@@ -74,10 +74,17 @@ def dockerfile_directive(name: str) -> str:
     return found[-1]
 
 
-def flarebus_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The services that run the flarebus image (built from this repository)."""
+def flarebus_services(compose: dict[str, Any],
+                      profile: str | None = None) -> dict[str, dict[str, Any]]:
+    """The services that run the flarebus image (built from this repository).
+
+    ``profile`` None: those `docker compose up` starts (no profile); a name: that
+    profile's; ``"*"``: all of them.
+    """
     return {name: svc for name, svc in compose["services"].items()
-            if "build" in svc or str(svc.get("image", "")).startswith("flarebus")}
+            if ("build" in svc or str(svc.get("image", "")).startswith("flarebus"))
+            and (profile == "*" or (profile in svc.get("profiles", []) if profile
+                                    else not svc.get("profiles")))}
 
 
 def service_command(svc: dict[str, Any]) -> list[str]:
@@ -205,7 +212,7 @@ class TestComposeFile:
     def test_commands_are_flarebus_subcommands(self) -> None:
         """The image's entrypoint is `flarebus` and each service runs one of its subcommands."""
         assert json.loads(dockerfile_directive("ENTRYPOINT")) == ["flarebus"]
-        for name, svc in flarebus_services(load_compose()).items():
+        for name, svc in flarebus_services(load_compose(), "*").items():
             assert "entrypoint" not in svc, name
             assert service_command(svc)[0] in COMMANDS, name
             check = svc.get("healthcheck", {}).get("test", ["NONE"])

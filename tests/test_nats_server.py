@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from flarebus import bus
-from flarebus.config import NatsSettings
+from flarebus.config import JetStreamSettings, NatsSettings
 from flarebus.errors import NatsServerError
 from flarebus.nats_server import EmbeddedNats, find_server_binary
 
@@ -60,7 +60,7 @@ class TestLifecycle:
         js = await bus.ensure_jetstream(nc)
         info = await js.stream_info(bus.TRIGGERS_STREAM)
         assert info.config.subjects == [bus.TRIGGERS_SUBJECTS]
-        assert info.config.duplicate_window == bus.DUPLICATE_WINDOW
+        assert info.config.duplicate_window == JetStreamSettings().duplicate_window
         await nc.close()
         server.stop()
         assert wait_dead(pid)

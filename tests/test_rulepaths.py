@@ -24,6 +24,20 @@ def test_a_directory_gives_its_yaml_files_recursively_and_sorted(tmp_path: Path)
     assert problems == []
 
 
+def test_a_configmap_volume_gives_each_file_once(tmp_path: Path) -> None:
+    """Kubernetes' layout (name -> ..data/name, ..data -> ..<timestamp>/): one file, no
+    duplicate rules; a hidden file (an editor's leftover) is skipped too."""
+    stamp = tmp_path / "..2026_12_01_22_00_00.1"
+    stamp.mkdir()
+    (stamp / "default.yaml").write_text("rules: []\n")
+    (tmp_path / "..data").symlink_to(stamp.name)
+    (tmp_path / "default.yaml").symlink_to("..data/default.yaml")
+    (tmp_path / ".default.yaml.swp.yaml").write_text("rules: []\n")
+    files, problems = expand_paths([tmp_path])
+    assert [p.relative_to(tmp_path).as_posix() for p in files] == ["default.yaml"]
+    assert problems == []
+
+
 def test_a_file_named_explicitly_is_taken_whatever_its_suffix(tmp_path: Path) -> None:
     """A named file is the user's choice; a missing path is a problem, not an exception."""
     tree(tmp_path)

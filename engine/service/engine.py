@@ -115,8 +115,8 @@ class Engine:
         settings = self.config.engine
         self.nc = await bus.connect(self.config.nats, retry_initial=True,
                                     error_cb=self._on_nats_error)
-        js = await bus.ensure_jetstream(self.nc)
-        kv = await bus.engine_state_bucket(js)
+        js = await bus.ensure_jetstream(self.nc, self.config.jetstream)
+        kv = await bus.engine_state_bucket(js, self.config.jetstream)
         self.evaluator = Evaluator(self.rules, owns=self.shard.owns())
         self.stats.bind(series=lambda: self._stat("series"),
                         rules=lambda: len(self.rules.enabled()))
@@ -129,7 +129,7 @@ class Engine:
         self.restore_seconds = time.perf_counter() - began
 
         self.publisher = TriggerPublisher(js, self.stats, lanes=settings.max_publish_in_flight,
-                                          on_acked=self.on_acked)
+                                          on_acked=self.on_acked, jetstream=self.config.jetstream)
         self.publisher.start()
         self.checkpointer = Checkpointer(js, kv, self.evaluator.take_dirty, self.publisher,
                                          self.stats)

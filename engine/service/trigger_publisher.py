@@ -32,6 +32,7 @@ from opentelemetry import trace
 from flarebus import telemetry
 from flarebus.backoff import Backoff
 from flarebus.bus import MSG_ID_HEADER, ensure_triggers_stream, trigger_subject
+from flarebus.config import JetStreamSettings
 from flarebus.engine.service.metrics import EngineStats
 from flarebus.errors import describe
 from flarebus.events import Trigger, encoder
@@ -53,8 +54,10 @@ class TriggerPublisher:
     def __init__(self, js: JetStreamContext, stats: EngineStats, *, lanes: int = 256,
                  ack_timeout: float = 5.0, backoff_initial: float = 0.1,
                  backoff_max: float = 5.0,
-                 on_acked: Callable[[Trigger], None] | None = None) -> None:
+                 on_acked: Callable[[Trigger], None] | None = None,
+                 jetstream: JetStreamSettings | None = None) -> None:
         self._js = js
+        self._jetstream = jetstream  # to recreate a deleted stream with its settings
         self._on_acked = on_acked
         self._stats = stats
         self._lanes: list[deque[_Pending]] = [deque() for _ in range(max(1, lanes))]
@@ -169,6 +172,6 @@ class TriggerPublisher:
     async def _recreate_stream(self) -> None:
         """No stream answered: it may have been deleted; put it back (harmless if it exists)."""
         try:
-            await ensure_triggers_stream(self._js)
+            await ensure_triggers_stream(self._js, self._jetstream)
         except Exception as exc:
             log.debug("could not ensure the triggers stream: %s", exc)
