@@ -70,25 +70,32 @@ class ActionRunner:
     def refs(self, trigger: Trigger) -> Sequence[ActionRef]:
         return trigger.actions or [ActionRef(plugin=self.default_action)]
 
-    async def run(self, msg: Msg, trigger: Trigger, tries: int) -> Outcome:
-        """Run the actions of ``trigger`` (delivery number ``tries``); failures in the Outcome."""
+    async def run(self, msg: Msg, trigger: Trigger, tries: int,
+                  skip: frozenset[int] = frozenset()) -> Outcome:
+        """Run the actions of ``trigger`` (delivery number ``tries``); failures in the Outcome.
+
+        ``skip``: indexes of actions not to run this time (the gate's rate limits).
+        """
         refs = self.refs(trigger)
         outcome = Outcome()
         # One action: the ack is its record. Several: each success is recorded so a
         # retry (or a redelivery after a crash) runs only what has not succeeded.
         record = len(refs) > 1
         parent = extract_context(msg.headers)
+        chosen = [(i, ref) for i, ref in enumerate(refs) if i not in skip] if skip \
+            else list(enumerate(refs))
         results: list[Any]
-        if len(refs) == 1:  # the common case, without gather's tasks
+        if len(chosen) == 1:  # the common case, without gather's tasks
+            index, ref = chosen[0]
             try:
-                results = [await self.run_one(0, refs[0], trigger, tries, parent, record)]
+                results = [await self.run_one(index, ref, trigger, tries, parent, record)]
             except Exception as exc:
                 results = [exc]
         else:
             results = await asyncio.gather(
                 *(self.run_one(i, ref, trigger, tries, parent, record)
-                  for i, ref in enumerate(refs)), return_exceptions=True)
-        for ref, result in zip(refs, results, strict=True):
+                  for i, ref in chosen), return_exceptions=True)
+        for (_, ref), result in zip(chosen, results, strict=True):
             if isinstance(result, ActionError):
                 outcome.failures.append(result)
             elif isinstance(result, asyncio.CancelledError):

@@ -48,6 +48,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from flarebus import bus
 from flarebus.actions.attempt import ActionRunner
 from flarebus.actions.deadletter import dead_letter
+from flarebus.actions.gate import Gate
 from flarebus.actions.host import PluginHost
 from flarebus.backoff import Backoff
 from flarebus.config import WorkerSettings
@@ -72,8 +73,11 @@ _retried = meter.create_counter("flarebus.actions.retried", description="trigger
 class Worker:
     """Consumes triggers and runs their actions through a PluginHost."""
 
-    def __init__(self, nc: Client, host: PluginHost, settings: WorkerSettings) -> None:
+    def __init__(self, nc: Client, host: PluginHost, settings: WorkerSettings,
+                 gate: Gate | None = None) -> None:
         self.nc = nc
+        #: silences, inhibition and rate limits, asked before any action runs (gate.py)
+        self.gate = gate or Gate()
         self.host = host
         self.settings = settings
         self.backoff = Backoff(settings.backoff_initial, settings.backoff_max)
@@ -113,6 +117,7 @@ class Worker:
         """The stream, the done bucket and the shared consumer (created or brought in line)."""
         await bus.ensure_triggers_stream(self.js)
         self.actions.kv = await bus.actions_done_bucket(self.js, ttl=self.settings.done_ttl)
+        await self.gate.start(self.js)
         config = self.consumer_config()
         try:
             await self.js.add_consumer(bus.TRIGGERS_STREAM, config)
@@ -138,6 +143,7 @@ class Worker:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
+            await self.gate.close()
             with contextlib.suppress(Exception):
                 if self.sub is not None:
                     await self.sub.unsubscribe()
@@ -278,8 +284,12 @@ class Worker:
             await self.dead_letter(msg, rule, [ActionError("-", f"invalid trigger: {exc}",
                                                            tries, permanent=True)], tries)
             return
+        verdict = await self.gate.check(msg, trigger, self.actions.refs(trigger))
+        if not verdict.runs:  # silenced, inhibited or every action rate-limited: recorded
+            await self.ack(msg)
+            return
         try:
-            outcome = await self.actions.run(msg, trigger, tries)
+            outcome = await self.actions.run(msg, trigger, tries, verdict.limited)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 await msg.nak()
@@ -322,9 +332,10 @@ def _position(msg: Msg) -> tuple[int, float]:
 
 
 async def serve(nc: Client, host: PluginHost, settings: WorkerSettings, *,
-                handle_signals: bool = True, stop: asyncio.Event | None = None) -> Worker:
+                handle_signals: bool = True, stop: asyncio.Event | None = None,
+                gate: Gate | None = None) -> Worker:
     """Set up and run a worker until SIGTERM/SIGINT, ``stop`` is set, or ``worker.stop()``."""
-    worker = Worker(nc, host, settings)
+    worker = Worker(nc, host, settings, gate)
     await worker.setup()
     if handle_signals:
         loop = asyncio.get_running_loop()

@@ -30,6 +30,7 @@ from flarebus import typed
 from flarebus.durations import Seconds
 from flarebus.errors import ConfigError, InvalidFileError, Problem
 from flarebus.events import TOKEN_PATTERN
+from flarebus.gate_config import InhibitRule, RateLimits
 from flarebus.problems import short
 from flarebus.servers import DEFAULT_NATS_URL
 
@@ -178,6 +179,10 @@ class ConfigFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     plugins: Annotated[dict[str, PluginSettings], Meta(
         description="per plugin: enabled and its config")] = msgspec.field(default_factory=dict)
     telemetry: TelemetrySettings = msgspec.field(default_factory=TelemetrySettings)
+    inhibit: Annotated[list[InhibitRule], Meta(
+        description="while a source alert fires, matching targets run no action")] = \
+        msgspec.field(default_factory=list)
+    rate_limits: RateLimits = msgspec.field(default_factory=RateLimits)
 
 
 class Config(ConfigFile, kw_only=True):

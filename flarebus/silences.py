@@ -1,0 +1,181 @@
+"""Silences: matchers that mute triggers for a while, kept in the JetStream KV bucket
+``FLAREBUS_SILENCES`` so every worker sees a new one at once and they survive restarts.
+
+Any role may call the small async API (``add_silence``, ``list_silences``,
+``expire_silence``): the CLI does, the web console will. Workers keep a live
+copy through ``SilenceWatch`` (a KV watch: a silence added anywhere reaches
+every worker in milliseconds). A silence expires by itself at ``ends_at``; its
+record stays (state ``expired``) for ``RETENTION`` so ``flarebus silence list``
+can show what was muted, then ``list_silences`` deletes it. Expiring one early
+sets ``ends_at`` to now, as Alertmanager does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Annotated, Literal
+
+import msgspec
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import NotFoundError
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+
+from flarebus.bus import _ensure_kv
+from flarebus.errors import SilenceError
+from flarebus.kvwatch import BucketWatch
+from flarebus.labelmatch import LabelMatcher, matches_all, matches_everything
+
+log = logging.getLogger("flarebus.silences")
+
+SILENCES_BUCKET = "FLAREBUS_SILENCES"
+#: How long an expired silence is kept for ``list`` before it is deleted.
+RETENTION = 24 * 3600.0
+
+SilenceState = Literal["pending", "active", "expired"]
+
+
+class Silence(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Triggers matching every matcher run no action from ``starts_at`` until ``ends_at``."""
+
+    id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]+$")]
+    matchers: Annotated[list[LabelMatcher], msgspec.Meta(min_length=1)]
+    starts_at: float
+    ends_at: float
+    created_by: str = ""
+    comment: str = ""
+    updated_at: float = 0.0
+
+    def state(self, now: float) -> SilenceState:
+        if now >= self.ends_at:
+            return "expired"
+        return "pending" if now < self.starts_at else "active"
+
+    def mutes(self, labels: dict[str, str], now: float) -> bool:
+        """Active at ``now`` and every matcher matches ``labels`` (see ``alert_labels``)."""
+        return self.starts_at <= now < self.ends_at and matches_all(self.matchers, labels)
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Silence)
+
+
+async def silences_bucket(js: JetStreamContext, *, replicas: int = 1) -> KeyValue:
+    """The bucket (created when missing): key = silence id, value = a Silence as JSON."""
+    return await _ensure_kv(js, KeyValueConfig(
+        bucket=SILENCES_BUCKET, description="flarebus silences (flarebus silence add)",
+        history=1, storage=StorageType.FILE, replicas=replicas))
+
+
+def new_silence(matchers: Iterable[LabelMatcher], duration: float, *, comment: str = "",
+                created_by: str = "", starts_at: float | None = None) -> Silence:
+    """A Silence with a fresh id; SilenceError when it would mute every trigger."""
+    matchers = list(matchers)
+    if not matchers:
+        raise SilenceError("a silence needs at least one matcher (e.g. -m host=web-1)")
+    if matches_everything(matchers):
+        raise SilenceError("these matchers match every trigger (each matches an empty "
+                           "label); add one that names something, e.g. -m rule=high-cpu")
+    if duration <= 0:
+        raise SilenceError("a silence must last longer than 0s")
+    now = time.time()
+    start = now if starts_at is None else starts_at
+    return Silence(id=str(uuid.uuid4()), matchers=matchers, starts_at=start,
+                   ends_at=start + duration, created_by=created_by, comment=comment,
+                   updated_at=now)
+
+
+async def add_silence(kv: KeyValue, silence: Silence) -> str:
+    """Store ``silence``; its id back."""
+    await kv.put(silence.id, _encoder.encode(silence))
+    return silence.id
+
+
+async def list_silences(kv: KeyValue, *, now: float | None = None) -> list[Silence]:
+    """Every silence not past its retention, newest end first; older ones are deleted."""
+    now = time.time() if now is None else now
+    out = []
+    for silence in await _read_all(kv):
+        if now - silence.ends_at > RETENTION:
+            with contextlib.suppress(Exception):
+                await kv.delete(silence.id)
+            continue
+        out.append(silence)
+    return sorted(out, key=lambda s: -s.ends_at)
+
+
+async def get_silence(kv: KeyValue, silence_id: str) -> Silence:
+    try:
+        entry = await kv.get(silence_id)
+    except NotFoundError:
+        raise SilenceError(f"no silence {silence_id!r} (see flarebus silence list)",
+                           silence_id) from None
+    except Exception as exc:  # an id that is not a valid key (spaces, '*')
+        raise SilenceError(f"no silence {silence_id!r} ({exc})", silence_id) from None
+    return _decoder.decode(entry.value or b"")
+
+
+async def expire_silence(kv: KeyValue, silence_id: str, *, now: float | None = None) -> Silence:
+    """End ``silence_id`` now; the expired Silence back. SilenceError if unknown or over."""
+    now = time.time() if now is None else now
+    silence = await get_silence(kv, silence_id)
+    if silence.state(now) == "expired":
+        raise SilenceError(f"silence {silence_id} already expired", silence_id)
+    expired = msgspec.structs.replace(silence, ends_at=now, updated_at=now)
+    await kv.put(silence_id, _encoder.encode(expired))
+    return expired
+
+
+async def _read_all(kv: KeyValue) -> list[Silence]:
+    watcher = await kv.watchall()
+    found: list[Silence] = []
+    try:
+        async for entry in watcher:
+            if entry is None:  # the marker: everything stored has been delivered
+                break
+            if entry.operation not in (KV_DEL, KV_PURGE) and entry.value:
+                silence = _decode(entry.key, entry.value)
+                if silence is not None:
+                    found.append(silence)
+            if entry.delta == 0:
+                break
+    finally:
+        await watcher.stop()
+    return found
+
+
+def _decode(key: str, value: bytes) -> Silence | None:
+    try:
+        return _decoder.decode(value)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        log.warning("silence %s is not a valid silence, ignored: %s", key, exc)
+        return None
+
+
+class SilenceWatch:
+    """A live copy of the bucket: ``silences`` updated as anyone adds or expires one."""
+
+    def __init__(self, kv: KeyValue) -> None:
+        self.silences: dict[str, Silence] = {}
+        self.watch = BucketWatch(kv, self._put, lambda key: self.silences.pop(key, None))
+
+    def _put(self, key: str, value: bytes) -> None:
+        if (silence := _decode(key, value)) is not None:
+            self.silences[key] = silence
+
+    async def start(self) -> None:
+        await self.watch.start()
+
+    def muting(self, labels: dict[str, str], now: float) -> Silence | None:
+        """The first silence muting ``labels`` at ``now``, or None."""
+        for silence in self.silences.values():
+            if silence.mutes(labels, now):
+                return silence
+        return None
+
+    async def close(self) -> None:
+        await self.watch.close()
