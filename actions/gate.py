@@ -42,9 +42,6 @@ from flarebus.labelmatch import LabelMatcher, alert_labels, matches_all
 from flarebus.silences import SilenceWatch, silences_bucket
 from flarebus.telemetry import meter
 
-VERDICT_HEADER = "Flarebus-Verdict"
-GATE_REASON_HEADER = "Flarebus-Reason"
-
 _suppressed = meter.create_counter(
     "flarebus.actions.suppressed", description="triggers or actions not run: silenced, "
     "inhibited or rate-limited (attribute verdict)")
@@ -149,7 +146,7 @@ class Gate:
         if self.js is None:
             return
         await self.js.publish(bus.suppressed_subject(trigger.rule), msg.data, headers={
-            VERDICT_HEADER: kind, GATE_REASON_HEADER: verdict.reason,
+            bus.VERDICT_HEADER: kind, bus.REASON_HEADER: verdict.reason,
             bus.MSG_ID_HEADER: f"{trigger.id}:suppressed:{msg.metadata.num_delivered}"})
 
 

@@ -50,6 +50,8 @@ DEAD_LETTER_PREFIX = "triggers.dead"
 SUPPRESSED_PREFIX = "triggers.suppressed"
 INVALID_SUBJECT = "flarebus.invalid"
 REASON_HEADER = "Flarebus-Reason"
+#: On ``triggers.suppressed.<rule>``: silenced, inhibited or rate-limited (why: REASON_HEADER).
+VERDICT_HEADER = "Flarebus-Verdict"
 MSG_ID_HEADER = "Nats-Msg-Id"
 DUPLICATE_WINDOW = 120.0
 TRIGGERS_MAX_AGE = 7 * 24 * 3600.0
