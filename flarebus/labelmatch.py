@@ -64,8 +64,12 @@ def _compiled(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9_.:/@-]+")
+
+
 def _quote(value: str) -> str:
-    return msgspec.json.encode(value).decode() if not value.isidentifier() else value
+    """Plain words as they are; anything else (spaces, regex syntax, empty) JSON-quoted."""
+    return value if _PLAIN.fullmatch(value) else msgspec.json.encode(value).decode()
 
 
 def parse_matcher(text: str) -> LabelMatcher:
