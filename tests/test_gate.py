@@ -240,3 +240,38 @@ class TestRateLimits:
         assert limits.rate_for("x", "slack") == (60, 60.0)
         assert limits.rate_for("x", "log") == (10, 60.0)
         assert RateLimits(default="none").rate_for("x", "log") is None
+
+
+class TestTail:
+    """`flarebus tail` shows what the workers did not run, and why."""
+
+    async def test_tail_shows_a_silenced_trigger_with_its_silence(
+            self, private_nats: EmbeddedNats, private_nc: Client) -> None:
+        """Next to the triggers: a SILENCED line naming the silence (in --json, `suppressed`);
+        --no-suppressed leaves it out."""
+        js = await fresh_stream(private_nc)
+        silence = new_silence([parse_matcher("host=b")], 3600)
+        await add_silence(await silences_bucket(js), silence)
+        loud, quiet = (trigger("tailed", actions=["rec"], labels={"host": h}) for h in "ab")
+        cfg = settings()
+        async with running_worker(private_nc, Recorder(), worker=cfg) as worker:
+            await wait_until(lambda: silence.id in worker.gate.silences.silences,
+                             what="the silence")
+            await publish(js, [loud, quiet])
+            await wait_until(lambda: consumer_idle(js, cfg.consumer), what="all acked")
+        last = trigger("tailed", actions=["rec"])
+        await publish(js, [last])  # after the silenced record, with no worker running
+        nats = ("--nats", private_nats.url)
+        text = run_flarebus("tail", "--all", "--rule", "tailed", "-n", "3", *nats, timeout=30)
+        lines = text.stdout.splitlines()
+        assert [line.split()[1] for line in lines] == ["FIRING", "FIRING", "SILENCED"], lines
+        assert "{host=b}" in lines[2] and f"[silence {silence.id}]" in lines[2]
+        as_json = run_flarebus("tail", "--all", "--rule", "tailed", "-n", "3", "--json", *nats,
+                               timeout=30).stdout.splitlines()
+        record = json.loads(as_json[2])
+        assert record["id"] == quiet.id
+        assert record["suppressed"] == {"verdict": "silenced", "reason": silence.id}
+        plain = run_flarebus("tail", "--all", "--no-suppressed", "--json", "-n", "3", *nats,
+                             timeout=30).stdout.splitlines()
+        assert [json.loads(x)["id"] for x in plain] == [loud.id, quiet.id, last.id]
+        await (await silences_bucket(js)).delete(silence.id)
