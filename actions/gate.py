@@ -35,6 +35,7 @@ from nats.js import JetStreamContext
 
 from flarebus import bus
 from flarebus.actions.firing import AlertState, FiringAlerts, alert_key
+from flarebus.actions.gatestatus import Reporter
 from flarebus.actions.ratelimit import RateLimiter
 from flarebus.events import ActionRef, Trigger
 from flarebus.gate_config import InhibitRule, RateLimits
@@ -85,6 +86,7 @@ class Gate:
         self.firing = FiringAlerts()
         self.silences: SilenceWatch | None = None
         self.js: JetStreamContext | None = None
+        self.reporter: Reporter | None = None  # the summary `flarebus status` shows
         #: verdict -> triggers (silenced, inhibited) or actions (rate-limited) not run
         self.counts: Counter[str] = Counter()
 
@@ -94,8 +96,12 @@ class Gate:
         await self.silences.start()
         if self.rules:
             await self.firing.start(js)
+        self.reporter = Reporter(self.counts, self.limiter.dropped, self.silences.silences)
+        await self.reporter.start(js)
 
     async def close(self) -> None:
+        if self.reporter is not None:
+            await self.reporter.close()
         if self.silences is not None:
             await self.silences.close()
         await self.firing.close()

@@ -12,6 +12,7 @@ from nats.aio.msg import Msg
 
 from flarebus import bus
 from flarebus.actions.gate import Gate
+from flarebus.actions.gatestatus import summary_decoder, workers_bucket
 from flarebus.events import ActionRef, Trigger, trigger_decoder
 from flarebus.gate_config import InhibitRule, RateLimits
 from flarebus.labelmatch import parse_matcher
@@ -209,9 +210,9 @@ class TestRateLimits:
     """A token bucket per (rule, action): what is dropped is counted and recorded."""
 
     async def test_triggers_past_the_limit_do_not_run_and_are_counted(
-            self, private_nc: Client) -> None:
-        """With 3/1h, 5 triggers run the action 3 times; 2 are recorded as rate-limited, and an
-        action with its own `rate_limit: none` runs all 5."""
+            self, private_nats: EmbeddedNats, private_nc: Client) -> None:
+        """With 3/1h, 5 triggers run the action 3 times; 2 are recorded as rate-limited and
+        counted in `flarebus status`; an action with its own `rate_limit: none` runs all 5."""
         js = await fresh_stream(private_nc)
         limited, free = Recorder("limited"), Recorder("free")
         gate = Gate(rate_limits=RateLimits(default="3/1h"))
@@ -224,6 +225,17 @@ class TestRateLimits:
             await wait_until(lambda: len(free.done) == 5, what="the unlimited action")
             await wait_until(lambda: consumer_idle(js, cfg.consumer), what="all acked")
             records = await suppressed.wait_for(2)
+            kv = await workers_bucket(js)
+
+            async def reported() -> bool:
+                entry = await kv.get(gate.reporter.key) if gate.reporter else None
+                summary = summary_decoder.decode(entry.value) if entry and entry.value else None
+                return summary is not None and summary.suppressed.get("rate-limited") == 2
+
+            await wait_until(reported, what="the worker's summary")
+            status = run_flarebus("status", "--nats", private_nats.url)
+        assert "rate-limited noisy/limited: 2 dropped" in status.stdout, status.stdout
+        assert "rate-limited 2" in status.stdout
         assert len(limited.done) == 3
         assert gate.limiter.dropped == {("noisy", "limited"): 2}
         assert gate.counts["rate-limited"] == 2
