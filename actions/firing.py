@@ -106,10 +106,11 @@ class FiringAlerts:
         """Delete resolved records past ``RESOLVED_KEPT`` (any worker may: twice is fine)."""
         now = time.time() if now is None else now
         for key, alert in list(self.alerts.items()):
-            if alert.state == "resolved" and now - alert.at > RESOLVED_KEPT and self.kv:
+            if alert.state == "resolved" and now - alert.at > RESOLVED_KEPT:
                 self.alerts.pop(key, None)
-                with contextlib.suppress(Exception):
-                    await self.kv.delete(key)
+                if self.kv is not None:
+                    with contextlib.suppress(Exception):
+                        await self.kv.delete(key)
 
     async def close(self) -> None:
         if self.watch is not None:

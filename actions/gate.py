@@ -96,8 +96,15 @@ class Gate:
         await self.silences.start()
         if self.rules:
             await self.firing.start(js)
-        self.reporter = Reporter(self.counts, self.limiter.dropped, self.silences.silences)
+        self.reporter = Reporter(self.counts, self.limiter.dropped, self.silences.silences,
+                                 self.housekeeping)
         await self.reporter.start(js)
+
+    async def housekeeping(self) -> None:
+        """Delete silences past their retention and resolved source alerts past theirs."""
+        if self.silences is not None:
+            await self.silences.forget_expired()
+        await self.firing.forget_resolved()
 
     async def close(self) -> None:
         if self.reporter is not None:

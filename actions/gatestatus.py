@@ -17,7 +17,7 @@ import os
 import socket
 import time
 from collections import Counter
-from collections.abc import Sized
+from collections.abc import Awaitable, Callable, Sized
 
 import msgspec
 from nats.js import JetStreamContext
@@ -69,8 +69,10 @@ class Reporter:
     """Writes a worker's summary while it runs."""
 
     def __init__(self, counts: Counter[str], dropped: Counter[tuple[str, str]],
-                 silences: Sized) -> None:
+                 silences: Sized, chores: Callable[[], Awaitable[None]]) -> None:
         self.counts = counts
+        #: run every round too: the gate's clean-up of expired silences and old resolutions
+        self.chores = chores
         self.dropped = dropped
         self.silences = silences
         self.key = f"{socket.gethostname()}-{os.getpid()}".replace(".", "_")
@@ -98,6 +100,10 @@ class Reporter:
                     last, written = state, time.monotonic()
                 except Exception as exc:  # disconnected: the next round tries again
                     log.debug("worker summary not written: %s", exc)
+            try:
+                await self.chores()
+            except Exception as exc:  # clean-up is best effort; the next round tries again
+                log.debug("gate housekeeping failed: %s", exc)
             await asyncio.sleep(REPORT_EVERY)
 
     async def close(self) -> None:

@@ -177,5 +177,14 @@ class SilenceWatch:
                 return silence
         return None
 
+    async def forget_expired(self, now: float | None = None) -> None:
+        """Delete silences past their retention (any process may: deleting twice is fine)."""
+        now = time.time() if now is None else now
+        for key, silence in list(self.silences.items()):
+            if now - silence.ends_at > RETENTION:
+                self.silences.pop(key, None)
+                with contextlib.suppress(Exception):
+                    await self.watch.kv.delete(key)
+
     async def close(self) -> None:
         await self.watch.close()

@@ -11,6 +11,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from flarebus import bus
+from flarebus.actions.firing import RESOLVED_KEPT, FiringAlerts
 from flarebus.actions.gate import Gate
 from flarebus.actions.gatestatus import summary_decoder, workers_bucket
 from flarebus.events import ActionRef, Trigger, trigger_decoder
@@ -287,3 +288,20 @@ class TestTail:
                              timeout=30).stdout.splitlines()
         assert [json.loads(x)["id"] for x in plain] == [loud.id, quiet.id, last.id]
         await (await silences_bucket(js)).delete(silence.id)
+
+
+class TestFiringAlerts:
+    """The source alerts' states: newest in event time wins, whatever the delivery order."""
+
+    async def test_a_late_firing_does_not_undo_a_newer_resolution(self) -> None:
+        """Firing at t, resolved at t+10, then the firing delivered again: still resolved."""
+        alerts = FiringAlerts()  # not started: memory only, as a gate sees it
+        firing = _with(trigger("src", labels={"host": "a"}), severity="critical", at=100.0)
+        resolved = _with(firing, id="r", state="resolved", at=110.0)
+        await alerts.record(firing)
+        assert [a.state for _, a in alerts.firing()] == ["firing"]
+        await alerts.record(resolved)
+        await alerts.record(firing)
+        assert alerts.firing() == []
+        await alerts.forget_resolved(now=110.0 + RESOLVED_KEPT + 1)
+        assert alerts.alerts == {}  # (no bucket here: nothing to delete there)

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import msgspec
 import pytest
 from nats.aio.client import Client
 
-from flarebus.errors import SilenceError
+from flarebus.config import load_config
+from flarebus.errors import ConfigError, SilenceError
 from flarebus.gate_config import InhibitRule
 from flarebus.labelmatch import LabelMatcher, alert_labels, parse_matcher
 from flarebus.nats_server import EmbeddedNats
 from flarebus.silences import (
     Silence,
+    SilenceWatch,
     add_silence,
     expire_silence,
+    get_silence,
     list_silences,
     new_silence,
     silences_bucket,
@@ -89,6 +93,40 @@ class TestMatchers:
             InhibitRule(source={"severity": "critical"})
 
 
+class TestConfig:
+    """`inhibit:` and `rate_limits:` in flarebus.yaml, checked like every config section."""
+
+    def test_sections_load(self, tmp_path: Path) -> None:
+        """Both forms of an inhibit rule and the rate limits decode."""
+        path = tmp_path / "flarebus.yaml"
+        path.write_text("inhibit:\n  - source: {severity: critical}\n"
+                        "    target_matchers: ['severity=~\"warn.*\"']\n    equal: [host]\n"
+                        "rate_limits:\n  default: 5/1m\n  actions: {slack: none}\n")
+        config = load_config(path, env={})
+        assert config.inhibit[0].targets() == [LabelMatcher("severity", "=~", "warn.*")]
+        assert config.rate_limits.rate_for("r", "slack") is None
+        assert config.rate_limits.rate_for("r", "log") == (5, 60.0)
+
+    @pytest.mark.parametrize(("text", "error"), [
+        ("inhibit:\n  - target: {severity: warning}\n",
+         "2:5: inhibit[0]: an inhibit rule needs a source"),
+        ("inhibit:\n  - source: {a: b}\n    target_matchers: ['x=~(']\n",
+         "2:5: inhibit[0]: x=~'(': the regex does not compile"),
+        ("inhibit:\n  - source: {a: b}\n    target: {c: d}\n    equal: [9x]\n",
+         "4:13: inhibit[0].equal[0]"),
+        ("rate_limits:\n  default: 5/minute\n", "2:12: rate_limits.default: \"5/minute\" is "
+                                                 "not a rate"),
+    ])
+    def test_mistakes_are_reported_at_their_place(self, tmp_path: Path, text: str,
+                                                  error: str) -> None:
+        """A bad inhibit rule or rate is a file:line:col problem, like any config mistake."""
+        path = tmp_path / "flarebus.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError) as caught:
+            load_config(path, env={})
+        assert error in str(caught.value)
+
+
 class TestApi:
     """add/list/expire, the small API any role (the CLI, the web console) calls."""
 
@@ -117,6 +155,24 @@ class TestApi:
         assert "old-one" not in {s.id for s in await list_silences(kv)}
         with pytest.raises(SilenceError, match="no silence"):
             await expire_silence(kv, "old-one")
+
+    async def test_workers_delete_silences_past_their_retention(self,
+                                                                private_nc: Client) -> None:
+        """A watch's housekeeping deletes what ended over a day ago, from memory and bucket."""
+        kv = await silences_bucket(private_nc.jetstream())
+        old = Silence(id="older-one", matchers=[parse_matcher("host=x")], starts_at=0,
+                      ends_at=1000)
+        await add_silence(kv, old)
+        watch = SilenceWatch(kv)
+        await watch.start()
+        try:
+            assert "older-one" in watch.silences
+            await watch.forget_expired()
+            assert "older-one" not in watch.silences
+            with pytest.raises(SilenceError, match="no silence"):
+                await get_silence(kv, "older-one")
+        finally:
+            await watch.close()
 
     @pytest.mark.parametrize(("matchers", "duration", "error"), [
         ([], 60, "at least one matcher"),
