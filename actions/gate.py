@@ -134,7 +134,7 @@ class Gate:
         limited = frozenset(i for i, ref in enumerate(refs)
                             if first_try and not self.limiter.allow(trigger.rule, ref))
         return Verdict(limited=limited, refs=refs,
-                       reason=", ".join(_rate_text(self, trigger.rule, refs[i])
+                       reason=", ".join(self._rate_text(trigger.rule, refs[i])
                                         for i in sorted(limited)))
 
     def inhibited_by(self, trigger: Trigger, labels: dict[str, str]) -> AlertState | None:
@@ -149,6 +149,12 @@ class Gate:
                         for name in rule.equal):
                     return alert
         return None
+
+    def _rate_text(self, rule: str, ref: ActionRef) -> str:
+        """``slack (60/60s)``: the action and the limit it hit."""
+        rate = self.rate_limits.rate_for(rule, ref.plugin, ref.rate_limit)
+        limit = f"{rate.runs}/{rate.period:g}s" if rate is not None else "none"
+        return f"{ref.plugin} ({limit})"
 
     async def record(self, msg: Msg, trigger: Trigger, verdict: Verdict) -> None:
         """Publish the trigger on ``triggers.suppressed.<rule>`` with the verdict; count it."""
@@ -168,8 +174,3 @@ def _describe(alert: AlertState) -> str:
     inner = ",".join(f"{k}={v}" for k, v in sorted(shown.items()))
     return f"{alert.rule}{{{inner}}}"
 
-
-def _rate_text(gate: Gate, rule: str, ref: ActionRef) -> str:
-    rate = gate.rate_limits.rate_for(rule, ref.plugin, ref.rate_limit)
-    limit = f"{rate.runs}/{rate.period:g}s" if rate is not None else "none"
-    return f"{ref.plugin} ({limit})"

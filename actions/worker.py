@@ -5,6 +5,9 @@ Every worker process binds the same durable consumer on ``FLAREBUS_TRIGGERS``
 run, and a message a dead worker held is redelivered to the others after
 ``ack_wait``. For each trigger:
 
+- the gate (gate.py) is asked first: a silenced or inhibited trigger, and an
+  action past its rate limit, does not run; it is recorded on
+  ``triggers.suppressed.<rule>`` and the trigger acked;
 - its actions run concurrently (a rule naming none gets ``ACTION_PLUGIN``);
 - an action already recorded as done for this trigger id (KV bucket
   ``FLAREBUS_ACTIONS_DONE``) is skipped on redelivery (attempt.py);
