@@ -39,7 +39,7 @@ from flarebus.actions.gatestatus import Reporter
 from flarebus.actions.ratelimit import RateLimiter
 from flarebus.events import ActionRef, Trigger
 from flarebus.gate_config import InhibitRule, RateLimits
-from flarebus.labelmatch import LabelMatcher, alert_labels, matches_all
+from flarebus.labelmatch import LabelsCheck, alert_labels, compile_all
 from flarebus.silences import SilenceWatch, silences_bucket
 from flarebus.telemetry import meter
 
@@ -68,8 +68,10 @@ class Verdict:
 
 @dataclass(frozen=True)
 class _Inhibit:
-    sources: list[LabelMatcher]
-    targets: list[LabelMatcher]
+    """An inhibit rule with its matchers compiled (checked for every trigger)."""
+
+    source: LabelsCheck
+    target: LabelsCheck
     equal: list[str]
 
 
@@ -81,7 +83,8 @@ class Gate:
     rate_limits: RateLimits = field(default_factory=RateLimits)
 
     def __post_init__(self) -> None:
-        self.rules = [_Inhibit(r.sources(), r.targets(), list(r.equal)) for r in self.inhibit]
+        self.rules = [_Inhibit(compile_all(r.sources()), compile_all(r.targets()),
+                               list(r.equal)) for r in self.inhibit]
         self.limiter = RateLimiter(self.rate_limits)
         self.firing = FiringAlerts()
         self.silences: SilenceWatch | None = None
@@ -124,27 +127,32 @@ class Gate:
                     first_try: bool = True, now: float | None = None) -> Verdict:
         now = time.time() if now is None else now
         labels = alert_labels(trigger)
-        if any(matches_all(r.sources, labels) for r in self.rules):
+        if self.rules and any(r.source(labels) for r in self.rules):
             await self.firing.record(trigger)  # silenced or not: a source inhibits either way
         if self.silences is not None and (s := self.silences.muting(labels, now)) is not None:
             return Verdict("silenced", s.id, refs=refs)
-        if (source := self.inhibited_by(trigger, labels)) is not None:
+        if self.rules and (source := self.inhibited_by(trigger, labels)) is not None:
             return Verdict("inhibited", _describe(source), refs=refs)
-        # Retries were judged at their first delivery: a retry is not a new notification.
-        limited = frozenset(i for i, ref in enumerate(refs)
-                            if first_try and not self.limiter.allow(trigger.rule, ref))
-        return Verdict(limited=limited, refs=refs,
-                       reason=", ".join(self._rate_text(trigger.rule, refs[i])
-                                        for i in sorted(limited)))
+        if not first_try:  # retries were judged at their first delivery: not a new notification
+            return Verdict(refs=refs)
+        allow = self.limiter.allow
+        limited = frozenset(i for i, ref in enumerate(refs) if not allow(trigger.rule, ref))
+        if not limited:
+            return Verdict(refs=refs)
+        return Verdict(limited=limited, refs=refs, reason=", ".join(
+            self._rate_text(trigger.rule, refs[i]) for i in sorted(limited)))
 
     def inhibited_by(self, trigger: Trigger, labels: dict[str, str]) -> AlertState | None:
         """The firing alert that inhibits ``trigger``, or None."""
-        own = alert_key(trigger)
+        own: str | None = None
+        firing: list[tuple[str, AlertState]] = []
         for rule in self.rules:
-            if not matches_all(rule.targets, labels):
+            if not rule.target(labels):
                 continue
-            for key, alert in self.firing.firing():
-                if key != own and matches_all(rule.sources, alert.labels) and all(
+            if own is None:  # only for a target: hashing costs more than the rest
+                own, firing = alert_key(trigger), self.firing.firing()
+            for key, alert in firing:
+                if key != own and rule.source(alert.labels) and all(
                         alert.labels.get(name, "") == labels.get(name, "")
                         for name in rule.equal):
                     return alert

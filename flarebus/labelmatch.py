@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Literal
 
 import msgspec
@@ -96,6 +96,38 @@ def parse_matcher(text: str) -> LabelMatcher:
 
 def matches_all(matchers: Iterable[LabelMatcher], labels: Mapping[str, str]) -> bool:
     return all(m.matches(labels) for m in matchers)
+
+
+LabelsCheck = Callable[[Mapping[str, str]], bool]
+
+
+def compile_all(matchers: Iterable[LabelMatcher]) -> LabelsCheck:
+    """``matches_all`` for these matchers as one function, for checks run per trigger.
+
+    Equality first (cheapest and most selective), regexes last, no Python call per
+    matcher: a worker checks every active silence for every trigger, and the plain
+    ``matches_all`` cost 3 µs per silence.
+    """
+    matchers = list(matchers)
+    equal = tuple((m.name, m.value) for m in matchers if m.op == "=")
+    differ = tuple((m.name, m.value) for m in matchers if m.op == "!=")
+    regexes = tuple((m.name, _compiled(m.value).fullmatch, m.op == "=~")
+                    for m in matchers if m.op in ("=~", "!~"))
+
+    def check(labels: Mapping[str, str]) -> bool:
+        get = labels.get
+        for name, value in equal:
+            if get(name, "") != value:
+                return False
+        for name, value in differ:
+            if get(name, "") == value:
+                return False
+        for name, fullmatch, wanted in regexes:
+            if (fullmatch(get(name, "")) is not None) is not wanted:
+                return False
+        return True
+
+    return check
 
 
 def matches_everything(matchers: Iterable[LabelMatcher]) -> bool:

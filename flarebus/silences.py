@@ -28,7 +28,13 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 from flarebus.bus import _ensure_kv
 from flarebus.errors import SilenceError
 from flarebus.kvwatch import BucketWatch
-from flarebus.labelmatch import LabelMatcher, matches_all, matches_everything
+from flarebus.labelmatch import (
+    LabelMatcher,
+    LabelsCheck,
+    compile_all,
+    matches_all,
+    matches_everything,
+)
 
 log = logging.getLogger("flarebus.silences")
 
@@ -156,33 +162,80 @@ def _decode(key: str, value: bytes) -> Silence | None:
         return None
 
 
+_Check = tuple[float, float, LabelsCheck]
+
+
+def _first(checks: dict[str, _Check] | None, labels: dict[str, str], now: float) -> str | None:
+    for key, (starts, ends, check) in (checks or {}).items():
+        if starts <= now < ends and check(labels):
+            return key
+    return None
+
+
 class SilenceWatch:
-    """A live copy of the bucket: ``silences`` updated as anyone adds or expires one."""
+    """A live copy of the bucket: ``silences`` updated as anyone adds or expires one.
+
+    ``muting`` runs for every trigger, so each silence is kept as its span and its
+    matchers compiled into one function, and a silence with an equality matcher
+    (``host=web-1``, ``rule=high-cpu``: nearly all) is indexed by that label's value:
+    a trigger is checked against the silences naming its own values, not all of them.
+    """
 
     def __init__(self, kv: KeyValue) -> None:
         self.silences: dict[str, Silence] = {}
-        self.watch = BucketWatch(kv, self._put, lambda key: self.silences.pop(key, None))
+        #: label -> value -> silence id -> check, for silences with an `=` matcher
+        self._indexed: dict[str, dict[str, dict[str, _Check]]] = {}
+        self._others: dict[str, _Check] = {}  # the rest, checked for every trigger
+        self.watch = BucketWatch(kv, self._put, self._delete)
 
     def _put(self, key: str, value: bytes) -> None:
         if (silence := _decode(key, value)) is not None:
-            self.silences[key] = silence
+            self.add(silence)
+
+    def add(self, silence: Silence) -> None:
+        """Known from now on (the watch calls it, for every put of the bucket)."""
+        self._delete(silence.id)
+        self.silences[silence.id] = silence
+        check = (silence.starts_at, silence.ends_at, compile_all(silence.matchers))
+        equal = next((m for m in silence.matchers if m.op == "="), None)
+        if equal is None:
+            self._others[silence.id] = check
+        else:
+            self._indexed.setdefault(equal.name, {}).setdefault(equal.value, {})[
+                silence.id] = check
+
+    def _delete(self, key: str) -> None:
+        silence = self.silences.pop(key, None)
+        self._others.pop(key, None)
+        if silence is None:
+            return
+        equal = next((m for m in silence.matchers if m.op == "="), None)
+        if equal is not None:
+            by_value = self._indexed.get(equal.name, {})
+            by_value.get(equal.value, {}).pop(key, None)
+            if not by_value.get(equal.value, True):
+                del by_value[equal.value]
+            if not by_value:
+                self._indexed.pop(equal.name, None)
 
     async def start(self) -> None:
         await self.watch.start()
 
     def muting(self, labels: dict[str, str], now: float) -> Silence | None:
         """The first silence muting ``labels`` at ``now``, or None."""
-        for silence in self.silences.values():
-            if silence.mutes(labels, now):
-                return silence
-        return None
+        for name, by_value in self._indexed.items():
+            found = _first(by_value.get(labels.get(name, "")), labels, now)
+            if found is not None:
+                return self.silences[found]
+        found = _first(self._others, labels, now)
+        return None if found is None else self.silences[found]
 
     async def forget_expired(self, now: float | None = None) -> None:
         """Delete silences past their retention (any process may: deleting twice is fine)."""
         now = time.time() if now is None else now
         for key, silence in list(self.silences.items()):
             if now - silence.ends_at > RETENTION:
-                self.silences.pop(key, None)
+                self._delete(key)
                 with contextlib.suppress(Exception):
                     await self.watch.kv.delete(key)
 

@@ -93,6 +93,31 @@ class TestMatchers:
             InhibitRule(source={"severity": "critical"})
 
 
+class TestWatch:
+    """A worker's copy of the silences answers "which silence mutes this?" per trigger."""
+
+    def test_indexed_and_regex_only_silences_mute_what_they_match(self) -> None:
+        """Silences with an equality matcher (indexed) and without one (checked for every
+        trigger) both mute; a replaced (expired) or deleted one no longer does."""
+        watch = SilenceWatch(None)  # type: ignore[arg-type]  # fed by hand, never started
+        by_host = new_silence([parse_matcher("host=web-1"), parse_matcher("zone!=us")], 60)
+        by_regex = new_silence([parse_matcher("host=~db-[0-9]+")], 60)
+        pending = new_silence([parse_matcher("host=cache-1")], 60, starts_at=time.time() + 600)
+        for silence in (by_host, by_regex, pending):
+            watch.add(silence)
+        now = time.time()
+        assert watch.muting({**ALERT, "zone": "eu"}, now) is by_host
+        assert watch.muting({**ALERT, "zone": "us"}, now) is None
+        assert watch.muting({**ALERT, "host": "db-12"}, now) is by_regex
+        assert watch.muting({**ALERT, "host": "db-x"}, now) is None
+        assert watch.muting({**ALERT, "host": "cache-1"}, now) is None  # not started yet
+        watch.add(msgspec.structs.replace(by_host, ends_at=now - 1))  # expired elsewhere
+        assert watch.muting({**ALERT, "zone": "eu"}, now) is None
+        watch._delete(by_regex.id)  # deleted from the bucket
+        assert watch.muting({**ALERT, "host": "db-12"}, now) is None
+        assert set(watch.silences) == {by_host.id, pending.id}
+
+
 class TestConfig:
     """`inhibit:` and `rate_limits:` in flarebus.yaml, checked like every config section."""
 
