@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -14,6 +15,8 @@ from flarebus import bus
 from flarebus.actions.firing import RESOLVED_KEPT, FiringAlerts
 from flarebus.actions.gate import Gate
 from flarebus.actions.gatestatus import summary_decoder, workers_bucket
+from flarebus.actions.service import run_worker
+from flarebus.config import load_config
 from flarebus.events import ActionRef, Trigger, trigger_decoder
 from flarebus.gate_config import InhibitRule, RateLimits
 from flarebus.labelmatch import parse_matcher
@@ -305,3 +308,30 @@ class TestFiringAlerts:
         assert alerts.firing() == []
         await alerts.forget_resolved(now=110.0 + RESOLVED_KEPT + 1)
         assert alerts.alerts == {}  # (no bucket here: nothing to delete there)
+
+
+class TestFromConfig:
+    """`flarebus worker` builds its gate from flarebus.yaml's `inhibit:` and `rate_limits:`."""
+
+    async def test_the_config_sections_reach_the_worker(
+            self, private_nats: EmbeddedNats, private_nc: Client, tmp_path: Path) -> None:
+        """run_worker with `rate_limits.rules: {cfg-rule: 1/1h}`: the second trigger is
+        rate-limited."""
+        js = await fresh_stream(private_nc)
+        path = tmp_path / "flarebus.yaml"
+        path.write_text(f"nats: {{servers: ['{private_nats.url}']}}\n"
+                        "worker: {consumer: from-config, ack_wait: 2s}\n"
+                        "inhibit:\n  - source: {severity: critical}\n"
+                        "    target: {severity: warning}\n"
+                        "rate_limits:\n  rules: {cfg-rule: 1/1h}\n")
+        suppressed = await collect(private_nc, bus.suppressed_subject("cfg-rule"))
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_worker(load_config(path, env={}), stop=stop))
+        try:
+            await publish(js, [trigger("cfg-rule") for _ in range(2)])
+            [record] = await suppressed.wait_for(1, timeout=30)
+        finally:
+            stop.set()
+            worker = await asyncio.wait_for(task, 30)
+        assert record.headers[bus.VERDICT_HEADER] == "rate-limited"
+        assert len(worker.gate.rules) == 1
