@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
@@ -89,12 +90,16 @@ class Gate:
         self.firing = FiringAlerts()
         self.silences: SilenceWatch | None = None
         self.js: JetStreamContext | None = None
+        self.nc: Client | None = None
+        self.reconnects = 0  # the connection's count when the watches (re)started
         self.reporter: Reporter | None = None  # the summary `flarebus status` shows
         #: verdict -> triggers (silenced, inhibited) or actions (rate-limited) not run
         self.counts: Counter[str] = Counter()
 
-    async def start(self, js: JetStreamContext) -> None:
-        self.js = js
+    async def start(self, nc: Client) -> None:
+        self.nc = nc
+        self.reconnects = nc.stats.get("reconnects", 0)
+        self.js = js = nc.jetstream()
         self.silences = SilenceWatch(await silences_bucket(js))
         await self.silences.start()
         if self.rules:
@@ -104,7 +109,14 @@ class Gate:
         await self.reporter.start(js)
 
     async def housekeeping(self) -> None:
-        """Delete silences past their retention and resolved source alerts past theirs."""
+        """Watch again after a reconnect; delete silences and resolutions past retention."""
+        reconnects = self.nc.stats.get("reconnects", 0) if self.nc is not None else 0
+        if reconnects != self.reconnects:
+            self.reconnects = reconnects
+            if self.silences is not None:
+                await self.silences.watch.restart()
+            if self.firing.watch is not None:
+                await self.firing.watch.restart()
         if self.silences is not None:
             await self.silences.forget_expired()
         await self.firing.forget_resolved()

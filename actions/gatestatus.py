@@ -29,7 +29,7 @@ from flarebus.bus import _ensure_kv
 log = logging.getLogger("flarebus.worker")
 
 WORKERS_BUCKET = "FLAREBUS_WORKERS"
-REPORT_EVERY = 5.0
+REPORT_EVERY = 1.0
 REFRESH = 30.0
 TTL = 120.0
 TOP = 20

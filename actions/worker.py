@@ -120,7 +120,7 @@ class Worker:
         """The stream, the done bucket and the shared consumer (created or brought in line)."""
         await bus.ensure_triggers_stream(self.js)
         self.actions.kv = await bus.actions_done_bucket(self.js, ttl=self.settings.done_ttl)
-        await self.gate.start(self.js)
+        await self.gate.start(self.nc)
         config = self.consumer_config()
         try:
             await self.js.add_consumer(bus.TRIGGERS_STREAM, config)

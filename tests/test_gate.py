@@ -126,6 +126,31 @@ class TestSilences:
             await (await silences_bucket(js)).delete(silence_id)
         assert rec.runs == {}, "a silenced trigger ran"
 
+    async def test_a_silence_added_after_a_server_restart_is_seen_at_once(
+            self, tmp_path: Path) -> None:
+        """After nats-server restarts, the gate watches again (nats-py's own watch would
+        notice only after ~15 s of missed heartbeats)."""
+        with EmbeddedNats(tmp_path / "nats") as server:
+            worker_nc, other = await connect(server.url), None
+            gate = Gate()
+            try:
+                await gate.start(worker_nc)
+                server.stop()
+                server.start()
+                await wait_until(lambda: worker_nc.stats["reconnects"] == 1, timeout=30,
+                                 what="the reconnect")
+                other = await connect(server.url)
+                silence = new_silence([parse_matcher("host=after-restart")], 60)
+                await add_silence(await silences_bucket(other.jetstream()), silence)
+                await wait_until(lambda: gate.silences is not None
+                                 and silence.id in gate.silences.silences,
+                                 timeout=10, what="the silence in the restarted watch")
+            finally:
+                await gate.close()
+                await worker_nc.close()
+                if other is not None:
+                    await other.close()
+
     async def test_expired_silence_mutes_nothing(self, private_nc: Client) -> None:
         """Expiring a silence early lets the next matching trigger run."""
         js = await fresh_stream(private_nc)
@@ -193,8 +218,8 @@ class TestInhibition:
         one, two = Gate(rules), Gate(rules)
         other = await connect(private_nats.url)
         try:
-            await one.start(private_nc.jetstream())
-            await two.start(other.jetstream())
+            await one.start(private_nc)
+            await two.start(other)
             critical = _with(trigger("cpu-crit", labels={"host": "web-7"}), severity="critical")
             await one.judge(critical, critical.actions)
             warning = trigger("cpu-warn", labels={"host": "web-7"})
