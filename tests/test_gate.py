@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from flarebus import bus
-from flarebus.actions.firing import RESOLVED_KEPT, FiringAlerts
+from flarebus.actions.firing import FIRING_BUCKET, RESOLVED_KEPT, FiringAlerts
 from flarebus.actions.gate import Gate
 from flarebus.actions.gatestatus import summary_decoder, workers_bucket
 from flarebus.actions.service import run_worker
@@ -173,6 +174,12 @@ def _with(t: Trigger, **changes: object) -> Trigger:
     return msgspec.structs.replace(t, **changes)
 
 
+async def no_firing_alerts(nc: Client) -> None:
+    """Forget the source alerts earlier tests left firing (the bucket outlives a worker)."""
+    with contextlib.suppress(Exception):
+        await nc.jetstream().delete_key_value(FIRING_BUCKET)
+
+
 class TestInhibition:
     """While a source alert fires, matching targets with equal labels run no action."""
 
@@ -181,6 +188,7 @@ class TestInhibition:
         """A critical on web-1 inhibits web-1's warning, not web-2's nor web-1's info; once it
         resolves, web-1's warning runs again."""
         js = await fresh_stream(private_nc)
+        await no_firing_alerts(private_nc)
         rec = Recorder()
         gate = Gate([InhibitRule(source={"severity": "critical"},
                                  target={"severity": "warning"}, equal=["host"])])
@@ -213,6 +221,7 @@ class TestInhibition:
             self, private_nats: EmbeddedNats, private_nc: Client) -> None:
         """The firing source alert is shared through the bus: a second worker's gate knows it."""
         await fresh_stream(private_nc)
+        await no_firing_alerts(private_nc)
         rules = [InhibitRule(source_matchers=['severity="critical"'],
                              target_matchers=["severity=~warn.*"], equal=["host"])]
         one, two = Gate(rules), Gate(rules)
@@ -343,6 +352,7 @@ class TestFromConfig:
         """run_worker with `rate_limits.rules: {cfg-rule: 1/1h}`: the second trigger is
         rate-limited."""
         js = await fresh_stream(private_nc)
+        await no_firing_alerts(private_nc)
         path = tmp_path / "flarebus.yaml"
         path.write_text(f"nats: {{servers: ['{private_nats.url}']}}\n"
                         "worker: {consumer: from-config, ack_wait: 2s}\n"
