@@ -71,13 +71,17 @@ class ActionRunner:
     def refs(self, trigger: Trigger) -> Sequence[ActionRef]:
         return trigger.actions or [ActionRef(plugin=self.default_action)]
 
-    async def run(self, msg: Msg, trigger: Trigger, tries: int) -> Outcome:
-        """Run the actions of ``trigger`` (delivery number ``tries``); failures in the Outcome."""
+    async def run(self, msg: Msg, trigger: Trigger, tries: int,
+                  skip: frozenset[int] = frozenset()) -> Outcome:
+        """Run the actions of ``trigger`` (delivery number ``tries``); failures in the Outcome.
+
+        ``skip``: indexes of actions not to run this time (the gate's rate limits).
+        """
         refs = self.refs(trigger)
         # One action: the ack is its record. Several: each success is recorded so a
         # retry (or a redelivery after a crash) runs only what has not succeeded.
         return await self.run_all(refs, trigger, trigger.id, tries,
-                                  extract_context(msg.headers), record=len(refs) > 1)
+                                  extract_context(msg.headers), record=len(refs) > 1, skip=skip)
 
     async def run_group(self, group: TriggerGroup, refs: Sequence[ActionRef], record_id: str,
                         tries: int) -> Outcome:
@@ -87,12 +91,16 @@ class ActionRunner:
         return await self.run_all(refs, group, record_id, tries, None, record=True)
 
     async def run_all(self, refs: Sequence[ActionRef], work: Trigger | TriggerGroup,
-                      record_id: str, tries: int, parent: Any, *, record: bool) -> Outcome:
+                      record_id: str, tries: int, parent: Any, *, record: bool,
+                      skip: frozenset[int] = frozenset()) -> Outcome:
         """Run ``refs`` on ``work`` concurrently; an action whose ``on:`` excludes the
-        transition (or, for a group, all its alerts) is skipped."""
+        transition (or, for a group, all its alerts) is skipped, and so is one in ``skip``
+        (rate-limited: the gate recorded it)."""
         outcome = Outcome()
         jobs: list[tuple[int, ActionRef, Trigger | TriggerGroup]] = []
         for i, ref in enumerate(refs):
+            if i in skip:
+                continue
             heard = _heard(ref, work)
             if heard is None:
                 outcome.skipped.append(ref.plugin)

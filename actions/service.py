@@ -12,6 +12,7 @@ import asyncio
 import logging
 
 from flarebus import bus
+from flarebus.actions.gate import Gate
 from flarebus.actions.host import PluginHost
 from flarebus.actions.worker import Worker, serve
 from flarebus.config import Config, config_document
@@ -41,7 +42,8 @@ async def run_worker(config: Config, *, stop: asyncio.Event | None = None,
     try:
         await host.start()
         return await serve(nc, host, config.worker, handle_signals=signals, stop=stop,
-                           grouping=config.group, jetstream=config.jetstream)
+                           grouping=config.group, jetstream=config.jetstream,
+                           gate=Gate(config.inhibit, config.rate_limits))
     finally:
         await host.close()
         await bus.close(nc)

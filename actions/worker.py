@@ -5,6 +5,9 @@ Every worker process binds the same durable consumer on ``FLAREBUS_TRIGGERS``
 run, and a message a dead worker held is redelivered to the others after
 ``ack_wait``. For each trigger:
 
+- the gate (gate.py) is asked first: a silenced or inhibited trigger, and an
+  action past its rate limit, does not run; it is recorded on
+  ``triggers.suppressed.<rule>`` and the trigger acked;
 - its actions run concurrently (a rule naming none gets ``ACTION_PLUGIN``);
 - an action already recorded as done for this trigger id (KV bucket
   ``FLAREBUS_ACTIONS_DONE``) is skipped on redelivery (attempt.py);
@@ -48,6 +51,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from flarebus import bus
 from flarebus.actions.attempt import ActionRunner
 from flarebus.actions.deadletter import dead_letter
+from flarebus.actions.gate import Gate
 from flarebus.actions.grouping import Grouper
 from flarebus.actions.host import PluginHost
 from flarebus.backoff import Backoff
@@ -76,9 +80,11 @@ class Worker:
 
     def __init__(self, nc: Client, host: PluginHost, settings: WorkerSettings,
                  grouping: GroupSettings | None = None,
-                 jetstream: JetStreamSettings | None = None) -> None:
+                 jetstream: JetStreamSettings | None = None, gate: Gate | None = None) -> None:
         self.nc = nc
         self.jetstream = jetstream  # the stream's and bucket's settings (None: as they are)
+        #: silences, inhibition and rate limits, asked before any action runs (gate.py)
+        self.gate = gate or Gate()
         self.host = host
         self.settings = settings
         self.backoff = Backoff(settings.backoff_initial, settings.backoff_max)
@@ -121,6 +127,7 @@ class Worker:
         await bus.ensure_triggers_stream(self.js, self.jetstream)
         self.actions.kv = await bus.actions_done_bucket(self.js, self.jetstream,
                                                         ttl=self.settings.done_ttl)
+        await self.gate.start(self.nc, self.jetstream)
         await self.grouper.start(self.jetstream)
         config = self.consumer_config()
         try:
@@ -148,6 +155,7 @@ class Worker:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
+            await self.gate.close()
             with contextlib.suppress(Exception):
                 if self.sub is not None:
                     await self.sub.unsubscribe()
@@ -288,13 +296,23 @@ class Worker:
             await self.dead_letter(msg, rule, [ActionError("-", f"invalid trigger: {exc}",
                                                            tries, permanent=True)], tries)
             return
-        # (The gate - silences, inhibition, rate limits - decides here, before grouping.)
         policy = self.grouper.policy(trigger)
+        # The gate first: a silenced or inhibited firing never joins its group. A grouped
+        # rule's resolution always does (its group must drop the alert), and a group's
+        # notifications are paced by its interval, not by the per-trigger rate limits.
+        verdict = None
+        if policy is None or trigger.state == "firing":
+            verdict = await self.gate.check(msg, trigger, self.actions.refs(trigger),
+                                            limit=policy is None)
+            if not verdict.runs:  # silenced, inhibited or every action rate-limited: recorded
+                await self.ack(msg)
+                return
         if policy is not None:
             await self.group(msg, trigger, policy, tries)
             return
+        assert verdict is not None
         try:
-            outcome = await self.actions.run(msg, trigger, tries)
+            outcome = await self.actions.run(msg, trigger, tries, verdict.limited)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 await msg.nak()
@@ -357,9 +375,9 @@ def _position(msg: Msg) -> tuple[int, float]:
 async def serve(nc: Client, host: PluginHost, settings: WorkerSettings, *,
                 handle_signals: bool = True, stop: asyncio.Event | None = None,
                 grouping: GroupSettings | None = None,
-                jetstream: JetStreamSettings | None = None) -> Worker:
+                jetstream: JetStreamSettings | None = None, gate: Gate | None = None) -> Worker:
     """Set up and run a worker until SIGTERM/SIGINT, ``stop`` is set, or ``worker.stop()``."""
-    worker = Worker(nc, host, settings, grouping, jetstream)
+    worker = Worker(nc, host, settings, grouping, jetstream, gate)
     await worker.setup()
     if handle_signals:
         loop = asyncio.get_running_loop()

@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "status": "flarebus.cli.status",
     "health": "flarebus.cli.health",
     "tail": "flarebus.cli.tail",
+    "silence": "flarebus.cli.silence",
     "plugins": "flarebus.cli.plugins",
     "flamegraph": "flarebus.cli.flamegraph",
     "nats": "flarebus.cli.nats",

@@ -17,6 +17,7 @@ from flarebus.cli.options import add_nats_options, settings
 from flarebus.durations import format_duration
 
 if TYPE_CHECKING:
+    from flarebus.actions.gatestatus import WorkerSummary
     from flarebus.engine.service.summary import EngineSummary
 
 STALE_AFTER = 60.0
@@ -65,8 +66,24 @@ def render(summaries: list[EngineSummary], now: float) -> str:
     return "\n".join(out) + "\n"
 
 
+def render_workers(workers: list[WorkerSummary], now: float) -> str:
+    """What the workers' gates did: triggers silenced, inhibited, actions rate-limited."""
+    if not workers:
+        return ""
+    out = [f"workers: {len(workers)} reporting"]
+    for w in workers:
+        counts = ", ".join(f"{verdict} {n}" for verdict, n in sorted(w.suppressed.items()))
+        out.append(f"  worker on {w.host} (pid {w.pid}), up {_age(now - w.started_at)}: "
+                   f"{counts or 'nothing suppressed'}; {w.silences} silence(s) known")
+        for pair in w.rate_limited:
+            out.append(f"    rate-limited {pair.rule}/{pair.action}: {pair.dropped} dropped")
+    return "\n".join(out) + "\n"
+
+
 async def run(args: argparse.Namespace) -> int:
     from flarebus import bus
+    from flarebus.actions.gatestatus import summary_decoder as worker_decoder
+    from flarebus.actions.gatestatus import workers_bucket
     from flarebus.engine.service.checkpoint import META_PREFIX, read_entries
     from flarebus.engine.service.summary import SUMMARY_PREFIX, summary_decoder, summary_encoder
 
@@ -76,6 +93,8 @@ async def run(args: argparse.Namespace) -> int:
         js = nc.jetstream()
         kv = await bus.engine_state_bucket(js)  # as it is: status is a reader
         raw = await read_entries(kv, META_PREFIX + SUMMARY_PREFIX)
+        workers = [worker_decoder.decode(v) for v in
+                   (await read_entries(await workers_bucket(js), "")).values()]
     finally:
         await bus.close(nc)
     summaries = sorted((summary_decoder.decode(v) for v in raw.values()), key=lambda s: s.shard)
@@ -84,4 +103,6 @@ async def run(args: argparse.Namespace) -> int:
             sys.stdout.write(summary_encoder.encode(s).decode() + "\n")
     else:
         sys.stdout.write(render(summaries, time.time()))
+        sys.stdout.write(render_workers(sorted(workers, key=lambda w: (w.host, w.pid)),
+                                        time.time()))
     return 0 if summaries else 1  # a health check must fail while no engine reports

@@ -5,6 +5,11 @@ consumer (nothing is acknowledged, workers are not disturbed). By default
 only new triggers are shown; ``--since 10m`` or ``--all`` replays history
 first. One readable line per trigger, or ``--json`` for one JSON object per
 line (the wire format, for scripts and ``jq``).
+
+Triggers the workers did not run (silenced, inhibited, rate-limited: their
+record on ``triggers.suppressed.<rule>``) are shown too, as SILENCED,
+INHIBITED or LIMITED with the reason; in ``--json`` as the trigger with a
+``suppressed`` object (verdict, reason). ``--no-suppressed`` hides them.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     history.add_argument("--all", action="store_true", help="first replay every stored trigger")
     parser.add_argument("--dead", action="store_true",
                         help="also show dead letters (triggers.dead.<rule>)")
+    parser.add_argument("--no-suppressed", dest="suppressed", action="store_false",
+                        help="hide what workers did not run (silenced, inhibited, "
+                             "rate-limited)")
     parser.add_argument("-n", "--count", type=positive_int, metavar="N",
                         help="exit after N triggers")
     add_nats_options(parser)
@@ -58,19 +66,45 @@ def format_trigger(trigger: Trigger) -> str:
 def _subject(args: argparse.Namespace) -> str:
     from flarebus import bus
 
-    if args.rule:
+    if args.rule and not (args.dead or args.suppressed):
         return bus.trigger_subject(args.rule)
-    return bus.TRIGGERS_SUBJECTS if args.dead else bus.TRIGGERS_FILTER
+    return bus.TRIGGERS_SUBJECTS if args.dead or args.suppressed else bus.TRIGGERS_FILTER
+
+
+def _wanted(args: argparse.Namespace, subject: str) -> bool:
+    """Whether a message on ``subject`` (under ``triggers.>``) is one this tail shows."""
+    from flarebus import bus
+
+    if args.rule and subject.rsplit(".", 1)[-1] != args.rule:
+        return False
+    if subject.startswith(bus.DEAD_LETTER_PREFIX + "."):
+        return bool(args.dead)
+    if subject.startswith(bus.SUPPRESSED_PREFIX + "."):
+        return bool(args.suppressed)
+    return True
+
+
+#: How a gate verdict reads in a line (flarebus.actions.gate's Flarebus-Verdict values).
+VERDICT_WORDS = {"silenced": "SILENCED", "inhibited": "INHIBITED", "rate-limited": "LIMITED"}
+
+
+def format_suppressed(trigger: Trigger, verdict: str, reason: str) -> str:
+    """A trigger the workers did not run: its line with the verdict as its state, and why."""
+    line = format_trigger(trigger).split(" ", 2)
+    word = VERDICT_WORDS.get(verdict, verdict.upper())
+    why = {"silenced": "silence", "inhibited": "by"}.get(verdict, "actions")
+    return f"{line[0]} {word:9} {trigger.state} {line[2]}  [{why} {reason}]"
 
 
 async def run(args: argparse.Namespace) -> int:
     import asyncio
+    import json
     import signal
 
     from nats.js.api import ConsumerConfig, DeliverPolicy
 
     from flarebus import bus
-    from flarebus.events import trigger_decoder
+    from flarebus.events import to_builtins, trigger_decoder
 
     config = settings(args)
     consumer = ConsumerConfig(deliver_policy=DeliverPolicy.NEW)
@@ -90,15 +124,24 @@ async def run(args: argparse.Namespace) -> int:
 
     async def show(msg: Msg) -> None:
         nonlocal shown
-        if args.count is not None and shown >= args.count:
+        if (args.count is not None and shown >= args.count) or not _wanted(args, msg.subject):
             return
         try:
             trigger = trigger_decoder.decode(msg.data)
         except Exception as exc:
             print(f"# undecodable message on {msg.subject}: {exc}", file=sys.stderr)
             return
-        if args.json:
+        verdict = (msg.headers or {}).get(bus.VERDICT_HEADER) \
+            if msg.subject.startswith(bus.SUPPRESSED_PREFIX + ".") else None
+        reason = (msg.headers or {}).get(bus.REASON_HEADER, "")
+        if args.json and verdict is not None:
+            record = {**to_builtins(trigger), "suppressed": {"verdict": verdict,
+                                                             "reason": reason}}
+            sys.stdout.write(json.dumps(record) + "\n")
+        elif args.json:
             sys.stdout.write(msg.data.decode() + "\n")
+        elif verdict is not None:
+            sys.stdout.write(format_suppressed(trigger, verdict, reason) + "\n")
         else:
             dead = " (dead letter)" if msg.subject.startswith(bus.DEAD_LETTER_PREFIX) else ""
             sys.stdout.write(format_trigger(trigger) + dead + "\n")

@@ -6,6 +6,8 @@ Subjects (the wire contract between the roles; schemas/ describes each message):
 - ``stacks.<source>``      StackSample, or a JSON array of them
 - ``triggers.<rule>``      Trigger, in stream FLAREBUS_TRIGGERS (dedup by Nats-Msg-Id)
 - ``triggers.dead.<rule>`` dead-lettered triggers, same stream; workers filter ``triggers.*``
+- ``triggers.suppressed.<rule>`` triggers the gate did not run (silenced, inhibited,
+  rate-limited), the verdict in header ``Flarebus-Verdict``; same stream
 - ``flarebus.invalid``     rejected input, the reason in header ``Flarebus-Reason``
 """
 
@@ -39,8 +41,11 @@ TRIGGERS_SUBJECTS = "triggers.>"
 #: What workers consume: one token after ``triggers.``, so dead letters are not redelivered.
 TRIGGERS_FILTER = "triggers.*"
 DEAD_LETTER_PREFIX = "triggers.dead"
+SUPPRESSED_PREFIX = "triggers.suppressed"
 INVALID_SUBJECT = "flarebus.invalid"
 REASON_HEADER = "Flarebus-Reason"
+#: On ``triggers.suppressed.<rule>``: silenced, inhibited or rate-limited (why: REASON_HEADER).
+VERDICT_HEADER = "Flarebus-Verdict"
 MSG_ID_HEADER = "Nats-Msg-Id"
 
 ENGINE_STATE_BUCKET = "FLAREBUS_ENGINE_STATE"
@@ -59,6 +64,10 @@ def trigger_subject(rule: str) -> str:
 
 def dead_letter_subject(rule: str) -> str:
     return f"{DEAD_LETTER_PREFIX}.{rule}"
+
+
+def suppressed_subject(rule: str) -> str:
+    return f"{SUPPRESSED_PREFIX}.{rule}"
 
 
 def _tls_context(settings: NatsSettings) -> ssl.SSLContext | None:

@@ -31,6 +31,7 @@ from flarebus import typed
 from flarebus.durations import PositiveSeconds, Seconds
 from flarebus.errors import ConfigError, InvalidFileError, Problem
 from flarebus.events import TOKEN_PATTERN
+from flarebus.gate_config import InhibitRule, RateLimits
 from flarebus.grouping import GroupSettings
 from flarebus.problems import short
 from flarebus.servers import DEFAULT_NATS_URL
@@ -201,6 +202,10 @@ class ConfigFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         description="grouping defaults; when present, every rule without a group: of its "
                     "own is grouped (docs/notifications.md)")] = None
     jetstream: JetStreamSettings = msgspec.field(default_factory=JetStreamSettings)
+    inhibit: Annotated[list[InhibitRule], Meta(
+        description="while a source alert fires, matching targets run no action")] = \
+        msgspec.field(default_factory=list)
+    rate_limits: RateLimits = msgspec.field(default_factory=RateLimits)
 
 
 class Config(ConfigFile, kw_only=True):

@@ -13,6 +13,9 @@ from flarebus.problems import short
 
 DURATION_PATTERN = r"^(0|([0-9]+(\.[0-9]+)?(ms|s|m|h|d|w))+)$"
 DURATION_HINT = "is not a duration (use 30s, 1m30s, 500ms)"
+#: A rate limit: ``N/DURATION`` (``20/1m``) or ``none`` (flarebus.gate_config reads it).
+RATE_PATTERN = r"^(none|[1-9][0-9]*/([0-9]+(\.[0-9]+)?(ms|s|m|h|d|w))+)$"
+RATE_HINT = "is not a rate (use N/DURATION, e.g. 20/1m, or none)"
 #: The same language in one regex, largest unit first and once each, for the JSON Schemas
 #: (parse_duration checks the order itself, to say what is wrong).
 ORDERED_DURATION_PATTERN = "^(0|(?=[0-9])" + "".join(

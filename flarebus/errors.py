@@ -180,3 +180,14 @@ class ActionError(FlarebusError):
 
     def __str__(self) -> str:
         return f"plugin {self.plugin!r} failed (try {self.tries}): {self.error}"
+
+
+@dataclass(eq=False)
+class SilenceError(FlarebusError):
+    """A silence that cannot be added, found or expired; ``silence_id`` names it when known."""
+
+    message: str
+    silence_id: str | None = None
+
+    def __str__(self) -> str:
+        return self.message

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
+from flarebus.durations import RATE_PATTERN
+
 #: A subject token: what may stand between two dots of a NATS subject.
 TOKEN = r"[A-Za-z0-9_\-]+"
 #: End of string. Plain ``$`` also matches before a trailing newline in Python's ``re`` (which
@@ -217,6 +219,9 @@ class ActionRef(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
     on: Annotated[list[TriggerState], msgspec.Meta(
         description="the transitions this action runs for: firing, resolved (default: both)")
     ] = []
+    rate_limit: Annotated[str, msgspec.Meta(
+        pattern=RATE_PATTERN, description="at most N runs per DURATION (20/1m) per worker, "
+        "or none; default: the worker's rate_limits")] | None = None
 
     def hears(self, state: str) -> bool:
         """Whether this action runs for a trigger in ``state`` (no ``on``: every state)."""

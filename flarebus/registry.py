@@ -53,6 +53,7 @@ BUILTINS: dict[str, tuple[Kind, str]] = {
     "slack": ("sink", "flarebus.actions.builtins.sinks:SlackSink"),
     "nats": ("action", "flarebus.actions.builtins.nats:NatsAction"),
     "flamegraph": ("action", "flarebus.actions.builtins.flamegraph:FlamegraphAction"),
+    "alertmanager": ("action", "flarebus.actions.builtins.alertmanager:AlertmanagerAction"),
     "system": ("sampler", "flarebus.samplers.system:SystemSampler"),
     "process": ("sampler", "flarebus.samplers.system:ProcessSampler"),
     "prometheus": ("sampler", "flarebus.samplers.prometheus:PrometheusSampler"),

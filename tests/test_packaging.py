@@ -10,7 +10,8 @@ import pytest
 from tests.installed import Installed, tracked_files, wheel_names
 from tests.support import package_roots
 
-BUILTIN_PLUGINS = {"log", "file", "http", "webhook", "slack", "nats", "flamegraph"}
+BUILTIN_PLUGINS = {"log", "file", "http", "webhook", "slack", "nats", "flamegraph",
+                   "alertmanager"}
 SHIPPED_SUFFIXES = {".py", ".typed", ".yaml", ".json"}
 
 

@@ -295,8 +295,8 @@ async def test_json_schema_config_errors_use_the_rule_file_style(tmp_path: Path)
         "4:7: plugin 'channel': chanel: unknown key; did you mean 'channel'?",
         "4:7: plugin 'channel': missing required key 'channel'",
         "5:11: plugin 'strict': api_key is required when region is eu",
-        "6:3: plugins.nosuch: no plugin of this name was found (found: channel, file, flamegraph, "
-        "http, log, nats, slack, strict, webhook)"]
+        "6:3: plugins.nosuch: no plugin of this name was found (found: alertmanager, channel, "
+        "file, flamegraph, http, log, nats, slack, strict, webhook)"]
 
 
 async def test_plugins_section_configures_only_actions_and_sinks(tmp_path: Path) -> None:

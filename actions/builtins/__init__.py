@@ -1,1 +1,2 @@
-"""The built-in plugins: log, file, http, webhook, slack, nats, flamegraph (see the registry)."""
+"""The built-in plugins: log, file, http, webhook, slack, nats, flamegraph,
+alertmanager (see the registry)."""

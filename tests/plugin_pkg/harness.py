@@ -15,6 +15,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from flarebus import bus
+from flarebus.actions.gate import Gate
 from flarebus.actions.host import PluginHost
 from flarebus.actions.worker import Worker
 from flarebus.config import NatsSettings, PluginSettings, WorkerSettings
@@ -98,13 +99,13 @@ def registry_of(*plugins: Any, builtins: bool = True) -> Registry:
 async def running_worker(nc: Client, *plugins: Any, worker: WorkerSettings | None = None,
                          plugin_settings: dict[str, PluginSettings] | None = None,
                          grouping: GroupSettings | None = None,
-                         ) -> AsyncIterator[Worker]:
+                         gate: Gate | None = None) -> AsyncIterator[Worker]:
     """A real Worker on ``nc`` running ``plugins`` (and the built-ins) until the block ends."""
     config = worker or settings()
     host = PluginHost(registry_of(*plugins), plugin_settings or {},
                       default_timeout=config.timeout, threads=4, nc=nc)
     await host.start()
-    w = Worker(nc, host, config, grouping)
+    w = Worker(nc, host, config, grouping, gate=gate)
     await w.setup()
     task = asyncio.create_task(w.run())
     try:
