@@ -1,0 +1,193 @@
+"""The leaves of an expression: the input series of one selector, and when each is stale.
+
+Staleness lives here and only here (``Leaf.live``): an instant selector's series
+holds its last value until ``lookback`` after it (the rule's ``missing.after``,
+Prometheus' 5-minute lookback by default), or until it is ended explicitly
+(``Leaf.end``: the hook for staleness markers, which end a series at the
+marker's instant). A range selector's series holds the samples of its window
+``(t - range, t]``; as samples leave the window its value is recomputed.
+
+Each series has at most one wake-up in the shared heap at a time (``wake``),
+like the machine's deadlines: a sample that moves staleness later pushes
+nothing, and a wake-up that finds its series refreshed re-queues itself.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from flarebus.engine.language.expr.ast import Selector
+
+INF = math.inf
+Key = tuple[tuple[str, str], ...]
+Heap = list[tuple[float, int, "Leaf", "Series"]]
+
+
+def key_of(labels: dict[str, str]) -> Key:
+    """The canonical identity of a label set."""
+    return tuple(sorted(labels.items()))
+
+
+class Series:
+    """One input series of one selector."""
+
+    __slots__ = ("alias", "dirty", "ended", "key", "labels", "ts", "value", "wake", "window")
+
+    def __init__(self, alias: Any, labels: dict[str, str], windowed: bool) -> None:
+        self.alias = alias
+        self.labels = labels
+        self.key = key_of(labels)
+        self.ts = -INF
+        self.value = 0.0
+        self.ended = -INF  # the instant an explicit end (a staleness marker) took effect
+        self.wake = INF  # due time of this series' live heap entry
+        self.dirty = False
+        self.window: deque[tuple[float, float]] | None = deque() if windowed else None
+
+
+class Leaf:
+    """A selector's series and their current values (``value``/``labels`` by key).
+
+    ``fn`` makes it a range function over each series' own window (``rate(x[5m])``):
+    then ``value`` holds the function's result per series.
+    """
+
+    def __init__(self, selector: Selector, lookback: float, heap: Heap,
+                 seq: itertools.count[int], owns: Callable[[dict[str, str]], bool] | None,
+                 fn: Callable[..., float | None] | None = None,
+                 extra: tuple[float, ...] = ()) -> None:
+        self.selector = selector
+        self.lookback = lookback
+        self.range = selector.range or 0.0
+        self.fn = fn
+        self.extra = extra
+        self.heap = heap
+        self.seq = seq
+        self.owns = owns
+        self.series: dict[Any, Series | None] = {}  # alias as received -> series, None: no match
+        self.dirty: list[Series] = []
+        self.value: dict[Key, float] = {}
+        self.labels: dict[Key, dict[str, str]] = {}
+        self.runtime: Any = None  # the rule runtime this leaf belongs to (set by it)
+
+    # ------------------------------------------------------------------ input
+
+    def sample(self, name: str, alias: Any, labels: dict[str, str], ts: float,
+               value: float) -> bool:
+        """Apply one sample; True when it reached a series of this selector."""
+        s = self.series.get(alias, False)
+        if s is None:
+            return False
+        if s is False:
+            if not self.selector.matches(name, labels) or (
+                    self.owns is not None and not self.owns(labels)):
+                if len(self.series) < 200_000:  # bounded, like the evaluator's skip set
+                    self.series[alias] = None
+                return False
+            s = self.series[alias] = Series(alias, labels, self.fn is not None)
+        assert isinstance(s, Series)
+        if ts < s.ts:
+            return False
+        s.ts = ts
+        s.value = value
+        if s.window is not None:
+            s.window.append((ts, value))
+        if not s.dirty:
+            s.dirty = True
+            self.dirty.append(s)
+        if s.wake == INF:
+            self._push(s, self._due(s))
+        return True
+
+    def end(self, alias: Any, ts: float) -> bool:
+        """The series ended at ``ts`` (a staleness marker): gone from the next evaluation on."""
+        s = self.series.get(alias)
+        if s is None or ts < s.ts:
+            return False
+        s.ended = ts
+        if s.window is not None:
+            s.window.clear()
+        if not s.dirty:
+            s.dirty = True
+            self.dirty.append(s)
+        return True
+
+    def live(self, s: Series, t: float) -> bool:
+        """The one staleness rule: a value holds until ``lookback`` after it, or an end."""
+        return s.ended < s.ts and t - s.ts < self.lookback
+
+    # -------------------------------------------------------------- wake-ups
+
+    def _due(self, s: Series) -> float:
+        if s.window is not None:
+            return s.window[0][0] + self.range if s.window else INF
+        return s.ts + self.lookback
+
+    def _push(self, s: Series, due: float) -> None:
+        if due < INF:
+            s.wake = due
+            heapq.heappush(self.heap, (due, next(self.seq), self, s))
+
+    def woken(self, s: Series, t: float) -> bool:
+        """A wake-up of ``s`` at ``t`` came up: True when the series changes at ``t``."""
+        if s.wake != t:
+            return False  # superseded
+        s.wake = INF
+        if s.window is not None:
+            self._trim(s, t)
+        due = self._due(s)
+        if due > t:
+            self._push(s, due)
+            if s.window is None:
+                return False  # refreshed since: not stale yet
+        if not s.dirty:
+            s.dirty = True
+            self.dirty.append(s)
+        return True
+
+    def _trim(self, s: Series, t: float) -> None:
+        window = s.window
+        assert window is not None
+        cutoff = t - self.range
+        while window and window[0][0] <= cutoff:
+            window.popleft()
+
+    # ------------------------------------------------------------ evaluation
+
+    def evaluate(self, t: float) -> list[Key]:
+        """The keys whose value changed at ``t`` (appeared, moved or vanished)."""
+        changed = []
+        for s in self.dirty:
+            s.dirty = False
+            key = s.key
+            result: float | None
+            if self.fn is None:
+                result = s.value if self.live(s, t) else None
+            else:
+                self._trim(s, t)
+                window = s.window
+                result = self.fn(window, t, self.range, *self.extra) if window else None
+            if result is None:
+                if key in self.value:
+                    del self.value[key]
+                    del self.labels[key]
+                    changed.append(key)
+                if self.fn is None or not s.window:
+                    self._drop(s)
+            else:
+                self.value[key] = result
+                self.labels[key] = s.labels
+                changed.append(key)
+        self.dirty.clear()
+        return changed
+
+    def _drop(self, s: Series) -> None:
+        """A series with nothing left: forget it (a later sample starts it afresh)."""
+        if self.series.get(s.alias) is s:
+            del self.series[s.alias]
+        s.wake = -INF  # any heap entry it still has is superseded
