@@ -36,7 +36,8 @@ def key_of(labels: dict[str, str]) -> Key:
 class Series:
     """One input series of one selector."""
 
-    __slots__ = ("alias", "dirty", "ended", "key", "labels", "ts", "value", "wake", "window")
+    __slots__ = ("alias", "dead", "dirty", "ended", "key", "labels", "ts", "value", "wake",
+                 "window")
 
     def __init__(self, alias: Any, labels: dict[str, str], windowed: bool) -> None:
         self.alias = alias
@@ -47,6 +48,7 @@ class Series:
         self.ended = -INF  # the instant an explicit end (a staleness marker) took effect
         self.wake = INF  # due time of this series' live heap entry
         self.dirty = False
+        self.dead = False  # dropped by its leaf: a later sample starts a new one
         self.window: deque[tuple[float, float]] | None = deque() if windowed else None
 
 
@@ -70,6 +72,7 @@ class Leaf:
         self.seq = seq
         self.owns = owns
         self.series: dict[Any, Series | None] = {}  # alias as received -> series, None: no match
+        self.by_key: dict[Key, Series] = {}  # the same series under every label order
         self.dirty: list[Series] = []
         self.value: dict[Key, float] = {}
         self.labels: dict[Key, dict[str, str]] = {}
@@ -83,20 +86,24 @@ class Leaf:
         s = self.series.get(alias, False)
         if s is None:
             return False
-        if s is False:
+        if s is False or s.dead:  # type: ignore[union-attr]
             if not self.selector.matches(name, labels) or (
                     self.owns is not None and not self.owns(labels)):
                 if len(self.series) < 200_000:  # bounded, like the evaluator's skip set
                     self.series[alias] = None
                 return False
-            s = self.series[alias] = Series(alias, labels, self.fn is not None)
+            s = self._series_of(alias, labels)
         assert isinstance(s, Series)
         if ts < s.ts:
             return False
         s.ts = ts
         s.value = value
-        if s.window is not None:
-            s.window.append((ts, value))
+        window = s.window
+        if window is not None:
+            if window and window[-1][0] == ts:
+                window[-1] = (ts, value)  # one sample per instant: the later one wins
+            else:
+                window.append((ts, value))
         if not s.dirty:
             s.dirty = True
             self.dirty.append(s)
@@ -104,10 +111,18 @@ class Leaf:
             self._push(s, self._due(s))
         return True
 
+    def _series_of(self, alias: Any, labels: dict[str, str]) -> Series:
+        key = key_of(labels)
+        s = self.by_key.get(key)
+        if s is None:
+            s = self.by_key[key] = Series(alias, labels, self.fn is not None)
+        self.series[alias] = s
+        return s
+
     def end(self, alias: Any, ts: float) -> bool:
         """The series ended at ``ts`` (a staleness marker): gone from the next evaluation on."""
         s = self.series.get(alias)
-        if s is None or ts < s.ts:
+        if s is None or s.dead or ts < s.ts:
             return False
         s.ended = ts
         if s.window is not None:
@@ -190,4 +205,7 @@ class Leaf:
         """A series with nothing left: forget it (a later sample starts it afresh)."""
         if self.series.get(s.alias) is s:
             del self.series[s.alias]
+        if self.by_key.get(s.key) is s:
+            del self.by_key[s.key]
+        s.dead = True
         s.wake = -INF  # any heap entry it still has is superseded
