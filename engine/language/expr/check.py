@@ -138,9 +138,9 @@ class _Checker:
                     continue
                 for label, pos in zip(node.on, node.on_pos, strict=True):
                     if label not in carried:
-                        kept = ", ".join(sorted(carried)) or "no labels"
+                        kept = f"only {', '.join(sorted(carried))}" if carried else "no labels"
                         raise ExprError(pos, f"on({label}) can never match: the {side} side "
-                                             f"has only {kept}")
+                                             f"has {kept}")
         return "instant", folded
 
     def call(self, node: Call) -> tuple[str, Expr]:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -220,6 +222,8 @@ class ExprEvaluator:
             record = runtime.rule.record
             for key in root.evaluate(t):
                 value = root.value.get(key)
+                if value is not None and not math.isfinite(value):
+                    value = _finite(value)
                 if value is None:
                     entry = runtime.outputs.get(key)
                     if entry is not None:
@@ -269,3 +273,15 @@ class ExprEvaluator:
     def take_recorded(self) -> list[MetricSample]:
         out, self.recorded = self.recorded, []
         return out
+
+
+def _finite(value: float) -> float | None:
+    """What a trigger or a recorded sample can carry (both are finite on the wire).
+
+    ±Inf (x/0) becomes the largest float of its sign, which every finite
+    threshold compares the same way; NaN (0/0) is no result, which no threshold
+    but ``!=`` would have passed either.
+    """
+    if math.isnan(value):
+        return None
+    return math.copysign(sys.float_info.max, value)
