@@ -10,6 +10,7 @@ the window) and holds in between.
 from __future__ import annotations
 
 import math
+import sys
 
 from flarebus.engine.language.expr.ast import Aggregate, Binary, Call, Expr, Number, Selector, \
     Unary
@@ -127,6 +128,13 @@ def _binary(tree: Binary, samples: list[Sample], t: float, lookback: float) -> V
             labels = {n: v for n, v in labels.items() if n not in tree.ignoring}
         out[_key(labels)] = arithmetic(tree.op, lhs[ls[0]], rhs[rs[0]])
     return out
+
+
+def as_outputs(vector: Vector) -> Vector:
+    """What a rule's output series carry (expr/runtime.py): NaN is no result, ±Inf the
+    largest float of its sign."""
+    return {k: math.copysign(sys.float_info.max, v) if math.isinf(v) else v
+            for k, v in vector.items() if not math.isnan(v)}
 
 
 def same(a: Vector, b: Vector) -> bool:

@@ -12,7 +12,7 @@ from flarebus.engine.language.expr.lexer import ExprError
 from flarebus.engine.language.expr.operands import key_of
 from flarebus.engine.language.rulefile import load_rules_text
 from flarebus.events import MetricSample
-from tests.expr_reference import Sample, Vector, evaluate, same
+from tests.expr_reference import Sample, Vector, as_outputs, evaluate, same
 
 LOOKBACK = 5
 LABELS = ("host", "svc")
@@ -87,5 +87,5 @@ def test_incremental_runtime_matches_the_reference(text: str, data: list[Sample]
         ev.ingest([MetricSample(name=n, labels=dict(lb), ts=ts, value=v)
                    for n, lb, ts, v in data if ts == t], now=float(t))
         ev.advance(float(t))
-        expected = evaluate(program.tree, data, float(t), LOOKBACK)
+        expected = as_outputs(evaluate(program.tree, data, float(t), LOOKBACK))
         assert same(outputs(ev), expected), (t, outputs(ev), expected)

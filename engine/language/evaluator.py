@@ -105,6 +105,7 @@ class Evaluator:
         if exprs and self._expr is None:
             self._expr = ExprEvaluator(self._machine, self._forget, self._owns)
         if self._expr is not None:
+            self._expr.plain_names = set(self._by_metric)
             self._expr.install(exprs, now)
 
     def _entries(self) -> Iterable[Entry]:

@@ -132,9 +132,10 @@ class Aggregation:
         self.without = frozenset(labels) if without else None
         self.value: dict[Key, float] = {}
         self.labels: dict[Key, dict[str, str]] = {}
-        self.group_of: dict[Key, Key] = {}
         self.members: dict[Key, dict[Key, float]] = {}
         self.sums: dict[Key, list[float]] = {}  # group -> [running sum, updates since exact]
+        # input key -> (its group, the group's members, the group's running sum)
+        self.cache: dict[Key, tuple[Key, dict[Key, float], list[float]]] = {}
         self.running = op in ("sum", "avg")
 
     def group(self, labels: dict[str, str]) -> Key:
@@ -146,46 +147,50 @@ class Aggregation:
         src = self.child.value
         dirty: set[Key] = set()
         running = self.running
+        cache = self.cache
         for key in self.child.evaluate(t):
-            g = self.group_of.get(key)
             v = src.get(key)
-            if g is None:
+            place = cache.get(key)
+            if place is None:
                 if v is None:
                     continue
-                g = self.group_of[key] = self.group(self.child.labels[key])
-            members = self.members.setdefault(g, {})
-            old = members.pop(key, None)
+                g = self.group(self.child.labels[key])
+                place = cache[key] = (g, self.members.setdefault(g, {}),
+                                      self.sums.setdefault(g, [0.0, 0.0]))
+            g, members, acc = place
+            old = members.get(key, 0.0)
             if v is None:
-                del self.group_of[key]
+                del members[key]
+                del cache[key]
+                v = 0.0
             else:
                 members[key] = v
-            if running:
-                acc = self.sums.setdefault(g, [0.0, 0.0])
-                if acc[1] != INEXACT:
-                    diff = (v or 0.0) - (old or 0.0)
-                    if math.isfinite(diff) and acc[1] < RESUM_EVERY:
-                        acc[0] += diff
-                        acc[1] += 1
-                    else:
-                        acc[1] = INEXACT
+            if running and acc[1] != INEXACT:
+                diff = v - old
+                if diff - diff == 0.0 and acc[1] < RESUM_EVERY:  # finite: a running sum is exact
+                    acc[0] += diff
+                    acc[1] += 1
+                else:
+                    acc[1] = INEXACT
             dirty.add(g)
         for g in dirty:
             members = self.members[g]
             if not members:
                 del self.members[g]
-                self.sums.pop(g, None)
+                del self.sums[g]
                 self.value.pop(g, None)
                 self.labels.pop(g, None)
                 continue
             if running:
                 acc = self.sums[g]
-                if acc[1] == INEXACT or not math.isfinite(acc[0]):
+                if acc[1] == INEXACT or acc[0] - acc[0] != 0.0:
                     acc[0], acc[1] = math.fsum(members.values()), 0.0
                 total = acc[0]
                 self.value[g] = total if self.op == "sum" else total / len(members)
             else:
                 self.value[g] = aggregate(self.op, list(members.values()))
-            self.labels[g] = dict(g)
+            if g not in self.labels:
+                self.labels[g] = dict(g)
         return list(dirty)
 
 

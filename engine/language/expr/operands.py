@@ -177,12 +177,13 @@ class Leaf:
     def evaluate(self, t: float) -> list[Key]:
         """The keys whose value changed at ``t`` (appeared, moved or vanished)."""
         changed = []
+        lookback = self.lookback
         for s in self.dirty:
             s.dirty = False
             key = s.key
             result: float | None
-            if self.fn is None:
-                result = s.value if self.live(s, t) else None
+            if self.fn is None:  # Leaf.live, inline: this runs for every changed series
+                result = s.value if s.ended < s.ts and t - s.ts < lookback else None
             else:
                 self._trim(s, t)
                 window = s.window

@@ -100,6 +100,7 @@ class ExprEvaluator:
         self.clock = -INF  # the last instant evaluated
         self.recorded: list[MetricSample] = []
         self.dropped = 0
+        self.plain_names: set[str] = set()  # metrics the plain rules read (Evaluator sets it)
 
     # ------------------------------------------------------------------ rules
 
@@ -152,21 +153,26 @@ class ExprEvaluator:
 
     def ingest(self, samples: Iterable[MetricSample | WireSample], now: float,
                plain: Plain) -> list[Trigger]:
-        """Samples in order: expr operands take theirs, the plain rules get runs of the rest."""
+        """Samples in order: expr operands take theirs, the plain rules get runs of theirs."""
         out: list[Trigger] = []
         run: list[Any] = []
         by_name = self._by_name
+        plain_names = self.plain_names
+        heap = self._heap
+        dirty = self._dirty
+        if self.clock == -INF and self._pending == INF:
+            self._start(now)  # the first instant: every rule is evaluated once
         for s in samples:
             ts = now if s.ts is None else s.ts
-            if self.clock == -INF and self._pending == INF:
-                self._start(ts)
-            if self.next_event() < ts:
+            if self._pending < ts or (heap and heap[0][0] < ts):
                 if run:
                     out += plain(run, now)
                     run = []
                 self.catch_up(ts, False, out)
-            run.append(s)
-            leaves = by_name.get(s.name)
+            name = s.name
+            if name in plain_names:
+                run.append(s)
+            leaves = by_name.get(name)
             if leaves is None:
                 continue
             if ts < self.clock:
@@ -174,9 +180,10 @@ class ExprEvaluator:
                 continue
             labels = s.labels
             alias = (*labels, *labels.values()) if labels else ()
+            value = s.value
             for leaf in leaves:
-                if leaf.sample(s.name, alias, labels, ts, s.value):
-                    self._dirty.add(leaf.runtime)
+                if leaf.sample(name, alias, labels, ts, value):
+                    dirty.add(leaf.runtime)
                     if ts < self._pending:
                         self._pending = ts
         if run:
