@@ -148,9 +148,10 @@ class Aggregation:
         dirty: set[Key] = set()
         running = self.running
         cache = self.cache
+        src_get, cache_get, touch = src.get, cache.get, dirty.add  # (the hot loop)
         for key in self.child.evaluate(t):
-            v = src.get(key)
-            place = cache.get(key)
+            v = src_get(key)
+            place = cache_get(key)
             if place is None:
                 if v is None:
                     continue
@@ -172,7 +173,7 @@ class Aggregation:
                     acc[1] += 1
                 else:
                     acc[1] = INEXACT
-            dirty.add(g)
+            touch(g)
         for g in dirty:
             members = self.members[g]
             if not members:

@@ -82,18 +82,21 @@ class Leaf:
 
     def sample(self, name: str, alias: Any, labels: dict[str, str], ts: float,
                value: float) -> bool:
-        """Apply one sample; True when it reached a series of this selector."""
-        s = self.series.get(alias, False)
-        if s is None:
-            return False
-        if s is False or s.dead:  # type: ignore[union-attr]
+        """Apply one sample; True when it made this leaf dirty (it has something to evaluate).
+
+        The caller marks the rule for evaluation only then: one set operation per
+        leaf and instant, not per sample.
+        """
+        s = self.series.get(alias)
+        if s is None or s.dead:
+            if s is None and alias in self.series:
+                return False  # known not to match
             if not self.selector.matches(name, labels) or (
                     self.owns is not None and not self.owns(labels)):
                 if len(self.series) < 200_000:  # bounded, like the evaluator's skip set
                     self.series[alias] = None
                 return False
             s = self._series_of(alias, labels)
-        assert isinstance(s, Series)
         if ts < s.ts:
             return False
         s.ts = ts
@@ -104,12 +107,14 @@ class Leaf:
                 window[-1] = (ts, value)  # one sample per instant: the later one wins
             else:
                 window.append((ts, value))
-        if not s.dirty:
-            s.dirty = True
-            self.dirty.append(s)
         if s.wake == INF:
             self._push(s, self._due(s))
-        return True
+        if s.dirty:
+            return False
+        s.dirty = True
+        dirty = self.dirty
+        dirty.append(s)
+        return len(dirty) == 1
 
     def _series_of(self, alias: Any, labels: dict[str, str]) -> Series:
         key = key_of(labels)
@@ -178,6 +183,7 @@ class Leaf:
         """The keys whose value changed at ``t`` (appeared, moved or vanished)."""
         changed = []
         lookback = self.lookback
+        values, labels = self.value, self.labels
         for s in self.dirty:
             s.dirty = False
             key = s.key
@@ -189,15 +195,16 @@ class Leaf:
                 window = s.window
                 result = self.fn(window, t, self.range, *self.extra) if window else None
             if result is None:
-                if key in self.value:
-                    del self.value[key]
-                    del self.labels[key]
+                if key in values:
+                    del values[key]
+                    del labels[key]
                     changed.append(key)
                 if self.fn is None or not s.window:
                     self._drop(s)
             else:
-                self.value[key] = result
-                self.labels[key] = s.labels
+                if key not in values:
+                    labels[key] = s.labels
+                values[key] = result
                 changed.append(key)
         self.dirty.clear()
         return changed
