@@ -12,10 +12,13 @@ from __future__ import annotations
 import math
 import sys
 
-from flarebus.engine.language.expr.ast import Aggregate, Binary, Call, Expr, Number, Selector, \
-    Unary
-from flarebus.engine.language.expr.functions import FUNCTIONS, aggregate, arithmetic, \
-    bucket_quantile
+from flarebus.engine.language.expr.ast import Aggregate, Binary, Call, Expr, Number, Selector, Unary
+from flarebus.engine.language.expr.functions import (
+    FUNCTIONS,
+    aggregate,
+    arithmetic,
+    bucket_quantile,
+)
 
 Sample = tuple[str, dict[str, str], float, float]  # name, labels, ts, value
 Vector = dict[tuple[tuple[str, str], ...], float]

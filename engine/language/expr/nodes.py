@@ -17,9 +17,13 @@ from collections.abc import Callable
 from typing import Protocol
 
 from flarebus.engine.language.expr.ast import Aggregate, Binary, Call, Expr, Number, Selector, Unary
-from flarebus.engine.language.expr.functions import FUNCTIONS, aggregate, arithmetic, \
-    bucket_quantile
-from flarebus.engine.language.expr.operands import Heap, Key, Leaf, key_of
+from flarebus.engine.language.expr.functions import (
+    FUNCTIONS,
+    aggregate,
+    arithmetic,
+    bucket_quantile,
+)
+from flarebus.engine.language.expr.operands import Key, Leaf, key_of
 
 #: A group's running sum is recomputed from scratch after this many updates (bounds drift).
 RESUM_EVERY = 1024

@@ -17,8 +17,8 @@ from typing import cast
 
 from flarebus.durations import parse_duration
 from flarebus.engine.language.expr.ast import (
-    Aggregate,
     AggOp,
+    Aggregate,
     Binary,
     BinOp,
     Call,

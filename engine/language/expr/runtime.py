@@ -25,12 +25,11 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from flarebus.engine.language.compiler import Rule
+from flarebus.engine.language.expr.ast import Selector
 from flarebus.engine.language.expr.nodes import Node, build
 from flarebus.engine.language.expr.operands import INF, Heap, Key, Leaf, key_of
 from flarebus.engine.language.machine import Machine
-from flarebus.engine.language.series import FIRING, INACTIVE, KEEP, Check, Entry, SavedState, \
-    State
-from flarebus.engine.language.expr.ast import Selector
+from flarebus.engine.language.series import FIRING, INACTIVE, KEEP, Check, Entry, SavedState, State
 from flarebus.events import MetricSample, Trigger, WireSample, series_key
 
 Plain = Callable[[list[Any], float], list[Trigger]]
@@ -48,8 +47,8 @@ class RuleRuntime:
         self.name = rule.record or rule.name
         self.leaves: list[Leaf] = []
         self._heap, self._seq = heap, seq
-        self._owns = None if owns is None or rule.expr.cross_series else owns
         assert rule.expr is not None
+        self._owns = None if owns is None or rule.expr.cross_series else owns
         self.root: Node = build(rule.expr.tree, self._leaf)
 
     def adopt(self, rule: Rule, checks: list[Check]) -> None:
