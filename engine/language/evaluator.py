@@ -155,11 +155,7 @@ class Evaluator:
     def ingest(self, samples: Iterable[MetricSample | WireSample], *,
                now: float) -> list[Trigger]:
         """Apply samples in order (ts None: now); timers due strictly before a sample go first.
-
-        With expr rules loaded, their runtime sees every sample first and hands the
-        plain rules their runs of samples; expression results at the last instant
-        wait for a later sample or ``advance`` (see expr/runtime.py).
-        """
+        Expr rules (expr/runtime.py) see the samples first and hand the plain path its runs."""
         if self._expr is None:
             return self._ingest(samples, now)
         out = self._expr.ingest(samples, now, self._ingest)

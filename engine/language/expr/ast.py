@@ -38,6 +38,8 @@ class LabelMatcher:
 
 @dataclass(frozen=True, slots=True)
 class Number:
+    """A number; the checker folds scalar arithmetic (``4 * 3600``) into one."""
+
     value: float
     pos: int = 0
 
