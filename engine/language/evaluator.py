@@ -219,6 +219,8 @@ class Evaluator:
         machine = self._machine
         for s in samples:
             ts = now if s.ts is None else s.ts
+            if self._expr is not None:  # expression instants before ts come first
+                self._expr.catch_up(ts, False, out)
             if machine.heap and machine.heap[0][0] < ts:
                 machine.run_due(ts, False, out)
             checks = self._by_source.get(s.source)
@@ -360,7 +362,8 @@ class Evaluator:
                     firing += 1
         return EvaluatorStats(series=series, pending=pending, firing=firing,
                               rules=len(self.rules.enabled()),
-                              samples_dropped_out_of_order=self._dropped)
+                              samples_dropped_out_of_order=self._dropped + (
+                                  self._expr.dropped if self._expr is not None else 0))
 
     def firing(self, rule: str, stage: int = 0) -> list[Trigger]:
         """The series of ``rule`` firing now, each as its (first) firing trigger."""
