@@ -313,7 +313,7 @@ class Engine:
                 rule=status.rule, series=status.series_key, state=state,
                 since=getattr(status, "since", None), value=getattr(status, "value", None),
                 labels=dict(getattr(status, "labels", {}) or {})))
-        rules = [RuleInfo(name=r.name, metric=getattr(r, "metric", None),
+        rules = [RuleInfo(name=r.name, metric=getattr(r, "metric", None) or _expr_text(r),
                           fingerprint=getattr(r, "fingerprint", ""),
                           enabled=bool(getattr(r, "enabled", True))) for r in self.rules.rules]
         counts = self.evaluator.stats()  # one pass over every state, not one per figure
@@ -335,3 +335,9 @@ class Engine:
                 self.ingest.on_slow_consumer(exc.sub)
             return
         log.warning("NATS: %s", describe(exc))
+
+
+def _expr_text(rule: Any) -> str | None:
+    """What an expr rule reads, for the status: its expression."""
+    expr = getattr(rule, "expr", None)
+    return None if expr is None else f"expr: {expr.text}"
