@@ -251,3 +251,12 @@ class TestEngineSeams:
             ev.ingest([m("x", 0, 1, host="a"), m("x", 0, 2, host="b")], now=0)
             ev.advance(0)
         assert outputs(mine) == {"": 3} and outputs(theirs) == {"host=a": 1}
+
+
+def test_a_late_sample_counts_from_the_instant_already_evaluated() -> None:
+    """Another sampler's sample at 9 arrives after 10 was evaluated: applied at 10, not lost."""
+    ev = Evaluator(expr_rule("sum(x)", "> 5"))
+    out = ev.ingest([m("x", 10, 1, host="a")], now=10) + ev.advance(10)
+    out += ev.ingest([m("x", 9, 8, host="b")], now=10) + ev.advance(10)
+    assert states(out) == [("firing", 10.0, {})]
+    assert ev._expr is not None and ev._expr.late == 1

@@ -362,8 +362,7 @@ class Evaluator:
                     firing += 1
         return EvaluatorStats(series=series, pending=pending, firing=firing,
                               rules=len(self.rules.enabled()),
-                              samples_dropped_out_of_order=self._dropped + (
-                                  self._expr.dropped if self._expr is not None else 0))
+                              samples_dropped_out_of_order=self._dropped)
 
     def firing(self, rule: str, stage: int = 0) -> list[Trigger]:
         """The series of ``rule`` firing now, each as its (first) firing trigger."""

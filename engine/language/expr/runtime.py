@@ -98,7 +98,7 @@ class ExprEvaluator:
         self._pending = INF  # the instant whose samples are applied but not yet evaluated
         self.clock = -INF  # the last instant evaluated
         self.recorded: list[MetricSample] = []
-        self.dropped = 0
+        self.late = 0  # samples older than an instant already evaluated
         self.plain_names: set[str] = set()  # metrics the plain rules read (Evaluator sets it)
 
     # ------------------------------------------------------------------ rules
@@ -174,17 +174,18 @@ class ExprEvaluator:
             leaves = by_name.get(name)
             if leaves is None:
                 continue
-            if ts < self.clock:
-                self.dropped += 1  # older than an instant already evaluated
-                continue
             labels = s.labels
             alias = (*labels, *labels.values()) if labels else ()
             value = s.value
+            at = ts
+            if ts < self.clock:  # a later instant was evaluated (a slower sampler's sample):
+                at = self.clock  # it counts from now on, with its own ts for staleness
+                self.late += 1
             for leaf in leaves:
                 if leaf.sample(name, alias, labels, ts, value):
                     dirty.add(leaf.runtime)
-                    if ts < self._pending:
-                        self._pending = ts
+                    if at < self._pending:
+                        self._pending = at
         if run:
             out += plain(run, now)
         return out
