@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import sys
 
-from flarebus.engine.language.expr.ast import Aggregate, Binary, Call, Expr, Number, Selector, Unary
+from flarebus.engine.language.expr.ast import Aggregate, Binary, Call, Expr, Number, Selector
 from flarebus.engine.language.expr.functions import (
     FUNCTIONS,
     aggregate,
@@ -46,8 +46,6 @@ def evaluate(tree: Expr, samples: list[Sample], t: float, lookback: float) -> Ve
     if isinstance(tree, Selector):
         return {k: pts[-1][1] for k, pts in _series(tree, samples, t).items()
                 if t - pts[-1][0] < lookback}
-    if isinstance(tree, Unary):
-        return {k: -v for k, v in evaluate(tree.operand, samples, t, lookback).items()}
     if isinstance(tree, Binary):
         return _binary(tree, samples, t, lookback)
     if isinstance(tree, Aggregate):

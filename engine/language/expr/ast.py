@@ -64,16 +64,11 @@ class Selector:
 
 
 @dataclass(frozen=True, slots=True)
-class Unary:
-    """``-x``."""
-
-    operand: Expr
-    pos: int = 0
-
-
-@dataclass(frozen=True, slots=True)
 class Binary:
-    """``lhs op rhs``; ``on`` or ``ignoring`` (never both) narrows vector matching."""
+    """``lhs op rhs``; ``on`` or ``ignoring`` (never both) narrows vector matching.
+
+    ``-x`` is ``0 - x`` (it differs from PromQL's unary minus only in the sign of a zero).
+    """
 
     op: BinOp
     lhs: Expr
@@ -105,4 +100,4 @@ class Call:
     arg_pos: tuple[int, ...] = ()
 
 
-Expr = Number | Selector | Unary | Binary | Aggregate | Call
+Expr = Number | Selector | Binary | Aggregate | Call

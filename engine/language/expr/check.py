@@ -23,7 +23,6 @@ from flarebus.engine.language.expr.ast import (
     Expr,
     Number,
     Selector,
-    Unary,
 )
 from flarebus.engine.language.expr.functions import FUNCTIONS, arithmetic
 from flarebus.engine.language.expr.lexer import ExprError
@@ -68,8 +67,6 @@ def _labels_of(node: Expr) -> frozenset[str] | None:
         if node.on is not None and not isinstance(node.rhs, Number):
             return frozenset(node.on)
         return _labels_of(node.lhs)
-    if isinstance(node, Unary):
-        return _labels_of(node.operand)
     if isinstance(node, Call):
         if node.fn == "absent":
             arg = node.args[0]
@@ -95,11 +92,6 @@ class _Checker:
             assert node.name is not None
             self.inputs.add(node.name)
             return ("range" if node.range is not None else "instant"), node
-        if isinstance(node, Unary):
-            kind, inner = self.instant_or_scalar(node.operand, "-")
-            if isinstance(inner, Number):
-                return "scalar", Number(-inner.value, node.pos)
-            return kind, Unary(inner, node.pos)
         if isinstance(node, Binary):
             return self.binary(node)
         if isinstance(node, Aggregate):

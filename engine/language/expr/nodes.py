@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable
 from typing import Protocol
 
-from flarebus.engine.language.expr.ast import Aggregate, Binary, Call, Expr, Number, Selector, Unary
+from flarebus.engine.language.expr.ast import Aggregate, Binary, Call, Expr, Number, Selector
 from flarebus.engine.language.expr.functions import (
     FUNCTIONS,
     aggregate,
@@ -278,8 +278,6 @@ def build(tree: Expr, leaf: LeafFactory) -> Node:
     """The operator tree of a checked expression (see check.py); ``leaf`` makes the leaves."""
     if isinstance(tree, Selector):
         return leaf(tree, None, ())
-    if isinstance(tree, Unary):
-        return ScalarOp("*", build(tree.operand, leaf), -1.0, True)
     if isinstance(tree, Binary):
         if isinstance(tree.lhs, Number):
             return ScalarOp(tree.op, build(tree.rhs, leaf), tree.lhs.value, True)

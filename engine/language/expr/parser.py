@@ -27,7 +27,6 @@ from flarebus.engine.language.expr.ast import (
     MatchOp,
     Number,
     Selector,
-    Unary,
 )
 from flarebus.engine.language.expr.lexer import ExprError, Token, tokens, unquote
 
@@ -133,7 +132,9 @@ class _Parser:
         if token.kind == "op" and token.text in ("-", "+"):
             self.take()
             operand = self.unary()
-            return Unary(operand, pos=token.pos) if token.text == "-" else operand
+            if token.text == "+":
+                return operand
+            return Binary("-", Number(0.0, token.pos), operand, pos=token.pos)
         return self.postfix(self.primary())
 
     def postfix(self, node: Expr) -> Expr:
