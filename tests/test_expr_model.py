@@ -39,6 +39,9 @@ def instant(depth: int) -> st.SearchStrategy[str]:
                   st.sampled_from([0, 0.5, 0.9]), selectors()),
         st.builds(lambda s: f"predict_linear({s}[4s], 10)", selectors()),
         st.builds(lambda s: f"absent({s})", selectors()),
+        st.builds(lambda q, inner: f"histogram_quantile({q}, {inner})",
+                  st.sampled_from([0.5, 0.9]),
+                  st.sampled_from(["sum by (le) (h)", "h", "sum by (le, svc) (rate(h[5s]))"])),
     )
     if depth == 0:
         return leaves
@@ -63,7 +66,12 @@ def samples() -> st.SearchStrategy[list[Sample]]:
                     st.fixed_dictionaries({"host": st.sampled_from(["h1", "h2", "h3"]),
                                            "svc": st.sampled_from(["x", "y"])}),
                     st.integers(0, 24).map(float), st.integers(-3, 10).map(float))
-    return st.lists(one, min_size=1, max_size=40).map(lambda xs: sorted(xs, key=lambda s: s[2]))
+    bucket = st.tuples(st.just("h"),
+                       st.fixed_dictionaries({"le": st.sampled_from(["1", "2.5", "+Inf"]),
+                                              "svc": st.sampled_from(["x", "y"])}),
+                       st.integers(0, 24).map(float), st.integers(0, 10).map(float))
+    return st.lists(st.one_of(one, bucket), min_size=1, max_size=40).map(
+        lambda xs: sorted(xs, key=lambda s: s[2]))
 
 
 def outputs(ev: Evaluator) -> Vector:
