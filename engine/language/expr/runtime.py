@@ -223,30 +223,36 @@ class ExprEvaluator:
 
     def _evaluate(self, t: float, out: list[Trigger]) -> None:
         self.clock = t
-        machine = self._machine
+        observe = self._machine.observe
         for runtime in self._dirty:
             root = runtime.root
+            values, outputs = root.value, runtime.outputs
             record = runtime.rule.record
+            alerting = bool(runtime.checks)
             for key in root.evaluate(t):
-                value = root.value.get(key)
-                if value is not None and not math.isfinite(value):
+                value = values.get(key)
+                if value is not None and value - value != 0.0:  # (±Inf or NaN)
                     value = _finite(value)
                 if value is None:
-                    entry = runtime.outputs.get(key)
+                    entry = outputs.get(key)
                     if entry is not None:
                         self._vanish(runtime, entry, t, out)
                     continue
-                labels = root.labels[key]
                 if record is not None:
                     self.recorded.append(MetricSample(name=record, value=value, ts=t,
-                                                      labels=dict(labels)))
-                if not runtime.checks:
+                                                      labels=dict(root.labels[key])))
+                if not alerting:
                     continue
-                entry = runtime.entry(key, labels)
+                entry = outputs.get(key) or runtime.entry(key, root.labels[key])
                 entry.last_ts = t
                 entry.value = value
                 for st in entry.states:
-                    machine.observe(st, t, value, out)
+                    # inactive and staying so: nothing to schedule (an output has no
+                    # staleness deadline, see RuleRuntime.adopt), as observe would decide
+                    if st.phase == INACTIVE and not st.check.test(value):
+                        st.value = value
+                    else:
+                        observe(st, t, value, out)
         self._dirty.clear()
 
     def _vanish(self, runtime: RuleRuntime, entry: Entry, t: float, out: list[Trigger]) -> None:
