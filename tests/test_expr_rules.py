@@ -260,3 +260,17 @@ def test_a_late_sample_counts_from_the_instant_already_evaluated() -> None:
     out += ev.ingest([m("x", 9, 8, host="b")], now=10) + ev.advance(10)
     assert states(out) == [("firing", 10.0, {})]
     assert ev._expr is not None and ev._expr.late == 1
+
+
+def test_a_restored_output_whose_inputs_never_return_resolves() -> None:
+    """Restored firing, then no input: resolved when its inputs would have gone stale."""
+    rules = expr_rule("sum by (svc) (x)", "> 5", missing="{after: 30s}")
+    ev = Evaluator(rules)
+    ev.ingest([m("x", 0, 9, svc="a")], now=0)
+    ev.advance(0)
+    saved = {k: v for k, v in ev.take_dirty().items() if v is not None}
+    again = Evaluator(rules)
+    again.load_state(saved)
+    assert again.next_deadline() == 30.0
+    assert states(again.ingest([m("y", 10, 1)], now=10) + again.advance(40)) == [
+        ("resolved", 30.0, {"svc": "a"})]

@@ -19,13 +19,23 @@ import itertools
 import math
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from flarebus.engine.language.expr.ast import Selector
 
 INF = math.inf
 Key = tuple[tuple[str, str], ...]
-Heap = list[tuple[float, int, "Leaf", "Series"]]
+
+
+class Waker(Protocol):
+    """What a heap entry wakes: a leaf (for one of its series), or a restored output's check."""
+
+    runtime: Any
+
+    def woken(self, s: Any, t: float) -> bool: ...
+
+
+Heap = list[tuple[float, int, Waker, Any]]
 
 
 def key_of(labels: dict[str, str]) -> Key:

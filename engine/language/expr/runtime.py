@@ -50,6 +50,8 @@ class RuleRuntime:
         assert rule.expr is not None
         self._owns = None if owns is None or rule.expr.cross_series else owns
         self.root: Node = build(rule.expr.tree, self._leaf)
+        #: outputs restored from a checkpoint, not computed since: key -> when they vanish
+        self.unconfirmed: dict[Key, float] = {}
 
     def adopt(self, rule: Rule, checks: list[Check]) -> None:
         """Run with these (equal) rule and checks, as after a reload that left the rule as is."""
@@ -244,6 +246,7 @@ class ExprEvaluator:
                 if not alerting:
                     continue
                 entry = outputs.get(key) or runtime.entry(key, root.labels[key])
+                runtime.unconfirmed.pop(key, None)
                 entry.last_ts = t
                 entry.value = value
                 for st in entry.states:
@@ -253,7 +256,20 @@ class ExprEvaluator:
                         st.value = value
                     else:
                         observe(st, t, value, out)
+            if runtime.unconfirmed:
+                self._unconfirmed(runtime, t, out)
         self._dirty.clear()
+
+    def _unconfirmed(self, runtime: RuleRuntime, t: float, out: list[Trigger]) -> None:
+        """Restored outputs the expression has not given again by their due time vanish."""
+        for key, due in list(runtime.unconfirmed.items()):
+            if key in runtime.root.value:
+                del runtime.unconfirmed[key]
+            elif due <= t:
+                del runtime.unconfirmed[key]
+                entry = runtime.outputs.get(key)
+                if entry is not None:
+                    self._vanish(runtime, entry, t, out)
 
     def _vanish(self, runtime: RuleRuntime, entry: Entry, t: float, out: list[Trigger]) -> None:
         """An output series is gone at ``t``: it is stale now (``missing.then`` decides)."""
@@ -282,10 +298,25 @@ class ExprEvaluator:
             return
         saved.restore(st, key)
         self._machine.schedule(st)
+        due = saved.last_ts + runtime.rule.missing.after  # its inputs' staleness at the latest
+        runtime.unconfirmed[entry.alias] = due
+        heapq.heappush(self._heap, (due, next(self._seq), _Confirm(runtime), None))
 
     def take_recorded(self) -> list[MetricSample]:
         out, self.recorded = self.recorded, []
         return out
+
+
+class _Confirm:
+    """A heap entry that has a restored output's rule evaluated at its due time."""
+
+    __slots__ = ("runtime",)
+
+    def __init__(self, runtime: RuleRuntime) -> None:
+        self.runtime = runtime
+
+    def woken(self, s: object, t: float) -> bool:
+        return True
 
 
 def _finite(value: float) -> float | None:
