@@ -38,6 +38,16 @@ def states(triggers: list[Trigger]) -> list[tuple[str, float, dict[str, str]]]:
     return [(t.state, t.at, t.labels) for t in triggers]
 
 
+def restarted(rules: RuleSet) -> Evaluator:
+    """An evaluator restored from the checkpoint of one that saw x{svc="a"} = 9 at 0."""
+    ev = Evaluator(rules)
+    ev.ingest([m("x", 0, 9, svc="a")], now=0)
+    ev.advance(0)
+    again = Evaluator(rules)
+    again.load_state({k: v for k, v in ev.take_dirty().items() if v is not None})
+    return again
+
+
 HOSTS = [m("req", 0, 10, host="a", svc="web"), m("req", 0, 30, host="b", svc="web"),
          m("req", 0, 5, host="c", svc="db"),
          m("err", 0, 1, host="a", svc="web"), m("err", 0, 3, host="b", svc="web"),
@@ -224,13 +234,7 @@ class TestEngineSeams:
 
     def test_a_firing_output_survives_a_restart(self) -> None:
         """Checkpointed states of expr outputs are restored: no second firing trigger."""
-        rules = expr_rule("sum by (svc) (x)", "> 5")
-        ev = Evaluator(rules)
-        ev.ingest([m("x", 0, 9, svc="a")], now=0)
-        ev.advance(0)
-        saved = {k: v for k, v in ev.take_dirty().items() if v is not None}
-        again = Evaluator(rules)
-        again.load_state(saved)
+        again = restarted(expr_rule("sum by (svc) (x)", "> 5"))
         assert [t.labels for t in again.firing("r")] == [{"svc": "a"}]
         assert again.ingest([m("x", 1, 9, svc="a")], now=1) + again.advance(1) == []
 
@@ -264,13 +268,7 @@ def test_a_late_sample_counts_from_the_instant_already_evaluated() -> None:
 
 def test_a_restored_output_whose_inputs_never_return_resolves() -> None:
     """Restored firing, then no input: resolved when its inputs would have gone stale."""
-    rules = expr_rule("sum by (svc) (x)", "> 5", missing="{after: 30s}")
-    ev = Evaluator(rules)
-    ev.ingest([m("x", 0, 9, svc="a")], now=0)
-    ev.advance(0)
-    saved = {k: v for k, v in ev.take_dirty().items() if v is not None}
-    again = Evaluator(rules)
-    again.load_state(saved)
+    again = restarted(expr_rule("sum by (svc) (x)", "> 5", missing="{after: 30s}"))
     assert again.next_deadline() == 30.0
     assert states(again.ingest([m("y", 10, 1)], now=10) + again.advance(40)) == [
         ("resolved", 30.0, {"svc": "a"})]
