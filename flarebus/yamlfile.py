@@ -51,6 +51,8 @@ class YamlDocument:
     data: Any
     value_at: dict[JsonPath, tuple[int, int]] = field(default_factory=dict)
     key_at: dict[JsonPath, tuple[int, int]] = field(default_factory=dict)
+    #: The scalars written quoted (' or "): their text starts one column after the position.
+    quoted: set[JsonPath] = field(default_factory=set)
 
     def position(self, path: JsonPath, *, key: bool = False) -> tuple[int, int]:
         """(line, column), 1-based, of the value at ``path`` (or of its key).
@@ -131,6 +133,8 @@ class _Builder:
             self.doc.value_at.setdefault(path, _mark(node))
             raise self.refuse(path, f"a value of {len(node.value):,} characters: more than "
                                     f"the {MAX_SCALAR:,} allowed")
+        if getattr(node, "style", None) in ("'", '"'):
+            self.doc.quoted.add(path)
         return self.loader.construct_object(node, deep=True)
 
 

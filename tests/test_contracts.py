@@ -322,7 +322,7 @@ def config_documents(draw: st.DrawFn) -> Any:
     return doc
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rule_documents())
 def test_rule_files_agree(document: Any) -> None:
     """Random rule files near the edges: the schema and the loader's types agree."""

@@ -25,7 +25,7 @@ EXPECTED_BAD_FIELDS = [
     "tests/data/rules/bad_fields.yaml:10:11: rule 'bad threshold': when: \"above 80\" is not a "
     "threshold (use \"> 80\", \"<= 0.5\", \"!= 0\"; quote it in YAML)",
     "tests/data/rules/bad_fields.yaml:11:5: rule 'no-metric': missing required key 'metric' "
-    "(or 'stack' for a stack rule)",
+    "(or 'stack' for a stack rule, 'expr' for an expression)",
     "tests/data/rules/bad_fields.yaml:14:13: rule 'both': metric: \"cpu.usage\" cannot be used "
     "together with stack: (a rule reads a metric or stack samples, not both)",
     "tests/data/rules/bad_fields.yaml:20:18: rule 'reducer': reduce.fn: \"median\" is not one "

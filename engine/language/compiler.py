@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from flarebus.engine.language.expr.check import Program, compile_expr
 from flarebus.engine.language.matchers import Matcher, parse_matcher
 from flarebus.engine.language.ruleformat import (
     Actions,
@@ -54,8 +55,10 @@ class Rule:
     name: str
     fingerprint: str
     metric: str | None
-    when: Threshold
+    when: Threshold | None  # None: a recording rule
     stack: StackSpec | None = None
+    expr: Program | None = None
+    record: str | None = None
     matchers: tuple[Matcher, ...] = ()
     for_: float = 0.0
     clear: Threshold | None = None
@@ -77,6 +80,20 @@ class Rule:
     def source(self) -> str:
         """Where the rule is defined: ``file:line``."""
         return f"{self.file}:{self.line}"
+
+    @property
+    def partition(self) -> str | None:
+        """The shard key of a rule that must see all its input series on one engine.
+
+        An expr rule whose output series can depend on several input series
+        (aggregation, vector matching, absent, histogram_quantile) is evaluated
+        by the one engine whose ``owns`` accepts this key, and that engine needs
+        every sample of the metrics in ``expr.inputs``. Other rules (None) are
+        sharded by series key like plain rules.
+        """
+        if self.expr is None or not self.expr.cross_series:
+            return None
+        return f"rule:{self.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +123,7 @@ def fingerprint(definition: Any) -> str:
 def check(spec: RuleSpec, base: JsonPath) -> list[Issue]:
     """What is wrong with a well-typed rule at ``base``: the checks past the types."""
     out: list[Issue] = []
-    if spec.clear is not UNSET:
+    if spec.clear is not UNSET and spec.when is not UNSET:
         out += _disjoint((*base, "clear"), spec.when, spec.clear)
     for label, value in spec.labels.items():
         if value is not None and value.startswith("~"):
@@ -118,7 +135,7 @@ def check(spec: RuleSpec, base: JsonPath) -> list[Issue]:
             out.append(Issue((*base, "annotations", key), error))
     for i, stage in enumerate(spec.escalate):
         path = (*base, "escalate", i)
-        if not stricter(stage.when, spec.when):
+        if spec.when is not UNSET and not stricter(stage.when, spec.when):
             out.append(Issue((*path, "when"), (
                 f"{_q(stage.when.source)} is not stricter than when {_q(spec.when.source)} "
                 f"(every value it passes must pass the base, and fewer of them: "
@@ -143,8 +160,9 @@ def compile_rule(spec: RuleSpec, *, fingerprint: str, file: str, line: int) -> R
     reduce = None if spec.reduce is UNSET else Reduce(spec.reduce.fn, float(spec.reduce.over))
     repeat = None if spec.repeat is UNSET else float(spec.repeat)
     return Rule(
-        name=spec.name, fingerprint=fingerprint, metric=_given(spec.metric), when=spec.when,
-        stack=_given(spec.stack),
+        name=spec.name, fingerprint=fingerprint, metric=_given(spec.metric),
+        when=_given(spec.when), stack=_given(spec.stack),
+        expr=None if spec.expr is UNSET else compile_expr(spec.expr), record=_given(spec.record),
         matchers=tuple(parse_matcher(label, value) for label, value in spec.labels.items()),
         for_=float(spec.for_), clear=_given(spec.clear),
         keep_firing_for=float(spec.keep_firing_for), reduce=reduce,

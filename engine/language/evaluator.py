@@ -19,15 +19,17 @@ without a call.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import msgspec
 
 from flarebus.engine.language import stack_figures
+from flarebus.engine.language.expr.runtime import ExprEvaluator
 from flarebus.engine.language.machine import Machine
 from flarebus.engine.language.matchers import matches_all
-from flarebus.engine.language.rulefile import RuleSet
+from flarebus.engine.language.rulefile import Rule, RuleSet
 from flarebus.engine.language.series import (
     FIRING,
     INACTIVE,
@@ -78,23 +80,39 @@ class Evaluator:
         self._aliases: dict[Any, Entry] = {}  # (name, *label items) as received -> entry
         self._skip: set[Any] = set()  # received keys that match nothing here
         self._dropped = 0
-        self._install(rules)
+        self._expr: ExprEvaluator | None = None  # the expr rules (expr/runtime.py), if any
+        self._install(rules, None)
 
     # ------------------------------------------------------------------ rules
 
-    def _install(self, rules: RuleSet) -> None:
+    def _install(self, rules: RuleSet, now: float | None) -> None:
         self.rules = rules
         self._checks: dict[tuple[str, int], Check] = {}
         self._by_metric: dict[str, list[Check]] = {}
         self._by_source: dict[str, list[Check]] = {}
+        exprs: list[tuple[Rule, list[Check]]] = []
         for rule in rules.enabled():
-            for stage in range(len(rule.escalate) + 1):
-                check = Check(rule, stage)
+            stages = len(rule.escalate) + 1 if rule.when is not None else 0  # 0: recording
+            checks = [Check(rule, stage) for stage in range(stages)]
+            for check in checks:
                 self._checks[check.ident] = check
                 if rule.metric is not None:
                     self._by_metric.setdefault(rule.metric, []).append(check)
                 elif rule.stack is not None:
                     self._by_source.setdefault(rule.stack.source, []).append(check)
+            if rule.expr is not None:
+                exprs.append((rule, checks))
+        if exprs and self._expr is None:
+            self._expr = ExprEvaluator(self._machine, self._forget, self._owns)
+        if self._expr is not None:
+            self._expr.plain_names = set(self._by_metric)
+            self._expr.install(exprs, now)
+
+    def _entries(self) -> Iterable[Entry]:
+        """Every tracked series: the plain rules' and the expr rules' output series."""
+        if self._expr is None:
+            return self._series.values()
+        return itertools.chain(self._series.values(), self._expr.entries())
 
     def _matching(self, checks: list[Check], labels: Mapping[str, str]) -> list[Check]:
         return [c for c in checks if matches_all(c.rule.matchers, labels)]
@@ -125,7 +143,8 @@ class Evaluator:
         """A series gone stale with nothing left to time: drop it and its stored states."""
         for s in entry.states:
             self._machine.retire(s)
-        self._series.pop(entry.key, None)
+        if self._series.get(entry.key) is entry:  # (an expr rule's output is not in _series)
+            del self._series[entry.key]
         if self._aliases.get(entry.alias) is entry:
             del self._aliases[entry.alias]
         if len(self._aliases) > len(self._series):  # the series came with other label orders
@@ -135,7 +154,17 @@ class Evaluator:
 
     def ingest(self, samples: Iterable[MetricSample | WireSample], *,
                now: float) -> list[Trigger]:
-        """Apply samples in order (ts None: now); timers due strictly before a sample go first."""
+        """Apply samples in order (ts None: now); timers due strictly before a sample go first.
+        Expr rules (expr/runtime.py) see the samples first and hand the plain path its runs."""
+        if self._expr is None:
+            return self._ingest(samples, now)
+        out = self._expr.ingest(samples, now, self._ingest)
+        if len(out) > 1:
+            out.sort(key=_at)
+        return out
+
+    def _ingest(self, samples: Iterable[MetricSample | WireSample], now: float) -> list[Trigger]:
+        """The plain rules' sample path (the hot loop)."""
         out: list[Trigger] = []
         machine = self._machine
         heap = machine.heap
@@ -190,6 +219,8 @@ class Evaluator:
         machine = self._machine
         for s in samples:
             ts = now if s.ts is None else s.ts
+            if self._expr is not None:  # expression instants before ts come first
+                self._expr.catch_up(ts, False, out)
             if machine.heap and machine.heap[0][0] < ts:
                 machine.run_due(ts, False, out)
             checks = self._by_source.get(s.source)
@@ -226,7 +257,11 @@ class Evaluator:
     def advance(self, now: float) -> list[Trigger]:
         """Fire every deadline due at or before ``now``."""
         out: list[Trigger] = []
+        if self._expr is not None:
+            self._expr.catch_up(now, True, out)
         self._machine.run_due(now, True, out)
+        if len(out) > 1:
+            out.sort(key=_at)
         return out
 
     def next_deadline(self, before: float = INF) -> float | None:
@@ -239,7 +274,16 @@ class Evaluator:
         (staleness moves with each sample), so asking that after every batch costs a heap
         operation per recently sampled state.
         """
-        return self._machine.next_deadline(before)
+        due = self._machine.next_deadline(before)
+        if self._expr is not None:
+            expr = self._expr.next_event()  # an instant to evaluate, or an operand's wake-up
+            if expr < before and (due is None or expr < due):
+                return expr
+        return due
+
+    def take_recorded(self) -> list[MetricSample]:
+        """The samples recording rules computed since the last call (to publish)."""
+        return self._expr.take_recorded() if self._expr is not None else []
 
     # ------------------------------------------------------------ hot reload
 
@@ -247,7 +291,10 @@ class Evaluator:
         """Unchanged rules keep state; changed/removed ones resolve what fired and start over."""
         out: list[Trigger] = []
         machine = self._machine
-        self._install(rules)
+        old_exprs = dict(self._expr.runtimes) if self._expr is not None else {}
+        self._install(rules, now)
+        if self._expr is not None:
+            self._expr.retired(old_exprs, now, out)
         self._aliases.clear()
         self._skip.clear()
         for key, entry in list(self._series.items()):
@@ -267,7 +314,7 @@ class Evaluator:
                 del self._series[key]
             else:
                 self._aliases[entry.alias] = entry
-        machine.reschedule_all([st for e in self._series.values() for st in e.states])
+        machine.reschedule_all([st for e in self._entries() for st in e.states])
         return out
 
     # ------------------------------------------------------------ persistence
@@ -286,6 +333,10 @@ class Evaluator:
             check = self._checks.get((saved.rule, saved.stage))
             if check is None or check.rule.fingerprint != saved.fingerprint:
                 continue
+            if check.rule.expr is not None:
+                if self._expr is not None:
+                    self._expr.restore(saved, key, check)
+                continue
             entry = self._series.get(series_key(saved.name, saved.labels)) or self._new_entry(
                 alias_of(saved.name, saved.labels), saved.name, saved.labels,
                 self._candidates(saved.name))
@@ -301,20 +352,22 @@ class Evaluator:
 
     def stats(self) -> EvaluatorStats:
         pending = firing = 0
-        for entry in self._series.values():
+        series = 0
+        for entry in self._entries():
+            series += 1
             for st in entry.states:
                 if st.phase == PENDING:
                     pending += 1
                 elif st.phase == FIRING:
                     firing += 1
-        return EvaluatorStats(series=len(self._series), pending=pending, firing=firing,
+        return EvaluatorStats(series=series, pending=pending, firing=firing,
                               rules=len(self.rules.enabled()),
                               samples_dropped_out_of_order=self._dropped)
 
     def firing(self, rule: str, stage: int = 0) -> list[Trigger]:
         """The series of ``rule`` firing now, each as its (first) firing trigger."""
         return [self._machine.trigger(st, "firing", st.fired_at)
-                for entry in self._series.values() for st in entry.states
+                for entry in self._entries() for st in entry.states
                 if st.phase == FIRING and st.check.rule.name == rule and st.check.stage == stage]
 
     def states(self, *, active: bool = False) -> Iterator[SeriesStatus]:
@@ -326,7 +379,7 @@ class Evaluator:
         """
         phases: tuple[Phase, ...] = (FIRING, PENDING) if active else (FIRING, PENDING, INACTIVE)
         for phase in phases:
-            for entry in self._series.values():
+            for entry in self._entries():
                 for st in entry.states:
                     if st.phase == phase:
                         since = st.since if phase == FIRING else (

@@ -20,6 +20,8 @@ import msgspec
 from flarebus import typed
 from flarebus.config import ConfigFile
 from flarebus.engine.language.compiler import Rule, RuleSet, check, compile_rule, fingerprint
+from flarebus.engine.language.expr.check import compile_expr
+from flarebus.engine.language.expr.lexer import ExprError
 from flarebus.engine.language.ruleformat import (
     RULE_KEYS,
     RuleFile,
@@ -176,11 +178,29 @@ def _compile_rule(doc: YamlDocument, base: JsonPath,
             issues += check(checked, base)
     if not isinstance(name, str):  # no name to put first: the message names the rule's index
         return None, typed.problems(doc, issues)
-    found = typed.problems(doc, issues, base=base, rule=name)
+    found = typed.problems(doc, issues, base=base, rule=name) + _expr_problems(doc, base, item,
+                                                                             name)
     if spec is None or found:
         return None, found
     return compile_rule(spec, fingerprint=fingerprint(item), file=doc.file,
                         line=doc.position(base)[0]), []
+
+
+def _expr_problems(doc: YamlDocument, base: JsonPath, item: Any, name: str) -> list[Problem]:
+    """A mistake in the rule's expr, at the line and column of the offending token."""
+    text = item.get("expr") if isinstance(item, dict) else None
+    if not isinstance(text, str) or not text:
+        return []  # not a string at all: the types said so
+    try:
+        compile_expr(text)
+    except ExprError as exc:
+        path = (*base, "expr")
+        line, column = doc.position(path)
+        before = text[:exc.pos]
+        if "\n" not in before:  # one line: the offset is the column (a folded scalar: roughly)
+            column += exc.pos + (1 if path in doc.quoted else 0)
+        return [Problem(doc.file, line, column, f"expr: {exc.message}", name)]
+    return []
 
 
 def _salvage(item: dict[str, Any], issues: list[typed.Issue],

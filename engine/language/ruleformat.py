@@ -8,8 +8,9 @@ in (custom types, see flarebus.typed). ``Reduce``, ``Missing`` and
 ``StackSpec`` are also what the compiled rules carry; the other Structs are
 compiled into the evaluator's Rule (compiler.py).
 
-What a Struct's fields cannot say (a rule names a metric or a stack, never
-both) is in ``shape_issues``; the generated schema says it with if/then/else.
+What a Struct's fields cannot say (a rule reads one of a metric, a stack or an
+expression; a recording rule has an expression and no threshold) is in
+``shape_issues``; the generated schema says it with if/then/else.
 """
 
 from __future__ import annotations
@@ -54,7 +55,20 @@ When = Annotated[Threshold, Meta(description="the condition, per sample: > >= < 
 METRIC_WITH_STACK = "cannot be used together with stack: (a rule reads a metric or stack " \
                     "samples, not both)"
 REDUCE_WITH_STACK = "is not available for stack rules"
-NO_METRIC = "missing required key 'metric' (or 'stack' for a stack rule)"
+NO_METRIC = "missing required key 'metric' (or 'stack' for a stack rule, 'expr' for an " \
+            "expression)"
+EXPR_WITH_OTHER = "cannot be used together with expr: (an expression names its metrics " \
+                  "itself)"
+EXPR_WITH_STACK = "cannot be used together with stack: (a rule reads stack samples or an " \
+                  "expression, not both)"
+REDUCE_WITH_EXPR = "is not available for expr rules (use avg_over_time(x[5m]) & co. in the " \
+                   "expression)"
+LABELS_WITH_EXPR = "is not available for expr rules (put matchers in the selector: " \
+                   "x{host=\"a\"})"
+RECORD_WITHOUT_EXPR = "needs expr: (a recording rule publishes the series an expression gives)"
+NOT_FOR_RECORD = "is not available for recording rules (they publish a series; write an " \
+                 "alerting rule on it)"
+NO_WHEN = "missing required key 'when'"
 
 
 class StackSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -128,8 +142,21 @@ class RuleSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
                                               "evaluated")] = True
     metric: MetricName | UnsetType = UNSET
     stack: StackSpec | UnsetType = UNSET
+    expr: Annotated[str, Meta(
+        min_length=1, max_length=4096,
+        description="instead of metric: an expression (a PromQL subset over flarebus metric "
+                    "names, see docs/rules.md), evaluated per output series",
+        extra_json_schema={"examples": [
+            "sum by (service) (http.errors.rate) / sum by (service) (http.requests.rate)"]})] \
+        | UnsetType = UNSET
+    record: Annotated[str, Meta(
+        pattern=METRIC_NAME_PATTERN, max_length=255,
+        description="a recording rule: publish the expr's series as samples on "
+                    "metrics.<record> (no when)",
+        extra_json_schema={"x-hint": "is not a metric name (dot-separated tokens, e.g. "
+                                     "service.error_ratio)"})] | UnsetType = UNSET
     labels: Matchers = {}
-    when: When
+    when: When | UnsetType = UNSET
     for_: Annotated[Seconds, Meta(description="how long `when` must hold before the rule "
                                               "fires; 0s fires at once")] = \
         msgspec.field(name="for", default=0.0)
@@ -158,13 +185,24 @@ class RuleSpec(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         description="further stages on the same series, each stricter than the base")] = []
 
 
-#: The rule of the schema no field can state alone (shape_issues is the decoder's side).
-ONE_SOURCE: dict[str, Any] = {
-    "if": {"required": ["stack"]},
-    "then": {"properties": {"metric": {"not": {}, "x-hint": METRIC_WITH_STACK},
-                            "reduce": {"not": {}, "x-hint": REDUCE_WITH_STACK}}},
-    "else": {"required": ["metric"]},
-}
+def _refuse(hints: dict[str, str]) -> dict[str, Any]:
+    return {"properties": {key: {"not": {}, "x-hint": hint} for key, hint in hints.items()}}
+
+
+#: Keys a rule may not have beside stack, beside expr, and in a recording rule.
+WITH_STACK = {"metric": METRIC_WITH_STACK, "expr": EXPR_WITH_STACK, "reduce": REDUCE_WITH_STACK}
+WITH_EXPR = {"metric": EXPR_WITH_OTHER, "reduce": REDUCE_WITH_EXPR, "labels": LABELS_WITH_EXPR}
+IN_RECORD = {"when": NOT_FOR_RECORD, "clear": NOT_FOR_RECORD, "escalate": NOT_FOR_RECORD}
+
+#: The rules of the schema no field can state alone (shape_issues is the decoder's side).
+ONE_SOURCE: dict[str, Any] = {"allOf": [
+    {"if": {"required": ["stack"]}, "then": _refuse(WITH_STACK),
+     "else": {"if": {"required": ["expr"]}, "then": _refuse(WITH_EXPR),
+              "else": {"required": ["metric"],
+                       **_refuse({"record": RECORD_WITHOUT_EXPR})}}},
+    {"if": {"required": ["record"]}, "then": _refuse(IN_RECORD),
+     "else": {"required": ["when"]}},
+]}
 
 
 class RuleFile(msgspec.Struct, forbid_unknown_fields=True):
@@ -181,13 +219,24 @@ RULE_KEYS = frozenset(f.encode_name for f in msgspec.structs.fields(RuleSpec))
 
 
 def shape_issues(item: Mapping[str, Any], path: JsonPath) -> list[Issue]:
-    """A rule reads a metric or a stack, never both, and only metric rules reduce.
+    """A rule reads one of a metric, a stack or an expr; only metric rules reduce; a
+    recording rule has an expr and no threshold, every other rule a `when`.
 
     Decided on the keys alone, so it holds (and is reported) even when the
     values are wrong too.
     """
-    if "stack" not in item:
-        return [] if "metric" in item else [Issue(path, NO_METRIC)]
-    return [Issue((*path, key), f"{short(item[key])} {hint}")
-            for key, hint in (("metric", METRIC_WITH_STACK), ("reduce", REDUCE_WITH_STACK))
-            if key in item]
+    out = []
+    if "stack" in item:
+        refused = WITH_STACK
+    elif "expr" in item:
+        refused = WITH_EXPR
+    else:
+        refused = {"record": RECORD_WITHOUT_EXPR}
+        if "metric" not in item:
+            out.append(Issue(path, NO_METRIC))
+    if "record" in item:
+        refused = {**refused, **IN_RECORD}
+    elif "when" not in item:
+        out.append(Issue(path, NO_WHEN))
+    return out + [Issue((*path, key), f"{short(item[key])} {hint}")
+                  for key, hint in refused.items() if key in item]

@@ -91,6 +91,7 @@ class Check:
         else:
             s = rule.escalate[stage - 1]
             when, clear, for_, severity, actions = s.when, s.clear, s.for_, s.severity, s.actions
+        assert when is not None  # a recording rule (no when) has no checks
         self.test = when.test
         self.quiet = NEVER_QUIET if rule.reduce else quiet_range(when.op, when.value)
         self.clear = clear.test if clear is not None else None

@@ -102,6 +102,8 @@ class Engine:
         self._tracing = False
         self._out_of_order_seen = 0
         self._summary_key = summary_key(self.shard.index, self.shard.count)
+        self.recorder: Any = None  # a Publisher for recording rules' samples
+        self._recording: set[asyncio.Future[None]] = set()
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -131,6 +133,9 @@ class Engine:
         self.publisher = TriggerPublisher(js, self.stats, lanes=settings.max_publish_in_flight,
                                           on_acked=self.on_acked, jetstream=self.config.jetstream)
         self.publisher.start()
+        from flarebus.publish import Publisher
+
+        self.recorder = Publisher(self.nc, metrics_prefix=settings.metrics_prefix)
         self.checkpointer = Checkpointer(js, kv, self.evaluator.take_dirty, self.publisher,
                                          self.stats)
         self.timer = DeadlineTimer(self._on_deadline, clock=self.clock)
@@ -176,6 +181,9 @@ class Engine:
                 await self.write_summary()
                 log.info("final checkpoint: %d keys written", written)
             await self.publisher.close()
+        if self.recorder is not None:
+            await asyncio.gather(*self._recording, return_exceptions=True)
+            await self.recorder.close()
         if self.nc is not None:
             await bus.close(self.nc)
         log.info("engine %s stopped: %s", self.shard, self.stats.as_dict())
@@ -216,6 +224,14 @@ class Engine:
         self.stats.evaluation_latency.record(time.perf_counter() - began, {"cause": "timer"})
         self._reschedule()
 
+    def _publish_recorded(self) -> None:
+        """Recording rules' samples go out on ``metrics.<record>``, batched like any sample."""
+        samples = self.evaluator.take_recorded()
+        if samples and self.recorder is not None:
+            future = asyncio.ensure_future(self.recorder.send_many(samples))
+            self._recording.add(future)
+            future.add_done_callback(self._recording.discard)
+
     def _reschedule(self) -> None:
         """Set the timer to the evaluator's next deadline if that is earlier than the timer's.
 
@@ -223,6 +239,7 @@ class Engine:
         the timer's instant lets the evaluator answer from its heap's top instead of
         re-queueing the staleness deadlines that every sample moved later.
         """
+        self._publish_recorded()
         timer = self.timer
         assert timer is not None
         at = timer.scheduled_at
@@ -296,7 +313,7 @@ class Engine:
                 rule=status.rule, series=status.series_key, state=state,
                 since=getattr(status, "since", None), value=getattr(status, "value", None),
                 labels=dict(getattr(status, "labels", {}) or {})))
-        rules = [RuleInfo(name=r.name, metric=getattr(r, "metric", None),
+        rules = [RuleInfo(name=r.name, metric=getattr(r, "metric", None) or _expr_text(r),
                           fingerprint=getattr(r, "fingerprint", ""),
                           enabled=bool(getattr(r, "enabled", True))) for r in self.rules.rules]
         counts = self.evaluator.stats()  # one pass over every state, not one per figure
@@ -318,3 +335,9 @@ class Engine:
                 self.ingest.on_slow_consumer(exc.sub)
             return
         log.warning("NATS: %s", describe(exc))
+
+
+def _expr_text(rule: Any) -> str | None:
+    """What an expr rule reads, for the status: its expression."""
+    expr = getattr(rule, "expr", None)
+    return None if expr is None else f"expr: {expr.text}"
