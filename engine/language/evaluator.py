@@ -135,7 +135,11 @@ class Evaluator:
 
     def ingest(self, samples: Iterable[MetricSample | WireSample], *,
                now: float) -> list[Trigger]:
-        """Apply samples in order (ts None: now); timers due strictly before a sample go first."""
+        """Apply samples in order (ts None: now); timers due strictly before a sample go first.
+
+        A staleness marker (``stale``) ends its series at its ``ts``, as ``missing.after``
+        running out would (``Machine.stale``); for a series not tracked it does nothing.
+        """
         out: list[Trigger] = []
         machine = self._machine
         heap = machine.heap
@@ -155,7 +159,7 @@ class Evaluator:
             entry = aliases.get(alias)  # a known series: one lookup
             if entry is None:
                 checks = by_metric.get(name)
-                if checks is None or alias in skip:
+                if checks is None or alias in skip or s.stale:  # a marker starts nothing
                     continue
                 entry = self._new_entry(alias, name, labels, checks)
                 if entry is None:
@@ -164,6 +168,9 @@ class Evaluator:
                 self._dropped += 1
                 continue
             entry.last_ts = ts
+            if s.stale:  # a staleness marker: the series ended at ts
+                machine.series_stale(entry, ts, out)
+                continue
             value = s.value
             if entry.calm and entry.lo <= value <= entry.hi:  # the commonest case: one test
                 entry.value = value  # every state's value while calm (see Entry)
