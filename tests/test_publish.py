@@ -118,25 +118,21 @@ class TestPublisherApi:
 class TestPublishCommand:
     """`flarebus publish` against the session's server."""
 
-    async def test_one_sample_from_arguments(self, nc: Client, nats_url: str) -> None:
-        """NAME VALUE -l k=v --ts T reaches a plain subscriber with exactly those values."""
-        got = await collect(nc, "metrics.cli.one")
-        result = await asyncio.to_thread(run_flarebus, "publish", "cli.one", "93.5", "-l",
+    @pytest.mark.parametrize(("name", "what", "expected"), [
+        ("cli.one", ["93.5"], {}),
+        ("cli.ended", ["--stale"], {"value": 0.0, "stale": True}),  # a staleness marker
+    ])
+    async def test_one_sample_from_arguments(self, nc: Client, nats_url: str, name: str,
+                                             what: list[str], expected: dict[str, object]
+                                             ) -> None:
+        """NAME VALUE (or --stale) -l k=v --ts T reaches a subscriber with exactly those values."""
+        got = await collect(nc, f"metrics.{name}")
+        result = await asyncio.to_thread(run_flarebus, "publish", name, *what, "-l",
                                          "host=web-1", "--ts", "1763762400.25", "--nats", nats_url)
         assert result.returncode == 0, result.stderr
         (msg,) = await got.wait_for(1)
-        assert decode_metrics(msg.data) == [MetricSample("cli.one", 93.5, 1763762400.25,
-                                                         {"host": "web-1"})]
-
-    async def test_stale_from_arguments(self, nc: Client, nats_url: str) -> None:
-        """NAME --stale -l k=v --ts T sends that series' staleness marker."""
-        got = await collect(nc, "metrics.cli.ended")
-        result = await asyncio.to_thread(run_flarebus, "publish", "cli.ended", "--stale", "-l",
-                                         "host=web-1", "--ts", "1763762400.5", "--nats", nats_url)
-        assert result.returncode == 0, result.stderr
-        (msg,) = await got.wait_for(1)
-        assert json.loads(msg.data) == {"name": "cli.ended", "value": 0.0, "ts": 1763762400.5,
-                                        "labels": {"host": "web-1"}, "stale": True}
+        assert json.loads(msg.data) == {"name": name, "value": 93.5, "ts": 1763762400.25,
+                                        "labels": {"host": "web-1"}, **expected}
 
     async def test_json_lines_from_stdin(self, nc: Client, nats_url: str) -> None:
         """`publish -` sends every line, batched, in order."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 
 import pytest
 from nats.aio.client import Client
@@ -42,6 +42,16 @@ job:errors:rate5m{job="api"} 0.25
 """
 
 
+def _answer(handler: BaseHTTPRequestHandler, status: int, text: str) -> None:
+    """Send ``text`` as Prometheus text exposition with ``status``."""
+    body = text.encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 class _Handler(BaseHTTPRequestHandler):
     hits = 0
 
@@ -53,12 +63,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(404)
             return
         type(self).hits += 1
-        body = EXPOSITION.replace("{requests}", str(100 * type(self).hits)).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        _answer(self, 200, EXPOSITION.replace("{requests}", str(100 * type(self).hits)))
 
     def log_message(self, *args: object) -> None:
         pass
@@ -204,12 +209,7 @@ class _Changing(BaseHTTPRequestHandler):
     status = 200
 
     def do_GET(self) -> None:
-        data = type(self).body.encode()
-        self.send_response(type(self).status)
-        self.send_header("Content-Type", "text/plain; version=0.0.4")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        _answer(self, type(self).status, type(self).body)
 
     def log_message(self, *args: object) -> None:
         pass
