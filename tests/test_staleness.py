@@ -10,8 +10,8 @@ import yaml
 
 from flarebus.engine.language.evaluator import Evaluator
 from flarebus.engine.language.ruletest import STALE, expand_values
-from flarebus.events import MetricSample, stale_marker
-from tests.support import system_binary
+from flarebus.events import MetricSample, stale_marker, trigger_decoder
+from tests.support import lines, run_flarebus, system_binary
 from tests.test_evaluator import rule, rules, run, s
 
 
@@ -146,4 +146,23 @@ def test_prometheus_resolves_at_the_marker_too(tmp_path: Path, for_: str,
     firing = _flarebus_firing(f"{{name: r, metric: m, when: '> 5', for: {for_}}}", values, 14)
     assert any(firing.values())  # the case shows something firing at all
     result = _promtool_agrees(tmp_path, for_, values, firing)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_replay_and_rule_tests_read_markers(tmp_path: Path) -> None:
+    """A `"stale": true` line in `flarebus replay`, `stale` in a `flarebus test` series."""
+    (tmp_path / "hot.yaml").write_text("rules:\n  - {name: hot, metric: cpu, when: '> 80'}\n")
+    text = lines('{"name": "cpu", "value": 90, "ts": 0}',
+                 '{"name": "cpu", "value": 0, "ts": 7, "stale": true}')
+    result = run_flarebus("replay", "--rules", str(tmp_path / "hot.yaml"), "-", input=text)
+    assert result.returncode == 0, result.stderr
+    assert [(t.state, t.at) for t in map(trigger_decoder.decode, result.stdout.splitlines())] \
+        == [("firing", 0.0), ("resolved", 7.0)]
+    (tmp_path / "hot_test.yaml").write_text(yaml.safe_dump({
+        "rule_files": ["hot.yaml"], "tests": [{
+            "interval": "1s", "input_series": [{"series": "cpu", "values": "90 90 stale"}],
+            "alert_rule_test": [{"eval_time": "1s", "alertname": "hot",
+                                 "exp_alerts": [{"exp_labels": {}}]},
+                                {"eval_time": "2s", "alertname": "hot", "exp_alerts": []}]}]}))
+    result = run_flarebus("test", str(tmp_path / "hot_test.yaml"))
     assert result.returncode == 0, result.stdout + result.stderr
