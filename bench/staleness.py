@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.latency_http import free_port
+from bench.latency_http import free_port, send_exposition
 from flarebus import bus
 from flarebus.config import NatsSettings
 from flarebus.nats_server import EmbeddedNats
@@ -58,12 +58,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: Target
 
     def do_GET(self) -> None:
-        body = self.server.exposition(time.time())
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_exposition(self, self.server.exposition(time.time()))
 
     def log_message(self, *args: object) -> None:
         pass
