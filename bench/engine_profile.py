@@ -71,8 +71,8 @@ async def profile(output: str, count: int, sampler: str) -> None:
         assert recorder.stderr is not None
         recorder.stderr.readline()  # "recording ...": it is subscribed
         try:
-            rate = await engine_rate(engine, server.url, "batched", count, "bench",
-                                     on_go=lambda: start_sampling(side.url))
+            rate, _ = await engine_rate(engine, server.url, "batched", count, "bench",
+                                        on_go=lambda: start_sampling(side.url))
         finally:
             stop_sampling()
             await engine.stop()

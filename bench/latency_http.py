@@ -38,6 +38,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def send_exposition(handler: BaseHTTPRequestHandler, body: bytes) -> None:
+    """Answer 200 with ``body`` as Prometheus text exposition."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "text/plain; version=0.0.4")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 class _TargetHandler(BaseHTTPRequestHandler):
     server: FlipTarget
 
@@ -47,12 +56,7 @@ class _TargetHandler(BaseHTTPRequestHandler):
         lines = [f"# TYPE {GAUGE} gauge"]
         for trial, flip in self.server.flips.items():
             lines.append(f'{GAUGE}{{trial="{trial}"}} {ABOVE if now >= flip else BELOW:g}')
-        body = ("\n".join(lines) + "\n").encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_exposition(self, ("\n".join(lines) + "\n").encode())
 
     def log_message(self, *args: Any) -> None:
         pass

@@ -54,10 +54,12 @@ def calibrate(seconds: float) -> int:
         n *= 2
 
 
-def timed(n: int) -> float:
-    start = time.perf_counter()
+def timed(n: int) -> tuple[float, float]:
+    """Seconds of wall-clock time and of this process' CPU time (every thread, the sampler's
+    too: what it costs, and what other work on a shared machine hardly moves)."""
+    start, start_cpu = time.perf_counter(), time.process_time()
     cpu_work(n)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - start_cpu
 
 
 def bench_overhead(rounds: int, work: float) -> None:
@@ -68,11 +70,17 @@ def bench_overhead(rounds: int, work: float) -> None:
             n = calibrate(work)
             without: list[float] = []
             with_sampler: list[float] = []
+            cpu_without: list[float] = []
+            cpu_with: list[float] = []
             sampled = 0
             for _ in range(rounds):
-                without.append(timed(n))
+                wall, cpu = timed(n)
+                without.append(wall)
+                cpu_without.append(cpu)
                 profiler = stack.start(source="bench", nats=server.url, rate=100, interval=1.0)
-                with_sampler.append(timed(n))
+                wall, cpu = timed(n)
+                with_sampler.append(wall)
+                cpu_with.append(cpu)
                 sampled += profiler.samples_taken
                 stack.stop()
         finally:
@@ -84,6 +92,9 @@ def bench_overhead(rounds: int, work: float) -> None:
           f"{', '.join(f'{t:.3f}' for t in with_sampler)}")
     print(f"  snapshots taken: {sampled} ({sampled / sum(with_sampler):.1f}/s)")
     print(f"  slowdown: {100 * (sampled_median / base - 1):+.2f}%  (goal < 3%)")
+    cpu_base, cpu_sampled = statistics.median(cpu_without), statistics.median(cpu_with)
+    print(f"  CPU time: median {cpu_base:.3f}s without, {cpu_sampled:.3f}s with: "
+          f"{100 * (cpu_sampled / cpu_base - 1):+.2f}%")
 
 
 def make_stacks(count: int, depth: int = 30, seed: int = 1) -> list[tuple[str, ...]]:

@@ -1,6 +1,7 @@
 """``flarebus publish``: put samples on the bus from a shell.
 
 ``flarebus publish cpu.usage 93.5 -l host=web-1`` sends one sample;
+``flarebus publish cpu.usage --stale -l host=web-1`` says that series ended;
 ``flarebus publish -`` reads JSON lines (one MetricSample each) from stdin and
 sends them in batches. Input is validated before anything is sent: a bad flag
 is a usage error (exit 2); a bad NAME, VALUE or line is reported with its line
@@ -36,6 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         epilog="examples:\n"
                "  flarebus publish cpu.usage 93.5 -l host=web-1\n"
                "  flarebus publish cpu.usage 12 --ts 1763762400.25\n"
+               "  flarebus publish cpu.usage --stale -l host=web-1   # the series ended\n"
                "  printf '%s\\n' '{\"name\": \"cpu.usage\", \"value\": 93.5}' | flarebus publish -")
     parser.add_argument("name", metavar="NAME",
                         help="metric name (e.g. cpu.usage), or - to read JSON lines from stdin")
@@ -44,6 +46,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         default=[], help="a label; repeat for several")
     parser.add_argument("--ts", type=timestamp,
                         help="Unix seconds (default: now, when the command starts)")
+    parser.add_argument("--stale", action="store_true",
+                        help="send a staleness marker instead of a value: the series NAME with "
+                             "these labels ended (rules on it resolve now, as in Prometheus)")
     parser.add_argument("--chunk", type=positive_int, default=1000, metavar="N",
                         help="stdin lines checked and sent together")
     add_nats_options(parser)
@@ -52,15 +57,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def sample_from_args(args: argparse.Namespace, now: float) -> MetricSample:
     """The one sample NAME VALUE -l ... --ts describe, stamped ``now`` unless --ts says when."""
-    if args.value is None:
-        raise UsageError("VALUE is missing (or use `flarebus publish -` for stdin)")
+    if args.stale and args.value is not None:
+        raise UsageError("--stale takes no VALUE: a staleness marker says the series ended")
+    if args.value is None and not args.stale:
+        raise UsageError("VALUE is missing (or use --stale, or `flarebus publish -` for stdin)")
     import msgspec
 
     from flarebus.events import metric_sample
 
     ts = now if args.ts is None else args.ts
+    value = 0.0 if args.stale else args.value
     try:
-        return metric_sample(args.name, args.value, ts, dict(args.label))
+        return metric_sample(args.name, value, ts, dict(args.label), stale=args.stale)
     except msgspec.ValidationError as exc:
         raise SampleError(_field_message(exc), source="arguments") from None
 
@@ -152,6 +160,8 @@ def run(args: argparse.Namespace) -> Coroutine[None, None, int]:
     connecting: the sample says when it was taken.
     """
     now = time.time()
+    if args.name == "-" and args.stale:
+        raise UsageError('--stale is for one series; on stdin a line says "stale": true')
     single = None if args.name == "-" else sample_from_args(args, now)
     return _send(args, single)
 

@@ -5,7 +5,9 @@ Callers branch on the type and read the fields; the message is for people.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 
 def describe(exc: BaseException) -> str:
@@ -81,6 +83,19 @@ class SampleError(FlarebusError):
     def __str__(self) -> str:
         where = f"{self.source}:{self.line}: " if self.line is not None else ""
         return f"{where}{self.reason}"
+
+
+@dataclass(eq=False)
+class TargetDown(SampleError):
+    """A scrape target did not answer (or not with metrics): its series ended with it.
+
+    ``markers`` are the staleness markers of every series the target had, as
+    Prometheus writes them when a scrape fails: the sampler runtime publishes
+    them before it counts the failure and backs off, so rules on those series
+    resolve at once instead of when ``missing.after`` runs out.
+    """
+
+    markers: Sequence[Any] = ()
 
 
 @dataclass(eq=False)

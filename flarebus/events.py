@@ -108,6 +108,13 @@ LABEL_NAME_HINT = "is not a label name (letters, digits and _, not starting with
 TOKEN_HINT = "is not a subject token (letters, digits, _ and -)"
 
 
+#: A staleness marker is a sample with ``stale: true``: JSON has no NaN, so Prometheus' stale
+#: NaN becomes an explicit field, left out (``omit_defaults``) of every ordinary sample, so
+#: old messages and old decoders see no change and the decoder one optional bool more.
+STALE_DESCRIPTION = ("true: a staleness marker, the series ended at ts (as Prometheus' stale "
+                     "NaN); value is ignored (send 0)")
+
+
 # gc=False: a sample holds only strings, floats and a dict of strings, so it can never be
 # part of a reference cycle, and untracked it costs the cyclic garbage collector nothing.
 # Tracked, the samples of a busy engine set off a full collection of its hundreds of
@@ -128,6 +135,7 @@ class MetricSample(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=Tru
         extra_json_schema={"minimum": 0})] = None
     labels: dict[Annotated[str, msgspec.Meta(extra_json_schema={
         "pattern": LABEL_NAME_PATTERN, "maxLength": 128})], str] = {}
+    stale: Annotated[bool, msgspec.Meta(description=STALE_DESCRIPTION)] = False
 
     def __post_init__(self) -> None:
         if self.name not in _metric_names:
@@ -161,6 +169,7 @@ class WireSample(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True,
     value: Annotated[float, msgspec.Meta(ge=-MAX_FLOAT, le=MAX_FLOAT)]
     ts: Annotated[float, msgspec.Meta(ge=0, le=MAX_FLOAT)] | None = None
     labels: dict[str, str] = {}
+    stale: bool = False
 
 
 def check_wire(samples: list[WireSample], tail: str) -> tuple[bool, str] | None:
@@ -324,14 +333,21 @@ def decode_stacks(data: bytes) -> list[StackSample]:
 
 
 def metric_sample(
-    name: str, value: float, ts: float | None = None, labels: dict[str, str] | None = None
+    name: str, value: float, ts: float | None = None, labels: dict[str, str] | None = None,
+    *, stale: bool = False
 ) -> MetricSample:
     """Build a MetricSample from Python values, validated exactly as on the wire."""
     return msgspec.convert(
-        {"name": name, "value": value, "ts": ts, "labels": labels or {}},
+        {"name": name, "value": value, "ts": ts, "labels": labels or {}, "stale": stale},
         MetricSample,
         strict=False,
     )
+
+
+def stale_marker(name: str, ts: float | None = None,
+                 labels: dict[str, str] | None = None) -> MetricSample:
+    """The staleness marker of the series ``name{labels}``: it ended at ``ts``."""
+    return MetricSample(name, 0.0, ts, labels or {}, True)
 
 
 def to_builtins(obj: Any) -> Any:

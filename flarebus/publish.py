@@ -12,6 +12,7 @@ samples, or ``linger`` seconds after its first sample, and on
 max_payload) — a batch that encodes larger is split. Batches hold the Structs
 and are encoded once, as a list, which is what makes batching cheap per
 sample. With ``batch=False`` each sample is its own message, sent at once.
+``stale(name, **labels)`` sends a staleness marker: the series ended.
 
 The trace context of the caller (if a span is recording) travels in the NATS
 headers, so the engine's spans join the publisher's trace.
@@ -36,6 +37,7 @@ from flarebus.events import (
     is_metric_name,
     is_token,
     known_label_names,
+    stale_marker,
 )
 
 DEFAULT_MAX_BATCH = 1000
@@ -75,12 +77,17 @@ def _check_labels(labels: Mapping[str, object]) -> None:
             raise SampleError(f"labels.{key}: must be a string, got {label!r}")
 
 
+def _field_first(exc: ValueError) -> str:
+    """MetricSample's "`ts` must be ..." as a SampleError says it: "ts: must be ..."."""
+    return str(exc).replace("`", "").replace(" must", ": must", 1)
+
+
 def _checked(name: str, value: float, ts: float | None, labels: dict[str, str]) -> MetricSample:
     """A MetricSample, or the SampleError its own checks raise (NaN, infinity, negative ts...)."""
     try:
         return MetricSample(name, value, ts, labels)
     except ValueError as exc:
-        raise SampleError(str(exc).replace("`", "").replace(" must", ": must", 1)) from None
+        raise SampleError(_field_first(exc)) from None
 
 
 class Publisher:
@@ -155,10 +162,29 @@ class Publisher:
         elif full := self._buffer(subject, sample):
             await self._publish(subject, full.samples, full.headers)
 
+    async def stale(self, name: str, ts: float | None = None, /, **labels: str) -> None:
+        """Say the series ``name{labels}`` ended (at ``ts``; default now): a staleness marker.
+
+        Rules treat the series as gone at that instant, as Prometheus does when a
+        series vanishes from a scrape: a firing alert on it resolves then, not
+        when ``missing.after`` runs out. Send one when your program stops
+        reporting a series (a worker retired, a queue deleted, a shutdown).
+        """
+        subject = self._subject(name)
+        _check_labels(labels)
+        if ts is None and self._stamp:
+            ts = time.time()
+        try:
+            marker = stale_marker(name, ts, labels)
+        except ValueError as exc:
+            raise SampleError(_field_first(exc)) from None
+        await self._put(subject, marker)
+
     async def send(self, sample: MetricSample) -> None:
-        """Publish an already built (and so already validated) MetricSample."""
+        """Publish an already built (and so already validated) MetricSample (or marker)."""
         if sample.ts is None and self._stamp:
-            sample = MetricSample(sample.name, sample.value, time.time(), sample.labels)
+            sample = MetricSample(sample.name, sample.value, time.time(), sample.labels,
+                                  sample.stale)
         await self._put(self._subject(sample.name), sample)
 
     async def send_many(self, samples: Iterable[MetricSample]) -> None:

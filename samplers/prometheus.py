@@ -9,6 +9,8 @@ published as per-second rates named ``<name>.rate`` instead of their raw value;
 the first scrape and a counter reset give no rate. NaN and infinite values
 (legal in the exposition format, not on the bus) and label names the bus does not
 allow are skipped and counted (``skipped``), so one odd sample cannot spoil a batch.
+A series that vanishes from the exposition gets a staleness marker, and every
+series does when the target goes down (``collect``), as in Prometheus.
 """
 
 from __future__ import annotations
@@ -21,8 +23,14 @@ from typing import Any, ClassVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from flarebus.errors import PluginError, SampleError
-from flarebus.events import LABEL_NAME_PATTERN, MetricSample, is_metric_name, series_key
+from flarebus.errors import PluginError, SampleError, TargetDown
+from flarebus.events import (
+    LABEL_NAME_PATTERN,
+    MetricSample,
+    is_metric_name,
+    series_key,
+    stale_marker,
+)
 from flarebus.http import LazyClient, RequestFailed, RequestTimeout, check_headers, failure_reason
 from flarebus.sampler import Sample, Sampler
 from flarebus.samplers.system import Rates
@@ -75,6 +83,7 @@ class PrometheusSampler(Sampler):
         self.exclude = re.compile(self.config["exclude"]) if "exclude" in self.config else None
         self.rates = Rates()
         self.skipped = 0
+        self._series: dict[str, tuple[str, dict[str, str]]] = {}  # the last scrape's, by key
         self.http = LazyClient(self.config.get("timeout", 10.0), {"Accept": ACCEPT},
                                self.config.get("headers", {}), follow_redirects=True)
 
@@ -103,10 +112,38 @@ class PrometheusSampler(Sampler):
         return response.text
 
     async def collect(self) -> Sequence[Sample]:
-        return self.parse(await self.fetch(), time.time())
+        """One scrape's samples, and a staleness marker for every series it no longer has.
+
+        As Prometheus does: a series that vanished from the exposition ended at
+        this scrape, and when the target does not answer (or not with metrics)
+        every series it had ended (``TargetDown`` carries their markers).
+        """
+        now = time.time()
+        try:
+            samples, present = self.scrape(await self.fetch(), now)
+        except SampleError as exc:
+            raise TargetDown(exc.reason, exc.line, exc.source, markers=self._ended({})) from None
+        return samples + self._ended(present)
+
+    def _ended(self, present: dict[str, tuple[str, dict[str, str]]]) -> list[MetricSample]:
+        """Markers of the series the previous scrape had and this one has not; remember these."""
+        gone = [stale_marker(name, None, dict(labels))
+                for key, (name, labels) in self._series.items() if key not in present]
+        self._series = present
+        return gone
 
     def parse(self, text: str, now: float) -> list[MetricSample]:
         """The samples of one scrape (``now`` is its time, for rates)."""
+        return self.scrape(text, now)[0]
+
+    def scrape(self, text: str, now: float
+               ) -> tuple[list[MetricSample], dict[str, tuple[str, dict[str, str]]]]:
+        """The samples of one scrape, and every series it has by key (published or not).
+
+        A series is present when it is in the exposition and could be published:
+        a NaN value or a rate not computable this time (first scrape, counter
+        reset) is a gap, not the series' end, so neither sends a marker.
+        """
         try:
             families = list(text_string_to_metric_families(text))
         except ValueError as exc:
@@ -114,6 +151,7 @@ class PrometheusSampler(Sampler):
         prefix = self.config.get("prefix")
         as_rates = self.config.get("rates", False)
         out: list[MetricSample] = []
+        present: dict[str, tuple[str, dict[str, str]]] = {}
         for family in families:
             for sample in family.samples:
                 if self.include and not self.include.search(sample.name):
@@ -124,14 +162,21 @@ class PrometheusSampler(Sampler):
                 name = subject_safe(sample.name)
                 if prefix:
                     name = f"{prefix}.{name}"
-                if as_rates and is_cumulative(family.type, sample.name):
-                    rate = self.rates.rate(series_key(name, sample.labels), value, now)
-                    if rate is None:
-                        continue
-                    name, value = f"{name}.rate", rate
-                if not math.isfinite(value) or not is_metric_name(name) \
+                cumulative = as_rates and is_cumulative(family.type, sample.name)
+                published = f"{name}.rate" if cumulative else name
+                if not is_metric_name(published) \
                         or not all(_label_name.match(k) for k in sample.labels):
                     self.skipped += 1
                     continue
-                out.append(MetricSample(name, value, None, dict(sample.labels)))
-        return out
+                key = series_key(published, sample.labels)
+                present[key] = (published, sample.labels)
+                if cumulative:
+                    rate = self.rates.rate(series_key(name, sample.labels), value, now)
+                    if rate is None:
+                        continue
+                    value = rate
+                if not math.isfinite(value):
+                    self.skipped += 1
+                    continue
+                out.append(MetricSample(published, value, None, dict(sample.labels)))
+        return out, present

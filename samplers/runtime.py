@@ -32,7 +32,7 @@ from nats.aio.client import Client
 
 from flarebus.backoff import Backoff
 from flarebus.config import SamplerSettings
-from flarebus.errors import PluginConfigError, Problem, describe
+from flarebus.errors import PluginConfigError, Problem, TargetDown, describe
 from flarebus.events import MetricSample, StackSample, encoder
 from flarebus.plugin import Sample, SamplerPlugin, close_plugin, maybe_await, open_plugin
 from flarebus.plugin_config import ConfigOrigin, validated_config
@@ -185,10 +185,14 @@ class SamplerRunner:
         """One interval: (re)initialise if needed, collect, publish; failures back off."""
         if time.monotonic() < slot.retry_at or not await self._open(slot):
             return
+        ts = time.time()
         try:
-            ts = time.time()
-            samples = await asyncio.wait_for(maybe_await(slot.sampler.collect()),
-                                             timeout=slot.interval)
+            try:
+                samples = await asyncio.wait_for(maybe_await(slot.sampler.collect()),
+                                                 timeout=slot.interval)
+            except TargetDown as down:  # its series ended with it: say so, then fail
+                await self._publish(slot, down.markers, ts)
+                raise
             await self._publish(slot, samples, ts)
         except asyncio.CancelledError:
             raise
@@ -264,7 +268,8 @@ def stamp(samples: Sequence[Sample], ts: float, labels: Mapping[str, str]) -> li
                                    sample.unit, merged))
         else:
             out.append(MetricSample(sample.name, sample.value,
-                                    sample.ts if sample.ts is not None else ts, merged))
+                                    sample.ts if sample.ts is not None else ts, merged,
+                                    sample.stale))
     return out
 
 

@@ -7,7 +7,7 @@ import importlib.util
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from nats.aio.client import Client
@@ -66,6 +66,16 @@ class Collector:
         """Wait until ``count`` messages arrived (or fail after ``timeout``)."""
         async def enough() -> None:
             while len(self.messages) < count:
+                self._arrived.clear()
+                await self._arrived.wait()
+        await asyncio.wait_for(enough(), timeout)
+        return self.messages
+
+    async def wait_until(self, done: Callable[[list[Msg]], bool],
+                         timeout: float = 10.0) -> list[Msg]:
+        """Wait until ``done(messages)`` holds (or fail after ``timeout``)."""
+        async def enough() -> None:
+            while not done(self.messages):
                 self._arrived.clear()
                 await self._arrived.wait()
         await asyncio.wait_for(enough(), timeout)

@@ -111,7 +111,8 @@ def maybe(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 @st.composite
 def metric_messages(draw: st.DrawFn) -> Any:
     sample = {"name": draw(maybe(names)), "value": draw(maybe(numbers)),
-              "ts": draw(maybe(numbers)), "labels": draw(maybe(labels))}
+              "ts": draw(maybe(numbers)), "labels": draw(maybe(labels)),
+              "stale": draw(maybe(json_scalars))}
     if draw(st.booleans()):
         sample["extra"] = draw(maybe(json_scalars))
     return {k: v for k, v in sample.items() if v is not MISSING}

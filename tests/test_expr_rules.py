@@ -152,6 +152,15 @@ class TestEventTime:
         out += ev.advance(3)
         assert states(out) == [("firing", 0.0, {}), ("resolved", 3.0, {})]
 
+    def test_a_staleness_marker_on_the_bus_ends_an_operand_at_its_ts(self) -> None:
+        """A sample with stale: true (the prometheus sampler's marker) drops the series at
+        its ts: the sum loses it at once instead of holding it until missing.after."""
+        marker = MetricSample(name="x", value=0, ts=3, labels={"host": "a"}, stale=True)
+        got = states(list(replay(Evaluator(expr_rule("sum(x)", "> 5")),
+                                 [m("x", 0, 9, host="a"), m("x", 0, 1, host="b"), marker],
+                                 until=10)))
+        assert got == [("firing", 0.0, {}), ("resolved", 3.0, {})]
+
     def test_division_by_zero_is_the_largest_float(self) -> None:
         """x / 0 is +Inf in PromQL: it fires, and the trigger carries a finite value."""
         got = list(replay(Evaluator(expr_rule("x / y", "> 1")), [m("x", 0, 1), m("y", 0, 0)]))

@@ -72,6 +72,30 @@ class TestPublisherApi:
         (msg,) = await got.wait_for(1)
         assert decode_metrics(msg.data)[0].ts is not None
 
+    async def test_stale_sends_a_marker_after_the_samples(self, nc: Client) -> None:
+        """stale(name, **labels) goes out after that series' samples: stale true, stamped."""
+        got = await collect(nc, "metrics.api.ended")
+        async with Publisher(nc) as pub:
+            await pub.sample("api.ended", 5.0, 10.0, host="web-1")
+            await pub.stale("api.ended", host="web-1")
+            await pub.stale("api.ended", 20.0)
+        samples = received(await got.wait_for(1))
+        assert [(s.value, s.stale, s.labels) for s in samples] == [
+            (5.0, False, {"host": "web-1"}), (0.0, True, {"host": "web-1"}), (0.0, True, {})]
+        assert samples[1].ts is not None and samples[1].ts > 10.0 and samples[2].ts == 20.0
+
+    @pytest.mark.parametrize(("name", "ts", "labels", "field"), [
+        ("cpu usage", None, {}, "name"),
+        ("cpu.usage", -1.0, {}, "ts"),
+        ("cpu.usage", None, {"host": 3}, "labels.host"),
+    ])
+    async def test_bad_markers_are_refused(self, nc: Client, name: str, ts: float | None,
+                                           labels: dict[str, object], field: str) -> None:
+        """A marker with a bad name, ts or label raises SampleError naming the field."""
+        pub = Publisher(nc, batch=False)
+        with pytest.raises(SampleError, match=f"^{field.replace('.', '[.]')}"):
+            await pub.stale(name, ts, **labels)  # type: ignore[arg-type]
+
     @pytest.mark.parametrize(("name", "value", "labels", "field"), [
         ("cpu usage", 1.0, {}, "name"),
         ("cpu.>", 1.0, {}, "name"),
@@ -94,15 +118,21 @@ class TestPublisherApi:
 class TestPublishCommand:
     """`flarebus publish` against the session's server."""
 
-    async def test_one_sample_from_arguments(self, nc: Client, nats_url: str) -> None:
-        """NAME VALUE -l k=v --ts T reaches a plain subscriber with exactly those values."""
-        got = await collect(nc, "metrics.cli.one")
-        result = await asyncio.to_thread(run_flarebus, "publish", "cli.one", "93.5", "-l",
+    @pytest.mark.parametrize(("name", "what", "expected"), [
+        ("cli.one", ["93.5"], {}),
+        ("cli.ended", ["--stale"], {"value": 0.0, "stale": True}),  # a staleness marker
+    ])
+    async def test_one_sample_from_arguments(self, nc: Client, nats_url: str, name: str,
+                                             what: list[str], expected: dict[str, object]
+                                             ) -> None:
+        """NAME VALUE (or --stale) -l k=v --ts T reaches a subscriber with exactly those values."""
+        got = await collect(nc, f"metrics.{name}")
+        result = await asyncio.to_thread(run_flarebus, "publish", name, *what, "-l",
                                          "host=web-1", "--ts", "1763762400.25", "--nats", nats_url)
         assert result.returncode == 0, result.stderr
         (msg,) = await got.wait_for(1)
-        assert decode_metrics(msg.data) == [MetricSample("cli.one", 93.5, 1763762400.25,
-                                                         {"host": "web-1"})]
+        assert json.loads(msg.data) == {"name": name, "value": 93.5, "ts": 1763762400.25,
+                                        "labels": {"host": "web-1"}, **expected}
 
     async def test_json_lines_from_stdin(self, nc: Client, nats_url: str) -> None:
         """`publish -` sends every line, batched, in order."""
@@ -153,6 +183,8 @@ class TestPublishCommand:
         (["cpu.usage", "1", "-l", "bad-key=x"], "'bad-key' is not a label name"),
         (["cpu.usage", "1", "--ts", "yesterday"], "argument --ts: 'yesterday' is not Unix"),
         (["cpu.usage"], "error: VALUE is missing"),
+        (["cpu.usage", "1", "--stale"], "error: --stale takes no VALUE"),
+        (["-", "--stale"], "error: --stale is for one series"),
     ])
     def test_bad_flags_are_usage_errors(self, args: list[str], expected: str) -> None:
         """A bad flag or a missing VALUE exits 2 with the usage line and argparse's message."""

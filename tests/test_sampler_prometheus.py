@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from flarebus.errors import SampleError
 from flarebus.events import MetricSample, decode_metrics
@@ -15,6 +17,7 @@ from flarebus.plugin import open_plugin
 from flarebus.publish import Publisher
 from flarebus.samplers.prometheus import PrometheusSampler, subject_safe
 from flarebus.samplers.runtime import SamplerRunner
+from tests.engine_support import EngineProcess, wait_triggers
 from tests.http_support import LoopbackServer, ProxyServer
 from tests.support import collect, run_flarebus
 
@@ -39,6 +42,16 @@ job:errors:rate5m{job="api"} 0.25
 """
 
 
+def _answer(handler: BaseHTTPRequestHandler, status: int, text: str) -> None:
+    """Send ``text`` as Prometheus text exposition with ``status``."""
+    body = text.encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 class _Handler(BaseHTTPRequestHandler):
     hits = 0
 
@@ -50,12 +63,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(404)
             return
         type(self).hits += 1
-        body = EXPOSITION.replace("{requests}", str(100 * type(self).hits)).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        _answer(self, 200, EXPOSITION.replace("{requests}", str(100 * type(self).hits)))
 
     def log_message(self, *args: object) -> None:
         pass
@@ -192,3 +200,94 @@ def test_an_unreachable_endpoint_is_a_clear_error(exporter_url: str) -> None:
     assert result.returncode == 1
     assert "Connection refused" in result.stderr or "refused" in result.stderr.lower()
     assert "Traceback" not in result.stderr
+
+
+class _Changing(BaseHTTPRequestHandler):
+    """/metrics serves ``body`` with ``status``: a target whose series come and go."""
+
+    body = ""
+    status = 200
+
+    def do_GET(self) -> None:
+        _answer(self, type(self).status, type(self).body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def changing() -> Iterator[str]:
+    """The URL of a real HTTP target serving whatever ``_Changing.body`` holds."""
+    _Changing.body, _Changing.status = "", 200
+    server = LoopbackServer(_Changing)
+    yield f"{server.url}/metrics"
+    server.stop()
+
+
+def _stale(msgs: list[Msg]) -> list[MetricSample]:
+    return [s for m in msgs for s in decode_metrics(m.data) if s.stale]
+
+
+class TestStalenessMarkers:
+    """A series gone from the target ends with a staleness marker, as in Prometheus."""
+
+    async def test_a_vanished_series_gets_one_marker(self, changing: str) -> None:
+        """Scrape a, b then only a: one marker for b; a NaN or an uncomputable rate is a gap."""
+        sampler = PrometheusSampler()
+        await open_plugin(sampler, {"url": changing, "rates": True})
+        try:
+            _Changing.body = "# TYPE c counter\nc 5\na 1\nb{k=\"v\"} 2\n"
+            assert [(s.name, s.stale) for s in await sampler.collect()] == [
+                ("a", False), ("b", False)]  # no rate of c yet: not a marker later either
+            _Changing.body = "# TYPE c counter\nc 1\na NaN\n"  # c reset: no rate, still there
+            assert [(s.name, s.labels, s.stale) for s in await sampler.collect()] == [
+                ("b", {"k": "v"}, True)]
+            _Changing.body = "a 3\n"
+            assert [(s.name, s.stale) for s in await sampler.collect()] == [
+                ("a", False), ("c_total.rate", True)]
+        finally:
+            await sampler.close()
+
+    async def test_a_target_going_down_ends_every_series(self, nc: Client,
+                                                         changing: str) -> None:
+        """HTTP 500 after a good scrape: a marker per series on the bus, and a counted failure."""
+        _Changing.body = 'up_a 1\nup_b{x="1"} 2\n'
+        markers = await collect(nc, "metrics.pdown.*")
+        runner = SamplerRunner(Publisher(nc), backoff_initial=30.0)
+        slot = runner.add(PrometheusSampler(), {"url": changing, "prefix": "pdown"},
+                          interval=0.2)
+        await runner.start()
+        try:
+            await markers.wait_for(2)  # a good scrape of both
+            _Changing.status = 500
+            got = await markers.wait_until(lambda msgs: len(_stale(msgs)) >= 2)
+        finally:
+            await runner.stop()
+        ended = _stale(got)
+        assert sorted((s.name, s.labels.get("x")) for s in ended) == [
+            ("pdown.up_a", None), ("pdown.up_b", "1")]
+        assert all(s.ts is not None and s.labels["host"] for s in ended)
+        assert slot.stats.failures >= 1 and "HTTP 500" in (slot.stats.last_error or "")
+
+    async def test_the_engine_resolves_a_vanished_series_at_its_marker(
+            self, nc: Client, nats_url: str, changing: str, tmp_path: Path) -> None:
+        """Firing on a scraped series; it vanishes: resolved at the marker's ts, not 5m later."""
+        rules = tmp_path / "rules.yaml"
+        rules.write_text("rules:\n  - {name: pstale-hot, metric: pstale.temp, when: '> 5', "
+                         "actions: [log]}\n")
+        seen = await collect(nc, "metrics.pstale.temp")
+        engine = EngineProcess(nats_url, [rules]).start()
+        runner = SamplerRunner(Publisher(nc))
+        runner.add(PrometheusSampler(), {"url": changing, "prefix": "pstale"}, interval=0.2)
+        _Changing.body = "temp 9\nother 1\n"
+        await runner.start()
+        try:
+            (fired,) = await wait_triggers(nc, "triggers.pstale-hot", 1)
+            _Changing.body = "other 1\n"
+            fired, resolved = await wait_triggers(nc, "triggers.pstale-hot", 2)
+            (marker,) = _stale(await seen.wait_until(lambda msgs: bool(_stale(msgs))))
+        finally:
+            await runner.stop()
+            engine.stop_ok()
+        assert (fired.state, resolved.state) == ("firing", "resolved")
+        assert resolved.at == marker.ts and resolved.labels == fired.labels

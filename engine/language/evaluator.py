@@ -155,7 +155,9 @@ class Evaluator:
     def ingest(self, samples: Iterable[MetricSample | WireSample], *,
                now: float) -> list[Trigger]:
         """Apply samples in order (ts None: now); timers due strictly before a sample go first.
-        Expr rules (expr/runtime.py) see the samples first and hand the plain path its runs."""
+        Expr rules (expr/runtime.py) see the samples first and hand the plain path its runs.
+        A staleness marker (``stale``) ends its series at its ``ts``, as ``missing.after``
+        running out would (``Machine.stale``); for a series not tracked it does nothing."""
         if self._expr is None:
             return self._ingest(samples, now)
         out = self._expr.ingest(samples, now, self._ingest)
@@ -184,7 +186,7 @@ class Evaluator:
             entry = aliases.get(alias)  # a known series: one lookup
             if entry is None:
                 checks = by_metric.get(name)
-                if checks is None or alias in skip:
+                if checks is None or alias in skip or s.stale:  # a marker starts nothing
                     continue
                 entry = self._new_entry(alias, name, labels, checks)
                 if entry is None:
@@ -193,6 +195,9 @@ class Evaluator:
                 self._dropped += 1
                 continue
             entry.last_ts = ts
+            if s.stale:  # a staleness marker: the series ended at ts
+                machine.series_stale(entry, ts, out)
+                continue
             value = s.value
             if entry.calm and entry.lo <= value <= entry.hi:  # the commonest case: one test
                 entry.value = value  # every state's value while calm (see Entry)

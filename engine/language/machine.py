@@ -32,6 +32,7 @@ from flarebus.engine.language.series import (
     FIRING,
     INACTIVE,
     INF,
+    KEEP,
     PENDING,
     Due,
     Entry,
@@ -243,25 +244,49 @@ class Machine:
             self.dirty.add(st)
             self.schedule(st)
         elif kind == DUE_STALE:
-            self._stale(st, when, out)
+            self.stale(st, when, out)
+            self._forget_if_done(st.entry)
 
-    def _stale(self, st: State, when: float, out: list[Trigger]) -> None:
-        """No sample for missing.after: resolve (and forget), keep, or fire."""
+    def stale(self, st: State, when: float, out: list[Trigger]) -> None:
+        """``st``'s series became stale at ``when``: resolve, keep or fire, per ``missing.then``.
+
+        The one place staleness is applied, whatever said so: no sample for
+        ``missing.after`` (the timer) or a staleness marker on the wire
+        (``series_stale``); the ``expr`` evaluator calls it for its output series.
+        ``resolve``: a firing state resolves at ``when`` (without ``keep_firing_for``), a
+        pending one is dropped; ``keep``: the last value holds, a pending or firing state
+        carries on; ``fire``: fires (once) at ``when``. A state left inactive has nothing
+        more to time until its next sample: its deadline is dropped and its window
+        emptied, so the caller can forget the series (``_forget_if_done``).
+        """
         c = st.check
+        phase = st.phase
         if c.then == FIRE:
-            if st.phase == INACTIVE:
-                st.t0 = when
-            self.fire(st, when, out)
+            if phase != FIRING:
+                if phase == INACTIVE:
+                    st.t0 = when
+                self.fire(st, when, out)
             return
-        if st.phase == FIRING:
+        if c.then == KEEP and phase != INACTIVE:
+            return
+        if phase == FIRING:
             self.resolve(st, when, out)
-            st.sched = INF  # resolve scheduled a staleness check that is already due
-        elif st.phase == PENDING:
+        elif phase == PENDING:
             st.phase = INACTIVE
             self.dirty.add(st)
+        st.sched = INF  # any heap entry of it is void now (resolve's new one included)
         if st.window is not None:
             st.window.clear()
-        entry = st.entry
+
+    def series_stale(self, entry: Entry, when: float, out: list[Trigger]) -> None:
+        """A staleness marker: every state of ``entry`` goes stale at ``when`` (see ``stale``)."""
+        entry.wake()
+        for st in entry.states:
+            self.stale(st, when, out)
+        self._forget_if_done(entry)
+
+    def _forget_if_done(self, entry: Entry) -> None:
+        """Drop a series none of whose states is active or has a deadline left."""
         if all(s.phase == INACTIVE and s.sched == INF for s in entry.states):
             self._forget(entry)
 

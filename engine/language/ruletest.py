@@ -18,7 +18,8 @@ compact notation, and the alerts expected to be firing at given times::
                 exp_annotations: {summary: "..."}
 
 Notation: ``a+bxn`` is a, a+b, ... (n+1 values), ``axn`` repeats a n+1 times,
-``_`` is a missing sample and ``_xn`` n of them. Times are offsets from 0.
+``_`` is a missing sample and ``_xn`` n of them, ``stale`` a staleness marker (the
+series ended there). Times are offsets from 0.
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from flarebus.durations import parse_duration
 from flarebus.engine.language.evaluator import Evaluator
 from flarebus.engine.language.rulefile import RuleSet, load_rules
 from flarebus.errors import InvalidFileError, Problem
-from flarebus.events import MetricSample
+from flarebus.events import MetricSample, stale_marker
 from flarebus.yamlfile import YamlDocument, load_yaml
 
 _SERIES = re.compile(r'^\s*([A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*)\s*(?:\{(.*)\})?\s*$')
@@ -59,13 +60,20 @@ def parse_series(text: str) -> tuple[str, dict[str, str]]:
     return name, labels
 
 
-def expand_values(text: str) -> list[float | None]:
-    """``'1+1x3 _ 5x1'`` -> [1, 2, 3, 4, None, 5, 5]."""
-    out: list[float | None] = []
+#: A staleness marker in a series' values (promtool's ``stale``): the series ended there.
+STALE: Final = "stale"
+
+
+def expand_values(text: str) -> list[float | str | None]:
+    """``'1+1x3 _ 5x1 stale'`` -> [1, 2, 3, 4, None, 5, 5, STALE]."""
+    out: list[float | str | None] = []
     for term in str(text).split():
+        if term == STALE:
+            out.append(STALE)
+            continue
         m = _TERM.match(term)
         if not m:
-            raise ValueError(f"{term!r} is not a value (use 1, 1+1x10, 5x3, _ or _x3)")
+            raise ValueError(f"{term!r} is not a value (use 1, 1+1x10, 5x3, _, _x3 or stale)")
         start, step, count = m.groups()
         if start == "_":
             if step:
@@ -170,7 +178,9 @@ def _samples(doc: YamlDocument, t: int, test: dict[str, Any], step: float
     for i in range(longest):  # every series' sample at an instant, then the next instant
         for name, labels, values in series:
             value = values[i] if i < len(values) else None
-            if value is not None:
+            if value == STALE:
+                yield stale_marker(name, i * step, labels)
+            elif isinstance(value, float):
                 yield MetricSample(name=name, value=value, ts=i * step, labels=labels)
 
 

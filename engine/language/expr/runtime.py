@@ -29,7 +29,7 @@ from flarebus.engine.language.expr.ast import Selector
 from flarebus.engine.language.expr.nodes import Node, build
 from flarebus.engine.language.expr.operands import INF, Heap, Key, Leaf, key_of
 from flarebus.engine.language.machine import Machine
-from flarebus.engine.language.series import FIRING, INACTIVE, KEEP, Check, Entry, SavedState, State
+from flarebus.engine.language.series import FIRING, INACTIVE, Check, Entry, SavedState, State
 from flarebus.events import MetricSample, Trigger, WireSample, series_key
 
 Plain = Callable[[list[Any], float], list[Trigger]]
@@ -178,6 +178,9 @@ class ExprEvaluator:
                 continue
             labels = s.labels
             alias = (*labels, *labels.values()) if labels else ()
+            if s.stale:  # a staleness marker: the series ended at ts (Prometheus' stale NaN)
+                self._end(leaves, alias, ts)
+                continue
             value = s.value
             at = ts
             if ts < self.clock:  # a later instant was evaluated (a slower sampler's sample):
@@ -195,7 +198,10 @@ class ExprEvaluator:
     def end_series(self, name: str, labels: dict[str, str], ts: float) -> None:
         """A series ended at ``ts`` (a staleness marker): every operand reading it drops it."""
         alias = (*labels, *labels.values()) if labels else ()
-        for leaf in self._by_name.get(name, ()):
+        self._end(self._by_name.get(name, ()), alias, ts)
+
+    def _end(self, leaves: Iterable[Leaf], alias: tuple[str, ...], ts: float) -> None:
+        for leaf in leaves:
             if leaf.end(alias, ts):
                 self._dirty.add(leaf.runtime)
                 self._pending = min(self._pending, max(ts, self.clock))
@@ -274,9 +280,7 @@ class ExprEvaluator:
     def _vanish(self, runtime: RuleRuntime, entry: Entry, t: float, out: list[Trigger]) -> None:
         """An output series is gone at ``t``: it is stale now (``missing.then`` decides)."""
         for st in entry.states:
-            if st.check.then == KEEP and st.phase != INACTIVE:
-                continue
-            self._machine._stale(st, t, out)
+            self._machine.stale(st, t, out)  # missing.then decides (keep: the value holds)
         if all(st.phase == INACTIVE for st in entry.states):
             self._forget(entry)
             del runtime.outputs[entry.alias]
