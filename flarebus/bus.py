@@ -105,6 +105,7 @@ def connect_options(settings: NatsSettings) -> dict[str, Any]:
 
 async def connect(settings: NatsSettings, *, retry_initial: bool = False,
                   on_reconnect: Callable[[], Awaitable[None]] | None = None,
+                  on_disconnect: Callable[[], Awaitable[None]] | None = None,
                   **extra: Any) -> Client:
     """Connect to NATS; log every disconnect and reconnect.
 
@@ -123,6 +124,8 @@ async def connect(settings: NatsSettings, *, retry_initial: bool = False,
     async def disconnected() -> None:
         if not (nc.is_closed or nc.is_draining):
             log.warning("disconnected from NATS; reconnecting")
+            if on_disconnect is not None:
+                await on_disconnect()
 
     async def reconnected() -> None:
         log.warning("reconnected to NATS at %s", nc.connected_url.netloc

@@ -35,11 +35,13 @@ from opentelemetry import trace
 from flarebus import bus, telemetry
 from flarebus.config import Config
 from flarebus.engine.service.checkpoint import Checkpointer, read_entries
+from flarebus.engine.service.inflight import InFlight
 from flarebus.engine.service.ingest import Ingest, Segment
 from flarebus.engine.service.invalid import InvalidSink
 from flarebus.engine.service.metrics import EngineStats
 from flarebus.engine.service.reload import RuleReloader
 from flarebus.engine.service.shard import Shard
+from flarebus.engine.service.stall import StallWatch
 from flarebus.engine.service.summary import (
     MAX_LISTED_SERIES,
     EngineSummary,
@@ -102,6 +104,8 @@ class Engine:
         self._tracing = False
         self._out_of_order_seen = 0
         self._summary_key = summary_key(self.shard.index, self.shard.count)
+        self.inflight = InFlight()  # acks a disconnect loses: failed at once, sent again
+        self.stall = StallWatch()
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -114,7 +118,8 @@ class Engine:
         self._tracing = _tracing_enabled()
         settings = self.config.engine
         self.nc = await bus.connect(self.config.nats, retry_initial=True,
-                                    error_cb=self._on_nats_error)
+                                    error_cb=self._on_nats_error,
+                                    on_disconnect=self._on_disconnect)
         js = await bus.ensure_jetstream(self.nc)
         kv = await bus.engine_state_bucket(js)
         self.evaluator = Evaluator(self.rules, owns=self.shard.owns())
@@ -129,10 +134,10 @@ class Engine:
         self.restore_seconds = time.perf_counter() - began
 
         self.publisher = TriggerPublisher(js, self.stats, lanes=settings.max_publish_in_flight,
-                                          on_acked=self.on_acked)
+                                          on_acked=self.on_acked, inflight=self.inflight)
         self.publisher.start()
         self.checkpointer = Checkpointer(js, kv, self.evaluator.take_dirty, self.publisher,
-                                         self.stats)
+                                         self.stats, inflight=self.inflight)
         self.timer = DeadlineTimer(self._on_deadline, clock=self.clock)
         self._on_deadline(self.clock())  # whatever came due while no engine ran
         self.ingest = Ingest(
@@ -148,6 +153,7 @@ class Engine:
         self.reloader = RuleReloader(self.rules_paths, load_rules, self.apply_rules,
                                      interval=self.reload_interval)
         self._tasks = [asyncio.create_task(self.reloader.run(), name="engine-reload"),
+                       asyncio.create_task(self.stall.run(), name="engine-stall-watch"),
                        asyncio.create_task(self._checkpoint_loop(), name="engine-checkpoint")]
         log.info("engine %s ready: %d rules (%d enabled) from %s; %d state keys restored in "
                  "%.2fs; listening on %s.> and %s.>", self.shard, len(self.rules.rules),
@@ -311,6 +317,12 @@ class Engine:
         if self.checkpointer is not None and self.evaluator is not None:
             await self.checkpointer.put_meta(self._summary_key,
                                              summary_encoder.encode(self.summary()))
+
+    async def _on_disconnect(self) -> None:
+        """Acks due on the lost connection fail now (and are sent again); input loss is told."""
+        self.inflight.lose_all()
+        if self.ingest is not None:
+            self.ingest.on_disconnect(self.stall.recent())
 
     async def _on_nats_error(self, exc: Exception) -> None:
         if isinstance(exc, SlowConsumerError):

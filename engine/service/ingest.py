@@ -251,6 +251,30 @@ class Ingest:
             f"(engine.pending_msgs_limit / pending_bytes_limit); "
             f"{self._stats.dropped['slow_consumer']} dropped so far")
 
+    def on_disconnect(self, stalled: float | None) -> None:
+        """The connection broke: core NATS does not keep what it could not deliver; say so.
+
+        ``stalled``: seconds the engine's loop had just stalled (``StallWatch.recent``);
+        then the server most likely cut it off as a slow consumer.
+        """
+        if stalled is not None:
+            self._stats.disconnected("slow_consumer")
+            log.error(
+                "INPUT LOST: the NATS server disconnected the engine as a SLOW CONSUMER after "
+                "its event loop stalled for %.1fs (a server drops a client that does not read "
+                "for its write_deadline, 10s by default: SIGSTOP, a long pause, CPU "
+                "starvation); what the server had buffered for it and everything published on "
+                "%s.> and %s.> until the reconnect is lost (%d such disconnects so far; "
+                "durable ingest keeps it: docs/operations.md)", stalled,
+                self._metrics_prefix, self._stacks_prefix,
+                self._stats.dropped["slow_consumer_disconnects"])
+        else:
+            self._stats.disconnected("other")
+            log.error("INPUT LOST: disconnected from NATS; samples published on %s.> and %s.> "
+                      "until the reconnect are not received (core ingest; %d disconnects so "
+                      "far)", self._metrics_prefix, self._stacks_prefix,
+                      self._stats.dropped["disconnects"])
+
     async def _loop(self, inbox: Inbox, prefix: str,
                     decode: Callable[..., Decoded[Any]],
                     handle: Callable[[list[Segment[Any]]], None]) -> None:

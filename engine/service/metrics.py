@@ -22,7 +22,9 @@ class EngineStats:
         self.messages_received = 0
         self.samples_received = 0
         self.rejected: Counter[str] = Counter()
-        self.dropped: Counter[str] = Counter()  # slow_consumer, out_of_order
+        #: samples by cause (slow_consumer, out_of_order, cardinality); and the number of
+        #: server-side disconnects that lost input (slow_consumer_disconnects, disconnects)
+        self.dropped: Counter[str] = Counter()
         self.triggers_published = 0
         self.publish_retries = 0
         self.checkpoints = 0
@@ -41,6 +43,10 @@ class EngineStats:
         self._dropped = meter.create_counter(
             "flarebus.engine.samples.dropped", unit="{sample}",
             description="samples dropped: slow consumer (messages) or out of order, by cause")
+        self._disconnects = meter.create_counter(
+            "flarebus.engine.input.disconnects", unit="{disconnect}",
+            description="disconnects of the core-NATS input (input published meanwhile is "
+                        "lost), by cause: slow_consumer (the engine had stalled) or other")
         self._published = meter.create_counter(
             "flarebus.engine.triggers.published", unit="{trigger}",
             description="triggers acknowledged by JetStream")
@@ -81,6 +87,12 @@ class EngineStats:
         if count:
             self.dropped[cause] += count
             self._dropped.add(count, {"cause": cause})
+
+    def disconnected(self, cause: str) -> None:
+        """The input subscriptions lost their connection (counted in ``dropped``, too)."""
+        self.dropped["slow_consumer_disconnects" if cause == "slow_consumer"
+                     else "disconnects"] += 1
+        self._disconnects.add(1, {"cause": cause})
 
     def published(self, count: int = 1) -> None:
         self.triggers_published += count

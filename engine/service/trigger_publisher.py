@@ -32,6 +32,7 @@ from opentelemetry import trace
 from flarebus import telemetry
 from flarebus.backoff import Backoff
 from flarebus.bus import MSG_ID_HEADER, ensure_triggers_stream, trigger_subject
+from flarebus.engine.service.inflight import InFlight
 from flarebus.engine.service.metrics import EngineStats
 from flarebus.errors import describe
 from flarebus.events import Trigger, encoder
@@ -53,8 +54,10 @@ class TriggerPublisher:
     def __init__(self, js: JetStreamContext, stats: EngineStats, *, lanes: int = 256,
                  ack_timeout: float = 5.0, backoff_initial: float = 0.1,
                  backoff_max: float = 5.0,
-                 on_acked: Callable[[Trigger], None] | None = None) -> None:
+                 on_acked: Callable[[Trigger], None] | None = None,
+                 inflight: InFlight | None = None) -> None:
         self._js = js
+        self._inflight = inflight or InFlight()
         self._on_acked = on_acked
         self._stats = stats
         self._lanes: list[deque[_Pending]] = [deque() for _ in range(max(1, lanes))]
@@ -145,7 +148,7 @@ class TriggerPublisher:
                 attempt += 1
                 try:
                     future = await self._js.publish_async(subject, payload, headers=dict(headers))
-                    ack = await asyncio.wait_for(future, self._ack_timeout)
+                    ack = await self._inflight.ack(future, self._ack_timeout)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
