@@ -47,7 +47,7 @@ from flarebus.engine.service.summary import (
     EngineSummary,
     RuleInfo,
     SeriesInfo,
-    summary_encoder,
+    encode_fitting,
     summary_key,
 )
 from flarebus.engine.service.timers import DeadlineTimer
@@ -134,7 +134,8 @@ class Engine:
         self.restore_seconds = time.perf_counter() - began
 
         self.publisher = TriggerPublisher(js, self.stats, lanes=settings.max_publish_in_flight,
-                                          on_acked=self.on_acked, inflight=self.inflight)
+                                          on_acked=self.on_acked, inflight=self.inflight,
+                                          max_payload=lambda: self._max_payload)
         self.publisher.start()
         self.checkpointer = Checkpointer(js, kv, self.evaluator.take_dirty, self.publisher,
                                          self.stats, inflight=self.inflight)
@@ -147,7 +148,7 @@ class Engine:
             metrics_prefix=settings.metrics_prefix, stacks_prefix=settings.stacks_prefix,
             pending_msgs_limit=settings.pending_msgs_limit,
             pending_bytes_limit=settings.pending_bytes_limit,
-            traced=lambda: self._tracing)
+            traced=lambda: self._tracing, limits=settings.limits)
         await self.ingest.start()
         self._ingest_task = asyncio.create_task(self.ingest.run(), name="engine-ingest")
         self.reloader = RuleReloader(self.rules_paths, load_rules, self.apply_rules,
@@ -315,8 +316,13 @@ class Engine:
 
     async def write_summary(self) -> None:
         if self.checkpointer is not None and self.evaluator is not None:
-            await self.checkpointer.put_meta(self._summary_key,
-                                             summary_encoder.encode(self.summary()))
+            await self.checkpointer.put_meta(
+                self._summary_key, encode_fitting(self.summary(), self._max_payload))
+
+    @property
+    def _max_payload(self) -> int:
+        """The connected server's max_payload (what one message may be), 1 MiB by default."""
+        return (self.nc.max_payload if self.nc is not None else 0) or 1 << 20
 
     async def _on_disconnect(self) -> None:
         """Acks due on the lost connection fail now (and are sent again); input loss is told."""

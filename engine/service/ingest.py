@@ -29,8 +29,11 @@ from nats.aio.subscription import Subscription
 from flarebus.engine.service.invalid import (
     EMPTY_BATCH,
     INVALID_SAMPLE,
+    LABEL_TOO_LONG,
     MALFORMED_JSON,
     SUBJECT_MISMATCH,
+    TOO_LARGE,
+    TOO_MANY_LABELS,
     InvalidSink,
 )
 from flarebus.engine.service.metrics import EngineStats
@@ -41,6 +44,7 @@ from flarebus.events import (
     stack_decoder,
     wire_decoder,
 )
+from flarebus.ingest_settings import InputLimits
 from flarebus.ratelog import RateLimitedLog
 
 log = logging.getLogger("flarebus.engine.ingest")
@@ -72,6 +76,27 @@ class Decoded(Generic[S]):
 
 
 Check = Callable[[list[Any], str], tuple[bool, str] | None]
+DEFAULT_LIMITS = InputLimits()
+#: The fewest bytes one label takes in JSON (``"a":"",``): a message shorter than
+#: ``max_labels`` times this cannot hold a sample with too many labels.
+_MIN_LABEL_BYTES = 7
+
+
+def check_labels(samples: list[Any], limits: InputLimits) -> tuple[str, str] | None:
+    """(reason, detail) for the first sample past the label limits, None when all are within."""
+    most, longest = limits.max_labels, limits.max_label_value_length
+    for s in samples:
+        labels = s.labels
+        if not labels:
+            continue
+        if len(labels) > most:
+            return TOO_MANY_LABELS, (f"a sample has {len(labels)} labels, more than "
+                                     f"engine.limits.max_labels ({most})")
+        if max(map(len, labels.values())) > longest:
+            key = next(k for k, v in labels.items() if len(v) > longest)
+            return LABEL_TOO_LONG, (f"label {key!r} holds {len(labels[key])} characters, more "
+                                    f"than engine.limits.max_label_value_length ({longest})")
+    return None
 
 
 def check_sources(samples: list[StackSample], tail: str) -> tuple[bool, str] | None:
@@ -83,12 +108,15 @@ def check_sources(samples: list[StackSample], tail: str) -> tuple[bool, str] | N
 
 
 def decode_batch(msgs: Sequence[Msg], decoder: msgspec.json.Decoder[Any], prefix_len: int,
-                 check: Check, *, traced: bool = False) -> Decoded[S]:
+                 check: Check, *, traced: bool = False,
+                 limits: InputLimits = DEFAULT_LIMITS) -> Decoded[S]:
     """Decode a batch of messages: valid samples in arrival order, and what was rejected why.
 
     A message is one sample or a JSON array of them; ``check`` sees its samples
     and the subject's tail (each sample's name must be that tail) and says what
-    is wrong, if anything: then the whole message is rejected. With ``traced``, a
+    is wrong, if anything: then the whole message is rejected, as it is past ``limits``
+    (its size first, unread; labels only when the message is long enough to break
+    them, so a typical small sample costs nothing more). With ``traced``, a
     message carrying a trace context becomes its own segment so the spans it
     causes can join its trace; the others are merged into as few segments as possible.
     """
@@ -96,7 +124,14 @@ def decode_batch(msgs: Sequence[Msg], decoder: msgspec.json.Decoder[Any], prefix
     current: list[S] = []
     rejected: list[Rejection] = []
     count = 0
+    max_bytes = limits.max_message_bytes
+    label_bound = min(limits.max_labels * _MIN_LABEL_BYTES, limits.max_label_value_length)
     for msg in msgs:
+        size = len(msg.data)
+        if size > max_bytes:
+            rejected.append(Rejection(msg, TOO_LARGE, f"{size} bytes, more than "
+                                      f"engine.limits.max_message_bytes ({max_bytes})"))
+            continue
         try:
             decoded = decoder.decode(msg.data)
         except msgspec.ValidationError as exc:
@@ -117,6 +152,9 @@ def decode_batch(msgs: Sequence[Msg], decoder: msgspec.json.Decoder[Any], prefix
             rejected.append(Rejection(msg, SUBJECT_MISMATCH if mismatch else INVALID_SAMPLE,
                                       f"{detail} (subject {msg.subject!r})"))
             continue
+        if size > label_bound and (past := check_labels(samples, limits)) is not None:
+            rejected.append(Rejection(msg, *past))
+            continue
         count += len(samples)
         headers = msg.headers if traced else None
         if headers and "traceparent" in headers:
@@ -131,15 +169,17 @@ def decode_batch(msgs: Sequence[Msg], decoder: msgspec.json.Decoder[Any], prefix
     return Decoded(segments, rejected, count)
 
 
-def decode_metric_batch(msgs: Sequence[Msg], prefix_len: int, *,
-                        traced: bool = False) -> Decoded[WireSample]:
+def decode_metric_batch(msgs: Sequence[Msg], prefix_len: int, *, traced: bool = False,
+                        limits: InputLimits = DEFAULT_LIMITS) -> Decoded[WireSample]:
     """Metric messages as WireSamples: MetricSample's checks, without its Python call each."""
-    return decode_batch(msgs, wire_decoder, prefix_len, check_wire, traced=traced)
+    return decode_batch(msgs, wire_decoder, prefix_len, check_wire, traced=traced,
+                        limits=limits)
 
 
-def decode_stack_batch(msgs: Sequence[Msg], prefix_len: int, *,
-                       traced: bool = False) -> Decoded[StackSample]:
-    return decode_batch(msgs, stack_decoder, prefix_len, check_sources, traced=traced)
+def decode_stack_batch(msgs: Sequence[Msg], prefix_len: int, *, traced: bool = False,
+                       limits: InputLimits = DEFAULT_LIMITS) -> Decoded[StackSample]:
+    return decode_batch(msgs, stack_decoder, prefix_len, check_sources, traced=traced,
+                        limits=limits)
 
 
 class Inbox:
@@ -192,8 +232,10 @@ class Ingest:
                  metrics_prefix: str = "metrics", stacks_prefix: str = "stacks",
                  pending_msgs_limit: int = 1_000_000,
                  pending_bytes_limit: int = 512 * 1024 * 1024, max_batch: int = 5000,
-                 traced: Callable[[], bool] = lambda: False) -> None:
+                 traced: Callable[[], bool] = lambda: False,
+                 limits: InputLimits = DEFAULT_LIMITS) -> None:
         self._nc = nc
+        self._limits = limits
         self._stats = stats
         self._invalid = invalid
         self._on_metrics = on_metrics
@@ -281,7 +323,7 @@ class Ingest:
         """Take what arrived, decode it as one batch, count it, hand it on; until closed."""
         prefix_len = len(prefix) + 1
         while msgs := await inbox.take():
-            decoded = decode(msgs, prefix_len, traced=self._traced())
+            decoded = decode(msgs, prefix_len, traced=self._traced(), limits=self._limits)
             await self._account(len(msgs), decoded)
             if decoded.segments:
                 handle(decoded.segments)

@@ -32,6 +32,7 @@ from opentelemetry import trace
 from flarebus import telemetry
 from flarebus.backoff import Backoff
 from flarebus.bus import MSG_ID_HEADER, ensure_triggers_stream, trigger_subject
+from flarebus.engine.service.fit import fit_trigger
 from flarebus.engine.service.inflight import InFlight
 from flarebus.engine.service.metrics import EngineStats
 from flarebus.errors import describe
@@ -55,8 +56,10 @@ class TriggerPublisher:
                  ack_timeout: float = 5.0, backoff_initial: float = 0.1,
                  backoff_max: float = 5.0,
                  on_acked: Callable[[Trigger], None] | None = None,
-                 inflight: InFlight | None = None) -> None:
+                 inflight: InFlight | None = None,
+                 max_payload: Callable[[], int] = lambda: 0) -> None:
         self._js = js
+        self._max_payload = max_payload
         self._inflight = inflight or InFlight()
         self._on_acked = on_acked
         self._stats = stats
@@ -136,7 +139,7 @@ class TriggerPublisher:
     async def _publish(self, item: _Pending) -> None:
         trigger = item.trigger
         subject = trigger_subject(trigger.rule)
-        payload = encoder.encode(trigger)
+        payload = fit_trigger(trigger, encoder.encode(trigger), self._max_payload())
         attempt = 0
         with telemetry.tracer.start_as_current_span(
                 f"publish {subject}", context=item.context, kind=trace.SpanKind.PRODUCER,
