@@ -79,6 +79,10 @@ def _input_lines(stats: dict[str, object]) -> list[str]:
     lines = [f"  input: {stats.get('samples_received', 0)} samples in "
              f"{stats.get('messages_received', 0)} messages; rejected: "
              f"{_counts(stats.get('rejected'))}; dropped: {_counts(dropped)}"]
+    refused = stats.get("series_refused")
+    if refused:
+        lines.append(f"  CARDINALITY LIMIT: samples of new series refused, by rule: "
+                     f"{_counts(refused)} (engine.limits; tracked series keep working)")
     disconnects = {k: v for k, v in dropped.items() if k.endswith("disconnects") and v}
     if disconnects:
         lines.append(f"  INPUT LOST: {_counts(disconnects)} (input published while "

@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 
 from flarebus.engine.language import stack_figures
+from flarebus.engine.language.cardinality import SeriesGuard
 from flarebus.engine.language.machine import Machine
 from flarebus.engine.language.matchers import matches_all
 from flarebus.engine.language.rulefile import RuleSet
@@ -70,8 +71,10 @@ class Evaluator:
     """Evaluates a RuleSet over samples in event time; see the module docstring."""
 
     def __init__(self, rules: RuleSet, *, owns: Callable[[str], bool] | None = None,
-                 stack_measure: StackMeasure = stack_figures.stack_measure) -> None:
+                 stack_measure: StackMeasure = stack_figures.stack_measure,
+                 guard: SeriesGuard | None = None) -> None:
         self._owns = owns
+        self.guard = guard  # bounds on tracked series (engine.limits); None: unbounded
         self._stack_measure = stack_measure
         self._machine = Machine(self._forget)
         self._series: dict[str, Entry] = {}  # canonical series key -> entry
@@ -115,9 +118,14 @@ class Evaluator:
                     self._skip.clear()
                 self._skip.add(alias)
                 return None
+            guard = self.guard
+            if guard is not None and not (matching := guard.admit(matching)):
+                return None  # refused and counted; not skipped: admitted once there is room
             entry = Entry(alias, name, labels, key)  # the sample's dict, not a copy
             entry.set_states([State(c, entry) for c in matching])
             self._series[key] = entry
+            if guard is not None:
+                guard.track(entry)
         self._aliases[alias] = entry
         return entry
 
@@ -125,7 +133,8 @@ class Evaluator:
         """A series gone stale with nothing left to time: drop it and its stored states."""
         for s in entry.states:
             self._machine.retire(s)
-        self._series.pop(entry.key, None)
+        if self._series.pop(entry.key, None) is not None and self.guard is not None:
+            self.guard.forget(entry)
         if self._aliases.get(entry.alias) is entry:
             del self._aliases[entry.alias]
         if len(self._aliases) > len(self._series):  # the series came with other label orders
@@ -268,6 +277,8 @@ class Evaluator:
             else:
                 self._aliases[entry.alias] = entry
         machine.reschedule_all([st for e in self._series.values() for st in e.states])
+        if self.guard is not None:
+            self.guard.recount(self._series.values())
         return out
 
     # ------------------------------------------------------------ persistence

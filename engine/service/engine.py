@@ -34,6 +34,7 @@ from opentelemetry import trace
 
 from flarebus import bus, telemetry
 from flarebus.config import Config
+from flarebus.engine.service.cardinality import CardinalityReport
 from flarebus.engine.service.checkpoint import Checkpointer, read_entries
 from flarebus.engine.service.inflight import InFlight
 from flarebus.engine.service.ingest import Ingest, Segment
@@ -99,6 +100,7 @@ class Engine:
         self.ingest: Ingest | None = None
         self.timer: DeadlineTimer | None = None
         self.reloader: RuleReloader | None = None
+        self.cardinality: CardinalityReport | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._ingest_task: asyncio.Task[None] | None = None
         self._tracing = False
@@ -111,6 +113,7 @@ class Engine:
 
     async def start(self) -> None:
         """Load rules, connect, restore state, subscribe: ready to evaluate when this returns."""
+        from flarebus.engine.language.cardinality import SeriesGuard
         from flarebus.engine.language.evaluator import Evaluator
         from flarebus.engine.language.rulefile import load_rules
 
@@ -122,7 +125,10 @@ class Engine:
                                     on_disconnect=self._on_disconnect)
         js = await bus.ensure_jetstream(self.nc)
         kv = await bus.engine_state_bucket(js)
-        self.evaluator = Evaluator(self.rules, owns=self.shard.owns())
+        limits = settings.limits
+        guard = SeriesGuard(limits.max_series, limits.max_series_per_rule)
+        self.evaluator = Evaluator(self.rules, owns=self.shard.owns(), guard=guard)
+        self.cardinality = CardinalityReport(guard, self.stats)
         self.stats.bind(series=lambda: self._stat("series"),
                         rules=lambda: len(self.rules.enabled()))
 
@@ -211,6 +217,8 @@ class Engine:
                 parent = telemetry.extract_context(segment.headers) if segment.headers else None
                 self._emit(triggers, "samples", parent, start_ns)
         self.stats.evaluation_latency.record(time.perf_counter() - began, {"cause": "samples"})
+        if self.cardinality is not None:
+            self.cardinality.check()
         self._reschedule()
 
     def _on_deadline(self, now: float) -> None:

@@ -32,6 +32,7 @@ class EngineStats:
         self.reloads = 0
         self.reloads_rejected = 0
         self.timer_runs = 0
+        self.series_refused: dict[str, int] = {}  # by rule ("*": the global limit)
         self._series: Callable[[], int] = lambda: 0
         self._rules: Callable[[], int] = lambda: 0
         self._received = meter.create_counter(
@@ -110,4 +111,5 @@ class EngineStats:
             "triggers_published": self.triggers_published,
             "publish_retries": self.publish_retries, "checkpoints": self.checkpoints,
             "reloads": self.reloads, "reloads_rejected": self.reloads_rejected,
+            "series_refused": dict(self.series_refused),
         }
