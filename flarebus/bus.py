@@ -36,6 +36,7 @@ from flarebus import natsfail
 from flarebus.backoff import Backoff
 from flarebus.config import NatsSettings
 from flarebus.errors import BusError, describe
+from flarebus.ingest_settings import IngestSettings
 
 log = logging.getLogger("flarebus.bus")
 
@@ -223,6 +224,26 @@ async def ensure_triggers_stream(js: JetStreamContext, *, replicas: int = 1) -> 
         max_age=TRIGGERS_MAX_AGE,
         duplicate_window=DUPLICATE_WINDOW,
         num_replicas=replicas,
+    ))
+
+
+async def ensure_samples_stream(js: JetStreamContext, settings: IngestSettings,
+                                subjects: list[str]) -> None:
+    """The stream durable ingest reads: the sample subjects, bounded by age and size.
+
+    One function for the lead to switch to the shared stream helper (replicas from
+    ``jetstream.replicas``) once it lands; until then replicas are ``engine.ingest``'s.
+    """
+    await _ensure_stream(js, StreamConfig(
+        name=settings.stream,
+        description="flarebus samples for durable ingest and `flarebus replay --stream`",
+        subjects=subjects,
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        max_age=settings.max_age,
+        max_bytes=settings.max_bytes,
+        num_replicas=settings.replicas,
     ))
 
 

@@ -13,7 +13,7 @@ from flarebus import bus
 from flarebus.config import NatsSettings
 from flarebus.engine.service.summary import EngineSummary
 from flarebus.nats_server import EmbeddedNats
-from tests.engine_support import EngineProcess, summaries, wait_triggers
+from tests.engine_support import EngineProcess, stream_triggers, summaries, wait_triggers
 from tests.fault_support import flood, impatient_server, stalled
 from tests.support import run_flarebus
 from tests.test_engine import rule, rule_file, send
@@ -63,6 +63,83 @@ class TestCoreStall:
             assert fired.labels == {"host": "after"}
             status = run_flarebus("status", "--nats", server.url)
             assert "INPUT LOST: slow_consumer_disconnects 1" in status.stdout, status.stdout
+        finally:
+            engine.stop()
+            await nc.close()
+            server.stop()
+
+
+def durable_config(tmp_path: Path) -> Path:
+    conf = tmp_path / "flarebus.yaml"
+    conf.write_text("engine:\n  ingest:\n    mode: durable\n    max_age: 10m\n")
+    return conf
+
+
+class TestDurableStall:
+    """Durable ingest: a stall loses nothing, and deadlines keep event time."""
+
+    async def test_stall_under_300k_samples_loses_nothing(self, tmp_path: Path) -> None:
+        """SIGSTOP under 300k samples: all received; the last sample fires at its ts; a
+        pending series resolved in the backlog does not fire when the overdue timer runs."""
+        server = impatient_server(tmp_path)
+        server.start()
+        rules = rule_file(tmp_path / "r.yaml", rule("dur-cross", "dur.cross"),
+                          rule("dur-held", "dur.held", for_="2s"))
+        engine = EngineProcess(server.url, [rules], "--config", str(durable_config(tmp_path)))
+        nc = await bus.connect(NatsSettings(servers=[server.url]))
+        try:
+            engine.start()
+            t0 = await send(nc, "dur.held", 95, host="p")  # pending until t0 + 2s ...
+            await wait_summary(nc, lambda s: s.pending == 1)
+            crossing: list[float] = []
+
+            async def load() -> None:
+                await send(nc, "dur.held", 50, t0 + 1, host="p")  # ... resolved at t0 + 1
+                await flood(nc, "metrics.dur.flood", "dur.flood", 300_000, time.time())
+                crossing.append(await send(nc, "dur.cross", 99, host="x"))
+
+            await stalled(engine, 6.0, asyncio.ensure_future(load()))
+            (fired,) = await wait_triggers(nc, "triggers.dur-cross", 1, timeout=60)
+            assert fired.at == crossing[0], (fired.at, crossing)
+            summary = await wait_summary(
+                nc, lambda s: s.stats["samples_received"] >= 300_003, timeout=60)
+            assert summary.stats["samples_received"] == 300_003, summary.stats
+            assert summary.stats["dropped"] == {}, summary.stats
+            held = await stream_triggers(nc, "triggers.dur-held")
+            assert held == [], f"{len(held)} triggers of a series resolved in the backlog"
+        finally:
+            engine.stop()
+            await nc.close()
+            server.stop()
+
+    async def test_kill9_resumes_after_the_checkpointed_position(self, tmp_path: Path) -> None:
+        """kill -9, samples published while no engine runs: evaluated after the restart,
+        each once, and a series pending before the kill fires at ts + for."""
+        server = EmbeddedNats(tmp_path / "nats")
+        server.start()
+        rules = rule_file(tmp_path / "r.yaml", rule("dk-pend", "dk.pend", for_="3s"),
+                          rule("dk-down", "dk.down"))
+        engine = EngineProcess(server.url, [rules], "--config", str(durable_config(tmp_path)))
+        nc = await bus.connect(NatsSettings(servers=[server.url]))
+        try:
+            engine.start()
+            ts = await send(nc, "dk.pend", 95, host="p")
+            await send(nc, "dk.down", 5, host="before")
+            await wait_summary(nc, lambda s: s.stats["samples_received"] >= 2)
+            await asyncio.sleep(0.6)  # a checkpoint (0.2s) covers both
+            engine.kill9()
+            for i in range(20):  # nobody listens: the stream keeps them
+                await send(nc, "dk.down", 99, ts + 0.1 + i * 0.01, host=f"h{i}")
+            engine.start()
+            (pend,) = await wait_triggers(nc, "triggers.dk-pend", 1, timeout=30)
+            assert pend.at == ts + 3.0 and pend.active_since == ts
+            down = await wait_triggers(nc, "triggers.dk-down", 20, timeout=30)
+            await asyncio.sleep(0.5)
+            down = await stream_triggers(nc, "triggers.dk-down")
+            hosts = sorted(t.labels["host"] for t in down)
+            assert hosts == sorted(f"h{i}" for i in range(20)), f"{len(hosts)} of 20: {hosts}"
+            summary = await wait_summary(nc, lambda s: s.stats["samples_received"] >= 20)
+            assert summary.stats["samples_received"] == 20, summary.stats  # none twice
         finally:
             engine.stop()
             await nc.close()

@@ -35,7 +35,7 @@ from opentelemetry import trace
 from flarebus import bus, telemetry
 from flarebus.config import Config
 from flarebus.engine.service.cardinality import CardinalityReport
-from flarebus.engine.service.checkpoint import Checkpointer, read_entries
+from flarebus.engine.service.checkpoint import META_PREFIX, Checkpointer, read_entries
 from flarebus.engine.service.inflight import InFlight
 from flarebus.engine.service.ingest import Ingest, Segment
 from flarebus.engine.service.invalid import InvalidSink
@@ -108,6 +108,8 @@ class Engine:
         self._summary_key = summary_key(self.shard.index, self.shard.count)
         self.inflight = InFlight()  # acks a disconnect loses: failed at once, sent again
         self.stall = StallWatch()
+        self._position_key = f"ingest.{self.shard.index}-of-{self.shard.count}"
+        self._mark: int | None = None  # the stream position the last state taken covers
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -143,19 +145,27 @@ class Engine:
                                           on_acked=self.on_acked, inflight=self.inflight,
                                           max_payload=lambda: self._max_payload)
         self.publisher.start()
-        self.checkpointer = Checkpointer(js, kv, self.evaluator.take_dirty, self.publisher,
+        self.checkpointer = Checkpointer(js, kv, self._take_dirty, self.publisher,
                                          self.stats, inflight=self.inflight)
         self.timer = DeadlineTimer(self._on_deadline, clock=self.clock)
-        self._on_deadline(self.clock())  # whatever came due while no engine ran
-        self.ingest = Ingest(
-            self.nc, self.stats,
-            InvalidSink(self.nc, self.stats, subject=settings.invalid_subject),
+        common: dict[str, Any] = dict(
             on_metrics=self._on_metrics, on_stacks=self._on_stacks,
             metrics_prefix=settings.metrics_prefix, stacks_prefix=settings.stacks_prefix,
             pending_msgs_limit=settings.pending_msgs_limit,
             pending_bytes_limit=settings.pending_bytes_limit,
             traced=lambda: self._tracing, limits=settings.limits)
+        invalid = InvalidSink(self.nc, self.stats, subject=settings.invalid_subject)
+        if settings.ingest.mode == "durable":
+            from flarebus.engine.service import durable
+            after = await durable.read_position(kv, META_PREFIX + self._position_key,
+                                                settings.ingest.stream)
+            self.ingest = durable.DurableIngest(
+                self.nc, js, self.stats, invalid, settings=settings.ingest, after=after,
+                watch=self.stall, **common)
+        else:
+            self.ingest = Ingest(self.nc, self.stats, invalid, **common)
         await self.ingest.start()
+        self._on_deadline(self.clock())  # whatever came due while no engine ran
         self._ingest_task = asyncio.create_task(self.ingest.run(), name="engine-ingest")
         self.reloader = RuleReloader(self.rules_paths, load_rules, self.apply_rules,
                                      interval=self.reload_interval)
@@ -186,6 +196,7 @@ class Engine:
                           self.publisher.backlog, self.shutdown_grace)
             if self.checkpointer is not None:
                 written = await self.checkpointer.checkpoint(publish_timeout=0)
+                await self._save_position()
                 await self.write_summary()
                 log.info("final checkpoint: %d keys written", written)
             await self.publisher.close()
@@ -222,6 +233,10 @@ class Engine:
         self._reschedule()
 
     def _on_deadline(self, now: float) -> None:
+        assert self.timer is not None and self.ingest is not None
+        if self.ingest.behind():  # durable: the backlog runs these deadlines in event time
+            self.timer.schedule(now + 0.2)
+            return
         began = time.perf_counter()
         start_ns = time.time_ns()
         triggers = self.evaluator.advance(now)
@@ -282,11 +297,25 @@ class Engine:
                 self._count_out_of_order()
                 assert self.checkpointer is not None  # the loop runs only once started
                 await self.checkpointer.checkpoint()
+                await self._save_position()
                 await self.write_summary()
             except asyncio.CancelledError:
                 raise
             except Exception:  # the bus may be away: the next round retries
                 log.exception("checkpoint failed; retrying in %.1fs", interval)
+
+    def _take_dirty(self) -> dict[str, bytes | None]:
+        """The evaluator's changed state, and (durable) the stream position it covers."""
+        self._mark = self.ingest.applied if self.ingest is not None else None
+        return self.evaluator.take_dirty()  # type: ignore[no-any-return]
+
+    async def _save_position(self) -> None:
+        """Durable: after a complete checkpoint, where a restart resumes (durable.py)."""
+        if self._mark is None or self.checkpointer is None or self.checkpointer.unsaved:
+            return
+        from flarebus.engine.service.durable import Position, position_encoder
+        await self.checkpointer.put_meta(self._position_key, position_encoder.encode(
+            Position(self.config.engine.ingest.stream, self._mark)))
 
     def _stat(self, name: str) -> int:
         return int(getattr(self.evaluator.stats(), name, 0) or 0)

@@ -214,6 +214,11 @@ class Inbox:
         self._space.set()
         return msgs
 
+    @property
+    def waiting(self) -> bool:
+        """Messages are held that were not taken yet."""
+        return bool(self._msgs)
+
     def close(self) -> None:
         self._closed = True
         self._ready.set()
@@ -226,6 +231,9 @@ StackHandler = Callable[[list[Segment[StackSample]]], None]
 
 class Ingest:
     """The engine's two subscriptions and the loops that feed the evaluator from them."""
+
+    #: The stream sequence of the last message handed on (durable ingest); None: no stream.
+    applied: int | None = None
 
     def __init__(self, nc: Client, stats: EngineStats, invalid: InvalidSink, *,
                  on_metrics: MetricHandler, on_stacks: StackHandler,
@@ -271,6 +279,10 @@ class Ingest:
                        self._on_metrics),
             self._loop(self._stacks_inbox, self._stacks_prefix, decode_stack_batch,
                        self._on_stacks))
+
+    def behind(self) -> bool:
+        """True while deadlines should wait for input still to come; core ingest never knows."""
+        return False
 
     async def stop(self) -> None:
         """Stop taking input: unsubscribe, then let the loops finish what was received."""
