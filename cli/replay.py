@@ -13,7 +13,6 @@ samples stream that durable ingest (``engine.ingest.mode: durable``) keeps for
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import time
 from collections.abc import Iterator
@@ -82,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if args.stream is not None:
         if args.samples is not None:
             raise UsageError("give SAMPLES or --stream SINCE, not both")
+        import asyncio
         return asyncio.run(_run_stream(args))
     if args.samples is None:  # `--rules a.yaml b.yaml samples.jsonl`: --rules took them all
         if len(args.rules) < 2:
