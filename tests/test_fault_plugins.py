@@ -1,0 +1,140 @@
+"""Fault suite: plugins that misbehave (raise, hang, sys.exit, leak a thread); the worker lives."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import Counter
+
+from nats.aio.client import Client
+
+from flarebus import Action
+from flarebus.actions.deadletter import ERROR_HEADER, TRIES_HEADER
+from flarebus.config import PluginSettings
+from flarebus.events import Trigger
+from tests.plugin_pkg.harness import (
+    consumer_idle,
+    fresh_stream,
+    publish,
+    running_worker,
+    settings,
+    trigger,
+    wait_until,
+)
+from tests.test_worker import Recorder, dead_letters
+
+
+class Exits(Action):
+    """Calls sys.exit on every run: async (on the worker's loop) or sync (in its thread pool)."""
+
+    def __init__(self, name: str, *, sync: bool) -> None:
+        self.name = name  # type: ignore[misc]
+        self.runs: Counter[str] = Counter()
+        if sync:
+            self.execute = self._execute_sync  # type: ignore[method-assign,assignment]
+
+    async def execute(self, trigger: Trigger) -> None:
+        self.runs[trigger.id] += 1
+        sys.exit(3)
+
+    def _execute_sync(self, trigger: Trigger) -> None:
+        self.runs[trigger.id] += 1
+        sys.exit(4)
+
+
+class SyncHangs(Action):
+    """A blocking plugin that never returns on its own (it can only be abandoned)."""
+
+    name = "sync-hangs"
+
+    def __init__(self) -> None:
+        self.runs: Counter[str] = Counter()
+        self.release = threading.Event()
+
+    def execute(self, trigger: Trigger) -> None:  # type: ignore[override]
+        self.runs[trigger.id] += 1
+        self.release.wait(60)
+
+
+class LeaksThread(Action):
+    """Succeeds, leaving a non-daemon thread running behind it each time."""
+
+    name = "leaks"
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.done: set[str] = set()
+
+    async def execute(self, trigger: Trigger) -> None:
+        thread = threading.Thread(target=self.stop.wait, args=(60,), name="leaked")
+        thread.start()
+        self.threads.append(thread)
+        self.done.add(trigger.id)
+
+
+class TestMisbehavingPlugins:
+    """Whatever a plugin does, the worker goes on; its triggers are retried, then dead-lettered."""
+
+    async def test_sys_exit_is_a_failure_not_the_end_of_the_worker(
+            self, private_nc: Client) -> None:
+        """sys.exit in an async and in a sync plugin: retried, dead-lettered; the worker lives."""
+        js = await fresh_stream(private_nc)
+        dead = await dead_letters(private_nc, "exits")
+        quits, sync_quits, healthy = Exits("quits", sync=False), Exits("sync-quits", sync=True), \
+            Recorder()
+        cfg = settings(max_tries=2, backoff_initial=0.05, backoff_max=0.1)
+        t1, t2 = trigger("exits", actions=["quits"]), trigger("exits", actions=["sync-quits"])
+        after = trigger("fine", actions=["rec"])
+        async with running_worker(private_nc, quits, sync_quits, healthy, worker=cfg):
+            await publish(js, [t1, t2])
+            letters = await dead.wait_for(2, timeout=30)
+            await publish(js, [after])
+            await wait_until(lambda: after.id in healthy.done, what="a trigger after the exits")
+            await wait_until(lambda: consumer_idle(js, cfg.consumer), what="all acked")
+        assert quits.runs[t1.id] == 2 and sync_quits.runs[t2.id] == 2, \
+            (quits.runs, sync_quits.runs)
+        errors = sorted(m.headers[ERROR_HEADER] for m in letters)
+        assert all("sys.exit" in e for e in errors), errors
+        assert {m.headers[TRIES_HEADER] for m in letters} == {"2"}
+
+    async def test_a_blocking_plugin_that_never_returns_is_abandoned_then_dead_lettered(
+            self, private_nc: Client) -> None:
+        """A sync plugin stuck forever: each try times out, then a dead letter; worker lives."""
+        js = await fresh_stream(private_nc)
+        dead = await dead_letters(private_nc, "stuck")
+        stuck, healthy = SyncHangs(), Recorder()
+        cfg = settings(max_tries=2, backoff_initial=0.05, backoff_max=0.1)
+        t = trigger("stuck", actions=["sync-hangs"])
+        after = trigger("fine", actions=["rec"])
+        try:
+            async with running_worker(private_nc, stuck, healthy, worker=cfg, plugin_settings={
+                    "sync-hangs": PluginSettings(timeout=0.3)}):
+                await publish(js, [t])
+                (letter,) = await dead.wait_for(1, timeout=30)
+                await publish(js, [after])
+                await wait_until(lambda: after.id in healthy.done, what="a trigger after it")
+        finally:
+            stuck.release.set()
+        assert stuck.runs[t.id] == 2, stuck.runs
+        assert "timed out after 0.3s" in letter.headers[ERROR_HEADER]
+
+    async def test_a_leaked_thread_does_not_hold_the_worker(self, private_nc: Client) -> None:
+        """A plugin leaving a thread behind: its triggers complete once each, the worker goes on."""
+        js = await fresh_stream(private_nc)
+        leaks = LeaksThread()
+        cfg = settings()
+        triggers = [trigger("leaky", actions=["leaks"]) for _ in range(5)]
+        try:
+            async with running_worker(private_nc, leaks, worker=cfg):
+                await publish(js, triggers)
+                await wait_until(lambda: len(leaks.done) == 5, what="all five")
+                await wait_until(lambda: consumer_idle(js, cfg.consumer), what="all acked")
+            alive = sum(t.is_alive() for t in leaks.threads)
+            assert alive == 5, f"{alive} of 5 leaked threads alive (the test's premise)"
+        finally:
+            leaks.stop.set()
+            deadline = time.monotonic() + 10
+            for thread in leaks.threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
