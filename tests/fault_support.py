@@ -1,4 +1,4 @@
-"""Fault-suite helpers: servers that cut slow consumers quickly, floods, stalls, RSS."""
+"""Fault-suite helpers: floods of samples, engine stalls (SIGSTOP), resident memory."""
 
 from __future__ import annotations
 
@@ -9,22 +9,10 @@ from pathlib import Path
 
 from nats.aio.client import Client
 
-from flarebus.nats_server import EmbeddedNats
 from tests.engine_support import EngineProcess
 
 #: A sample of the flood: one series, far below any threshold of the fault rules.
 FLOOD_SAMPLE = '{"name":"%s","value":1,"ts":%.3f,"labels":{"host":"h%d"}}'
-
-
-def impatient_server(tmp_path: Path, write_deadline: str = "2s") -> EmbeddedNats:
-    """A nats-server that disconnects a client not reading for ``write_deadline``.
-
-    nats-server's default is 10 s; a short one lets a test stall an engine for a few
-    seconds instead of half a minute and still get a server-side slow-consumer cut.
-    """
-    conf = tmp_path / "impatient.conf"
-    conf.write_text(f'write_deadline: "{write_deadline}"\n')
-    return EmbeddedNats(tmp_path / "nats", extra_args=("-c", str(conf)))
 
 
 async def flood(nc: Client, subject: str, name: str, count: int, ts: float) -> None:
