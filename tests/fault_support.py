@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from nats.aio.client import Client
 
+from flarebus import bus
+from flarebus.config import NatsSettings
+from flarebus.nats_server import EmbeddedNats
 from tests.engine_support import EngineProcess
 
 #: A sample of the flood: one series, far below any threshold of the fault rules.
@@ -44,3 +49,25 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+@contextlib.asynccontextmanager
+async def engine_on_own_server(tmp_path: Path, rules: Path, *extra: str,
+                               server_args: tuple[str, ...] = ()
+                               ) -> AsyncIterator[tuple[EngineProcess, Client]]:
+    """A nats-server of the test's own, a started `flarebus engine` on it, and a client.
+
+    Fault tests stall, flood and kill: on the session's server they would disturb
+    the other tests. Everything is stopped on the way out.
+    """
+    server = EmbeddedNats(tmp_path / "nats", extra_args=server_args)
+    server.start()
+    engine = EngineProcess(server.url, [rules], *extra)
+    nc = await bus.connect(NatsSettings(servers=[server.url]))
+    try:
+        engine.start()
+        yield engine, nc
+    finally:
+        engine.stop()
+        await nc.close()
+        server.stop()

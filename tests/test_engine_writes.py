@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
 import pytest
 
-from flarebus import bus
-from flarebus.config import NatsSettings
 from flarebus.engine.service.fit import TRUNCATED_ANNOTATION, fit_trigger
 from flarebus.engine.service.summary import (
     EngineSummary,
@@ -19,9 +16,9 @@ from flarebus.engine.service.summary import (
     summary_decoder,
 )
 from flarebus.events import Trigger, encoder, trigger_decoder
-from flarebus.nats_server import EmbeddedNats
 from flarebus.publish import Publisher
-from tests.engine_support import EngineProcess, summaries, wait_triggers
+from tests.engine_support import wait_summary, wait_triggers
+from tests.fault_support import engine_on_own_server
 from tests.test_engine import rule, rule_file
 
 
@@ -81,15 +78,11 @@ class TestSmallMaxPayload:
         """A 100 KB templated annotation publishes cut; 40 wide firing series: status written."""
         conf = tmp_path / "small.conf"
         conf.write_text("max_payload: 65536\n")
-        server = EmbeddedNats(tmp_path / "nats", extra_args=("-c", str(conf)))
-        server.start()
         rules = rule_file(tmp_path / "r.yaml",
                           rule("wide", "wide.cpu", extra="    annotations:\n"
                                "      summary: \"{value:>100000}\"\n"))
-        engine = EngineProcess(server.url, [rules])
-        nc = await bus.connect(NatsSettings(servers=[server.url]))
-        try:
-            engine.start()
+        async with engine_on_own_server(tmp_path, rules,
+                                        server_args=("-c", str(conf))) as (engine, nc):
             pub = Publisher(nc)
             labels = {f"l{i}": "v" * 200 for i in range(10)}
             for i in range(40):
@@ -98,18 +91,7 @@ class TestSmallMaxPayload:
             got = await wait_triggers(nc, "triggers.wide", 40, timeout=30)
             cut = [t for t in got if TRUNCATED_ANNOTATION in t.annotations]
             assert len(cut) == 40, f"{len(cut)} of {len(got)} triggers cut"
-            deadline = time.monotonic() + 20
-            summary = None
-            while time.monotonic() < deadline:
-                summary = (await summaries(nc)).get("0/1")
-                if summary is not None and summary.firing == 40:
-                    break
-                await asyncio.sleep(0.2)
-            assert summary is not None and summary.firing == 40, summary
+            summary = await wait_summary(nc, lambda s: s.firing == 40)
             assert summary.truncated and len(summary.states) < 40
             failed = [x for x in engine.lines if "failed" in x]
             assert not failed, failed
-        finally:
-            engine.stop()
-            await nc.close()
-            server.stop()

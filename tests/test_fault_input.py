@@ -8,7 +8,6 @@ from pathlib import Path
 
 from flarebus import bus
 from flarebus.bus import REASON_HEADER
-from flarebus.config import NatsSettings
 from flarebus.engine.service.invalid import (
     INVALID_SAMPLE,
     LABEL_TOO_LONG,
@@ -17,12 +16,10 @@ from flarebus.engine.service.invalid import (
     TOO_MANY_LABELS,
     TRUNCATED_HEADER,
 )
-from flarebus.nats_server import EmbeddedNats
-from tests.engine_support import EngineProcess, wait_triggers
-from tests.fault_support import rss_kib
+from tests.engine_support import wait_summary, wait_triggers
+from tests.fault_support import engine_on_own_server, rss_kib
 from tests.support import collect
 from tests.test_engine import rule, rule_file, send
-from tests.test_fault_stall import wait_summary
 from tests.test_ingest import MALFORMED
 
 ONE_MB = 1_048_576 - 64  # as large as the default max_payload lets a client send
@@ -73,13 +70,8 @@ class TestHostileBurst:
     async def test_every_kind_reported_memory_bounded_status_written(
             self, tmp_path: Path) -> None:
         """Engine alive; 100% on flarebus.invalid with reasons; RSS bounded; status written."""
-        server = EmbeddedNats(tmp_path / "nats")
-        server.start()
         rules = rule_file(tmp_path / "r.yaml", rule("hostile-alive", "hostile.alive"))
-        engine = EngineProcess(server.url, [rules])
-        nc = await bus.connect(NatsSettings(servers=[server.url]))
-        try:
-            engine.start()
+        async with engine_on_own_server(tmp_path, rules) as (engine, nc):
             assert engine.proc is not None
             invalid = await collect(nc, bus.INVALID_SUBJECT)
             msgs, expected = burst()
@@ -109,7 +101,3 @@ class TestHostileBurst:
             failed = [x for x in engine.lines if "failed" in x or "Traceback" in x]
             assert not failed, failed
             print(f"engine RSS KiB: start {rss[0]}, after 10k {rss[1]}, after 20k {rss[2]}")
-        finally:
-            engine.stop()
-            await nc.close()
-            server.stop()

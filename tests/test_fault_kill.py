@@ -12,11 +12,9 @@ import asyncio
 import time
 from pathlib import Path
 
-from flarebus import bus
-from flarebus.config import NatsSettings
-from flarebus.nats_server import EmbeddedNats
 from flarebus.publish import Publisher
-from tests.engine_support import EngineProcess, stream_triggers, wait_triggers
+from tests.engine_support import stream_triggers, wait_triggers
+from tests.fault_support import engine_on_own_server
 from tests.test_engine import rule, rule_file
 from tests.test_fault_stall import durable_config
 
@@ -29,14 +27,10 @@ class TestKillUnderLoad:
     async def test_kill9_under_load_loses_no_trigger_and_repeats_none(
             self, tmp_path: Path) -> None:
         """60 series cross while a publisher runs and the engine is killed twice: 60 triggers."""
-        server = EmbeddedNats(tmp_path / "nats")
-        server.start()
         rules = rule_file(tmp_path / "r.yaml", rule("kl-cross", "kl.cpu", for_="1s"))
-        engine = EngineProcess(server.url, [rules], "--config", str(durable_config(tmp_path)))
-        nc = await bus.connect(NatsSettings(servers=[server.url]))
         crossed: dict[str, float] = {}
-        try:
-            engine.start()
+        async with engine_on_own_server(tmp_path, rules, "--config",
+                                        str(durable_config(tmp_path))) as (engine, nc):
 
             async def load() -> None:
                 pub = Publisher(nc)
@@ -68,7 +62,3 @@ class TestKillUnderLoad:
             late = [(t.labels["host"], t.at - crossed[t.labels["host"]]) for t in got
                     if t.at != crossed[t.labels["host"]] + 1.0]
             assert not late, f"{len(late)} triggers not at ts + for: {late[:5]}"
-        finally:
-            engine.stop()
-            await nc.close()
-            server.stop()

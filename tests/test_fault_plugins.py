@@ -13,15 +13,7 @@ from flarebus import Action
 from flarebus.actions.deadletter import ERROR_HEADER, TRIES_HEADER
 from flarebus.config import PluginSettings
 from flarebus.events import Trigger
-from tests.plugin_pkg.harness import (
-    consumer_idle,
-    fresh_stream,
-    publish,
-    running_worker,
-    settings,
-    trigger,
-    wait_until,
-)
+from tests.plugin_pkg import harness
 from tests.test_worker import Recorder, dead_letters
 
 
@@ -80,19 +72,21 @@ class TestMisbehavingPlugins:
     async def test_sys_exit_is_a_failure_not_the_end_of_the_worker(
             self, private_nc: Client) -> None:
         """sys.exit in an async and in a sync plugin: retried, dead-lettered; the worker lives."""
-        js = await fresh_stream(private_nc)
+        js = await harness.fresh_stream(private_nc)
         dead = await dead_letters(private_nc, "exits")
         quits, sync_quits, healthy = Exits("quits", sync=False), Exits("sync-quits", sync=True), \
             Recorder()
-        cfg = settings(max_tries=2, backoff_initial=0.05, backoff_max=0.1)
-        t1, t2 = trigger("exits", actions=["quits"]), trigger("exits", actions=["sync-quits"])
-        after = trigger("fine", actions=["rec"])
-        async with running_worker(private_nc, quits, sync_quits, healthy, worker=cfg):
-            await publish(js, [t1, t2])
+        cfg = harness.settings(max_tries=2, backoff_initial=0.05, backoff_max=0.1)
+        t1 = harness.trigger("exits", actions=["quits"])
+        t2 = harness.trigger("exits", actions=["sync-quits"])
+        after = harness.trigger("fine", actions=["rec"])
+        async with harness.running_worker(private_nc, quits, sync_quits, healthy, worker=cfg):
+            await harness.publish(js, [t1, t2])
             letters = await dead.wait_for(2, timeout=30)
-            await publish(js, [after])
-            await wait_until(lambda: after.id in healthy.done, what="a trigger after the exits")
-            await wait_until(lambda: consumer_idle(js, cfg.consumer), what="all acked")
+            await harness.publish(js, [after])
+            await harness.wait_until(lambda: after.id in healthy.done, what="one after the exits")
+            await harness.wait_until(lambda: harness.consumer_idle(js, cfg.consumer),
+                                     what="all acked")
         assert quits.runs[t1.id] == 2 and sync_quits.runs[t2.id] == 2, \
             (quits.runs, sync_quits.runs)
         errors = sorted(m.headers[ERROR_HEADER] for m in letters)
@@ -102,19 +96,20 @@ class TestMisbehavingPlugins:
     async def test_a_blocking_plugin_that_never_returns_is_abandoned_then_dead_lettered(
             self, private_nc: Client) -> None:
         """A sync plugin stuck forever: each try times out, then a dead letter; worker lives."""
-        js = await fresh_stream(private_nc)
+        js = await harness.fresh_stream(private_nc)
         dead = await dead_letters(private_nc, "stuck")
         stuck, healthy = SyncHangs(), Recorder()
-        cfg = settings(max_tries=2, backoff_initial=0.05, backoff_max=0.1)
-        t = trigger("stuck", actions=["sync-hangs"])
-        after = trigger("fine", actions=["rec"])
+        cfg = harness.settings(max_tries=2, backoff_initial=0.05, backoff_max=0.1)
+        t = harness.trigger("stuck", actions=["sync-hangs"])
+        after = harness.trigger("fine", actions=["rec"])
         try:
-            async with running_worker(private_nc, stuck, healthy, worker=cfg, plugin_settings={
-                    "sync-hangs": PluginSettings(timeout=0.3)}):
-                await publish(js, [t])
+            async with harness.running_worker(
+                    private_nc, stuck, healthy, worker=cfg,
+                    plugin_settings={"sync-hangs": PluginSettings(timeout=0.3)}):
+                await harness.publish(js, [t])
                 (letter,) = await dead.wait_for(1, timeout=30)
-                await publish(js, [after])
-                await wait_until(lambda: after.id in healthy.done, what="a trigger after it")
+                await harness.publish(js, [after])
+                await harness.wait_until(lambda: after.id in healthy.done, what="one after it")
         finally:
             stuck.release.set()
         assert stuck.runs[t.id] == 2, stuck.runs
@@ -122,15 +117,16 @@ class TestMisbehavingPlugins:
 
     async def test_a_leaked_thread_does_not_hold_the_worker(self, private_nc: Client) -> None:
         """A plugin leaving a thread behind: its triggers complete once each, the worker goes on."""
-        js = await fresh_stream(private_nc)
+        js = await harness.fresh_stream(private_nc)
         leaks = LeaksThread()
-        cfg = settings()
-        triggers = [trigger("leaky", actions=["leaks"]) for _ in range(5)]
+        cfg = harness.settings()
+        triggers = [harness.trigger("leaky", actions=["leaks"]) for _ in range(5)]
         try:
-            async with running_worker(private_nc, leaks, worker=cfg):
-                await publish(js, triggers)
-                await wait_until(lambda: len(leaks.done) == 5, what="all five")
-                await wait_until(lambda: consumer_idle(js, cfg.consumer), what="all acked")
+            async with harness.running_worker(private_nc, leaks, worker=cfg):
+                await harness.publish(js, triggers)
+                await harness.wait_until(lambda: len(leaks.done) == 5, what="all five")
+                await harness.wait_until(lambda: harness.consumer_idle(js, cfg.consumer),
+                                         what="all acked")
             alive = sum(t.is_alive() for t in leaks.threads)
             assert alive == 5, f"{alive} of 5 leaked threads alive (the test's premise)"
         finally:

@@ -4,32 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from nats.aio.client import Client
-
-from flarebus import bus
-from flarebus.config import NatsSettings
-from flarebus.engine.service.summary import EngineSummary
-from flarebus.nats_server import EmbeddedNats
-from tests.engine_support import EngineProcess, stream_triggers, summaries, wait_triggers
-from tests.fault_support import flood, stalled
+from tests.engine_support import stream_triggers, wait_summary, wait_triggers
+from tests.fault_support import engine_on_own_server, flood, stalled
 from tests.support import run_flarebus
 from tests.test_engine import rule, rule_file, send
-
-
-async def wait_summary(nc: Client, check: Callable[[EngineSummary], bool],
-                       timeout: float = 30.0) -> EngineSummary:
-    """The engine's summary once ``check(summary)`` holds (fails with the last one seen)."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = (await summaries(nc)).get("0/1")
-        if last is not None and check(last):
-            return last
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"summary never matched; last: {last}")
 
 
 class TestCoreStall:
@@ -38,13 +18,8 @@ class TestCoreStall:
     async def test_slow_consumer_disconnect_is_counted_logged_and_recovered(
             self, tmp_path: Path) -> None:
         """SIGSTOP 20s (write_deadline 10s) under 300k samples: counted, logged, recovered."""
-        server = EmbeddedNats(tmp_path / "nats")
-        server.start()
         rules = rule_file(tmp_path / "r.yaml", rule("stall-core", "stall.core"))
-        engine = EngineProcess(server.url, [rules])
-        nc = await bus.connect(NatsSettings(servers=[server.url]))
-        try:
-            engine.start()
+        async with engine_on_own_server(tmp_path, rules) as (engine, nc):
             mark = len(engine.lines)
             published = asyncio.ensure_future(
                 flood(nc, "metrics.stall.flood", "stall.flood", 300_000, time.time()))
@@ -61,12 +36,8 @@ class TestCoreStall:
             await send(nc, "stall.core", 99, host="after")  # and it evaluates again
             (fired,) = await wait_triggers(nc, "triggers.stall-core", 1, timeout=20)
             assert fired.labels == {"host": "after"}
-            status = run_flarebus("status", "--nats", server.url)
+            status = run_flarebus("status", "--nats", nc.connected_url.geturl())  # type: ignore[union-attr]
             assert "INPUT LOST: slow_consumer_disconnects 1" in status.stdout, status.stdout
-        finally:
-            engine.stop()
-            await nc.close()
-            server.stop()
 
 
 def durable_config(tmp_path: Path) -> Path:
@@ -81,14 +52,10 @@ class TestDurableStall:
     async def test_stall_under_300k_samples_loses_nothing(self, tmp_path: Path) -> None:
         """SIGSTOP 30s under 300k samples: all received; the last sample fires at its ts; a
         pending series resolved in the backlog does not fire when the overdue timer runs."""
-        server = EmbeddedNats(tmp_path / "nats")
-        server.start()
         rules = rule_file(tmp_path / "r.yaml", rule("dur-cross", "dur.cross"),
                           rule("dur-held", "dur.held", for_="2s"))
-        engine = EngineProcess(server.url, [rules], "--config", str(durable_config(tmp_path)))
-        nc = await bus.connect(NatsSettings(servers=[server.url]))
-        try:
-            engine.start()
+        async with engine_on_own_server(tmp_path, rules, "--config",
+                                        str(durable_config(tmp_path))) as (engine, nc):
             t0 = await send(nc, "dur.held", 95, host="p")  # pending until t0 + 2s ...
             await wait_summary(nc, lambda s: s.pending == 1)
             crossing: list[float] = []
@@ -107,22 +74,14 @@ class TestDurableStall:
             assert summary.stats["dropped"] == {}, summary.stats
             held = await stream_triggers(nc, "triggers.dur-held")
             assert held == [], f"{len(held)} triggers of a series resolved in the backlog"
-        finally:
-            engine.stop()
-            await nc.close()
-            server.stop()
 
     async def test_kill9_resumes_after_the_checkpointed_position(self, tmp_path: Path) -> None:
         """kill -9, samples published while no engine runs: evaluated after the restart,
         each once, and a series pending before the kill fires at ts + for."""
-        server = EmbeddedNats(tmp_path / "nats")
-        server.start()
         rules = rule_file(tmp_path / "r.yaml", rule("dk-pend", "dk.pend", for_="3s"),
                           rule("dk-down", "dk.down"))
-        engine = EngineProcess(server.url, [rules], "--config", str(durable_config(tmp_path)))
-        nc = await bus.connect(NatsSettings(servers=[server.url]))
-        try:
-            engine.start()
+        async with engine_on_own_server(tmp_path, rules, "--config",
+                                        str(durable_config(tmp_path))) as (engine, nc):
             ts = await send(nc, "dk.pend", 95, host="p")
             await send(nc, "dk.down", 5, host="before")
             await wait_summary(nc, lambda s: s.stats["samples_received"] >= 2)
@@ -140,7 +99,3 @@ class TestDurableStall:
             assert hosts == sorted(f"h{i}" for i in range(20)), f"{len(hosts)} of 20: {hosts}"
             summary = await wait_summary(nc, lambda s: s.stats["samples_received"] >= 20)
             assert summary.stats["samples_received"] == 20, summary.stats  # none twice
-        finally:
-            engine.stop()
-            await nc.close()
-            server.stop()
