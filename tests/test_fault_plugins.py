@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 from nats.aio.client import Client
 
@@ -13,7 +15,9 @@ from flarebus import Action
 from flarebus.actions.deadletter import ERROR_HEADER, TRIES_HEADER
 from flarebus.config import PluginSettings
 from flarebus.events import Trigger
+from flarebus.nats_server import EmbeddedNats
 from tests.plugin_pkg import harness
+from tests.support import start_flarebus
 from tests.test_worker import Recorder, dead_letters
 
 
@@ -134,3 +138,50 @@ class TestMisbehavingPlugins:
             deadline = time.monotonic() + 10
             for thread in leaks.threads:
                 thread.join(max(0.0, deadline - time.monotonic()))
+
+
+STUCK_PLUGIN = '''
+import threading
+import time
+
+from flarebus import Action, Trigger
+
+
+class Stuck(Action):
+    name = "stuck"
+
+    def execute(self, trigger: Trigger) -> None:
+        threading.Thread(target=time.sleep, args=(3600,), name="leaked-by-stuck").start()
+        time.sleep(3600)
+
+
+plugin = Stuck()
+'''
+
+
+class TestWorkerProcessExit:
+    """A real `flarebus worker`: threads a plugin left behind do not keep it from exiting."""
+
+    async def test_sigterm_exits_0_despite_stuck_and_leaked_threads(
+            self, private_nats: EmbeddedNats, private_nc: Client, tmp_path: Path) -> None:
+        """A plugin stuck in a thread and one it leaked: SIGTERM still ends the worker, exit 0."""
+        js = await harness.fresh_stream(private_nc)
+        plugins = tmp_path / "plugins"
+        plugins.mkdir()
+        (plugins / "stuck.py").write_text(STUCK_PLUGIN)
+        proc = start_flarebus(
+            "worker", "--nats", private_nats.url, "--plugin-dir", str(plugins),
+            env={"FLAREBUS_WORKER_TIMEOUT": "500ms", "FLAREBUS_WORKER_GRACE": "1s",
+                 "FLAREBUS_WORKER_CONSUMER": "stuck-exit", "FLAREBUS_WORKER_MAX_TRIES": "2"})
+        dead = await dead_letters(private_nc, "stuck-rule")
+        try:
+            await harness.publish(js, [harness.trigger("stuck-rule", actions=["stuck"])])
+            await dead.wait_for(1, timeout=30)  # both tries timed out: two stuck threads
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 0, err
+        assert "still running, not waiting for them" in err and "leaked-by-stuck" in err, err
