@@ -9,7 +9,8 @@ engine's section stays one line per setting:
 - ``engine.ingest``: ``core`` (plain subscriptions: fastest, at-most-once) or
   ``durable`` (a JetStream stream captures ``metrics.>`` and ``stacks.>`` and the
   engine reads it with a durable consumer: a stall or a restart resumes where it
-  was). docs/operations.md says which mode guarantees what.
+  was; its position is kept with its checkpoints, see engine/service/durable.py).
+  docs/operations.md says which mode guarantees what.
 """
 
 from __future__ import annotations
@@ -57,9 +58,6 @@ class IngestSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                     "captures the samples and the engine resumes where it was")] = "core"
     stream: Annotated[_Token, Meta(description="the samples stream (durable mode)")] = \
         "FLAREBUS_SAMPLES"
-    consumer: Annotated[_Token, Meta(
-        description="the engine's durable consumer (one per shard: -<i>-of-<N> is added)")] = \
-        "flarebus-engine"
     max_age: Annotated[Seconds, Meta(
         description="samples older than this leave the stream (and `replay --stream`)")] = \
         24 * 3600.0
