@@ -54,8 +54,8 @@ def rss_kib(pid: int) -> int:
 @contextlib.asynccontextmanager
 async def engine_on_own_server(tmp_path: Path, rules: Path, *extra: str,
                                server_args: tuple[str, ...] = ()
-                               ) -> AsyncIterator[tuple[EngineProcess, Client]]:
-    """A nats-server of the test's own, a started `flarebus engine` on it, and a client.
+                               ) -> AsyncIterator[tuple[EngineProcess, Client, EmbeddedNats]]:
+    """A started `flarebus engine` on a nats-server of the test's own, a client, the server.
 
     Fault tests stall, flood and kill: on the session's server they would disturb
     the other tests. Everything is stopped on the way out.
@@ -63,10 +63,10 @@ async def engine_on_own_server(tmp_path: Path, rules: Path, *extra: str,
     server = EmbeddedNats(tmp_path / "nats", extra_args=server_args)
     server.start()
     engine = EngineProcess(server.url, [rules], *extra)
-    nc = await bus.connect(NatsSettings(servers=[server.url]))
+    nc = await bus.connect(NatsSettings(servers=[server.url], reconnect_wait=0.2))
     try:
         engine.start()
-        yield engine, nc
+        yield engine, nc, server
     finally:
         engine.stop()
         await nc.close()

@@ -82,7 +82,7 @@ class TestSmallMaxPayload:
                           rule("wide", "wide.cpu", extra="    annotations:\n"
                                "      summary: \"{value:>100000}\"\n"))
         async with engine_on_own_server(tmp_path, rules,
-                                        server_args=("-c", str(conf))) as (engine, nc):
+                                        server_args=("-c", str(conf))) as (engine, nc, _):
             pub = Publisher(nc)
             labels = {f"l{i}": "v" * 200 for i in range(10)}
             for i in range(40):

@@ -71,7 +71,7 @@ class TestHostileBurst:
             self, tmp_path: Path) -> None:
         """Engine alive; 100% on flarebus.invalid with reasons; RSS bounded; status written."""
         rules = rule_file(tmp_path / "r.yaml", rule("hostile-alive", "hostile.alive"))
-        async with engine_on_own_server(tmp_path, rules) as (engine, nc):
+        async with engine_on_own_server(tmp_path, rules) as (engine, nc, _):
             assert engine.proc is not None
             invalid = await collect(nc, bus.INVALID_SUBJECT)
             msgs, expected = burst()

@@ -19,7 +19,7 @@ class TestCoreStall:
             self, tmp_path: Path) -> None:
         """SIGSTOP 20s (write_deadline 10s) under 300k samples: counted, logged, recovered."""
         rules = rule_file(tmp_path / "r.yaml", rule("stall-core", "stall.core"))
-        async with engine_on_own_server(tmp_path, rules) as (engine, nc):
+        async with engine_on_own_server(tmp_path, rules) as (engine, nc, _):
             mark = len(engine.lines)
             published = asyncio.ensure_future(
                 flood(nc, "metrics.stall.flood", "stall.flood", 300_000, time.time()))
@@ -55,7 +55,7 @@ class TestDurableStall:
         rules = rule_file(tmp_path / "r.yaml", rule("dur-cross", "dur.cross"),
                           rule("dur-held", "dur.held", for_="2s"))
         async with engine_on_own_server(tmp_path, rules, "--config",
-                                        str(durable_config(tmp_path))) as (engine, nc):
+                                        str(durable_config(tmp_path))) as (engine, nc, _):
             t0 = await send(nc, "dur.held", 95, host="p")  # pending until t0 + 2s ...
             await wait_summary(nc, lambda s: s.pending == 1)
             crossing: list[float] = []
@@ -81,7 +81,7 @@ class TestDurableStall:
         rules = rule_file(tmp_path / "r.yaml", rule("dk-pend", "dk.pend", for_="3s"),
                           rule("dk-down", "dk.down"))
         async with engine_on_own_server(tmp_path, rules, "--config",
-                                        str(durable_config(tmp_path))) as (engine, nc):
+                                        str(durable_config(tmp_path))) as (engine, nc, _):
             ts = await send(nc, "dk.pend", 95, host="p")
             await send(nc, "dk.down", 5, host="before")
             await wait_summary(nc, lambda s: s.stats["samples_received"] >= 2)
