@@ -12,6 +12,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
 from nats.aio.client import Client
 
 from flarebus.publish import Publisher
@@ -56,35 +57,27 @@ async def assert_each_once_at_deadline(nc: Client, subject: str, crossed: dict[s
 class TestKillUnderLoad:
     """kill -9 under load (durable ingest): every trigger once, at its event time."""
 
-    async def test_kill9_of_the_engine_loses_no_trigger_and_repeats_none(
-            self, tmp_path: Path) -> None:
-        """60 series cross while a publisher runs and the engine is killed twice: 60 triggers."""
+    @pytest.mark.parametrize("victim", ["engine", "server"])
+    async def test_kill9_under_load_loses_no_trigger_and_repeats_none(
+            self, tmp_path: Path, victim: str) -> None:
+        """60 series cross while the engine (twice) or the nats-server is killed: 60 triggers."""
         rules = rule_file(tmp_path / "r.yaml", rule("kl-cross", "kl.cpu", for_="1s"))
         crossed: dict[str, float] = {}
         async with engine_on_own_server(tmp_path, rules, "--config",
-                                        str(durable_config(tmp_path))) as (engine, nc, _):
+                                        str(durable_config(tmp_path))) as (engine, nc, server):
             loading = asyncio.ensure_future(crossing_load(nc, "kl.cpu", crossed))
-            for _ in range(2):
+            if victim == "engine":
+                for _ in range(2):
+                    await asyncio.sleep(1.0)
+                    engine.kill9()
+                    await asyncio.sleep(0.3)  # samples keep arriving while no engine runs
+                    engine.start()
+            else:
                 await asyncio.sleep(1.0)
-                engine.kill9()
-                await asyncio.sleep(0.3)  # samples keep arriving while no engine runs
-                engine.start()
+                mark = len(engine.lines)
+                server.kill()
+                await asyncio.sleep(1.0)  # the publisher buffers, the engine waits
+                server.start()
+                engine.wait_for_log("reconnected to NATS", 30, after=mark)
             await loading
             await assert_each_once_at_deadline(nc, "triggers.kl-cross", crossed, 1.0)
-
-    async def test_kill9_of_the_server_loses_no_trigger_and_repeats_none(
-            self, tmp_path: Path) -> None:
-        """60 series cross while the nats-server is killed and restarted: 60 triggers, on time."""
-        rules = rule_file(tmp_path / "r.yaml", rule("ks-cross", "ks.cpu", for_="1s"))
-        crossed: dict[str, float] = {}
-        async with engine_on_own_server(tmp_path, rules, "--config",
-                                        str(durable_config(tmp_path))) as (engine, nc, server):
-            loading = asyncio.ensure_future(crossing_load(nc, "ks.cpu", crossed))
-            await asyncio.sleep(1.0)
-            mark = len(engine.lines)
-            server.kill()
-            await asyncio.sleep(1.0)  # the publisher buffers, the engine waits
-            server.start()
-            engine.wait_for_log("reconnected to NATS", 30, after=mark)
-            await loading
-            await assert_each_once_at_deadline(nc, "triggers.ks-cross", crossed, 1.0)

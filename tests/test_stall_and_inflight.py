@@ -18,6 +18,13 @@ class Clock:
         return self.now
 
 
+def tick(watch: StallWatch, clock: Clock, times: int, every: float = 0.3) -> None:
+    """``times`` ticks on time."""
+    for _ in range(times):
+        clock.now += every
+        watch.observe()
+
+
 class TestStallWatch:
     """A tick that comes far too late is a stall; a disconnect soon after it is a slow consumer."""
 
@@ -25,9 +32,7 @@ class TestStallWatch:
         """Ticks on time: nothing recent."""
         clock = Clock()
         watch = StallWatch(tick=0.25, threshold=2.0, clock=clock)
-        for _ in range(10):
-            clock.now += 0.3
-            watch.observe()
+        tick(watch, clock, 10)
         assert watch.recent() is None and watch.stalls == 0
 
     def test_a_late_tick_is_remembered_for_the_window(self) -> None:
@@ -37,13 +42,9 @@ class TestStallWatch:
         clock.now += 15.25
         watch.observe()
         assert watch.stalls == 1 and watch.recent() == pytest.approx(15.0)
-        for _ in range(195):  # 58.5 s of regular ticks
-            clock.now += 0.3
-            watch.observe()
+        tick(watch, clock, 195)  # 58.5 s on time: still within the window
         assert watch.recent() == pytest.approx(15.0)
-        for _ in range(10):
-            clock.now += 0.3
-            watch.observe()
+        tick(watch, clock, 10)
         assert watch.recent() is None and watch.stalls == 1
 
     def test_a_stall_not_yet_ticked_is_seen(self) -> None:
