@@ -99,3 +99,25 @@ class TestDurableStall:
             assert hosts == sorted(f"h{i}" for i in range(20)), f"{len(hosts)} of 20: {hosts}"
             summary = await wait_summary(nc, lambda s: s.stats["samples_received"] >= 20)
             assert summary.stats["samples_received"] == 20, summary.stats  # none twice
+
+    async def test_samples_expired_before_they_were_read_are_counted(
+            self, tmp_path: Path) -> None:
+        """Samples the stream dropped while no engine ran: counted as expired, logged as lost."""
+        rules = rule_file(tmp_path / "r.yaml", rule("dx", "dx.cpu"))
+        async with engine_on_own_server(tmp_path, rules, "--config",
+                                        str(durable_config(tmp_path))) as (engine, nc, _):
+            await send(nc, "dx.cpu", 1, host="a")
+            await wait_summary(nc, lambda s: s.stats["samples_received"] == 1)
+            await asyncio.sleep(0.6)  # a checkpoint (0.2s) stores the position
+            engine.stop_ok()
+            for i in range(5):
+                await send(nc, "dx.cpu", 1, host=f"gone{i}")
+            await nc.jetstream().purge_stream("FLAREBUS_SAMPLES")  # as max_age would
+            await send(nc, "dx.cpu", 99, host="kept")
+            engine.start()
+            line = engine.wait_for_log("INPUT LOST", 20)
+            assert "5 samples left the stream" in line, line
+            (fired,) = await wait_triggers(nc, "triggers.dx", 1)
+            assert fired.labels == {"host": "kept"}
+            summary = await wait_summary(nc, lambda s: s.stats["samples_received"] >= 1)
+            assert summary.stats["dropped"] == {"expired": 5}, summary.stats

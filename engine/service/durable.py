@@ -114,6 +114,7 @@ class DurableIngest(Ingest):
             config = ConsumerConfig(filter_subjects=self.subjects(),
                                     deliver_policy=DeliverPolicy.NEW)
         else:
+            await self._count_expired(self._after)
             config = ConsumerConfig(filter_subjects=self.subjects(),
                                     deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
                                     opt_start_seq=self._after + 1)
@@ -124,6 +125,16 @@ class DurableIngest(Ingest):
         log.info("durable ingest from stream %s (%s), %s", settings.stream,
                  ", ".join(self.subjects()),
                  "from now on" if self._after is None else f"after sequence {self._after}")
+
+    async def _count_expired(self, after: int) -> None:
+        """Samples the stream's limits removed before this engine read them: lost, said so."""
+        info = await self._js.stream_info(self._settings.stream)
+        expired = info.state.first_seq - (after + 1)
+        if expired > 0:
+            self._stats.drop("expired", expired)
+            log.error("INPUT LOST: %d samples left the stream %s (engine.ingest.max_age / "
+                      "max_bytes) before the engine read them; resuming at sequence %d",
+                      expired, self._settings.stream, info.state.first_seq)
 
     async def run(self) -> None:
         metrics_dot = self._metrics_prefix + "."
