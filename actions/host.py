@@ -81,11 +81,18 @@ async def call(func: Callable[..., Any], *args: Any, pool: ThreadPoolExecutor | 
 
     (The lifecycle methods run on the loop instead, through ``open_plugin``:
     they run once, while ``execute`` runs per trigger and may block for long.)
+
+    A plugin calling ``sys.exit`` fails its action like any error: SystemExit left
+    to propagate would end the worker's event loop, and every other trigger with it.
     """
-    if inspect.iscoroutinefunction(func):
-        return await func(*args)
-    loop = asyncio.get_running_loop()
-    return await maybe_await(await loop.run_in_executor(pool, functools.partial(func, *args)))
+    try:
+        if inspect.iscoroutinefunction(func):
+            return await func(*args)
+        loop = asyncio.get_running_loop()
+        return await maybe_await(await loop.run_in_executor(pool, functools.partial(func, *args)))
+    except SystemExit as exc:
+        raise RuntimeError(f"the plugin called sys.exit({exc.code!r}); a plugin cannot end "
+                           "the worker") from None
 
 
 def not_runnable(found: Found) -> ActionError:

@@ -11,6 +11,8 @@ same embedded nats-server:
 3. latency from publishing a crossing sample to the trigger's JetStream ack,
    at 5k samples/s background load: p50, p99 (goal p99 < 5 ms)
 4. restart: engine start to resuming with 100k tracked series
+5. durable ingest (``engine.ingest.mode: durable``) vs core ingest, single and
+   batched messages: samples/s of each and the ratio durable/core (same server)
 
 The load comes from a separate publisher process (this file, ``--role publisher``)
 so publishing does not share the measured event loop.
@@ -34,6 +36,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 ROOT = Path(__file__).resolve().parent.parent
 # This file is bench/engine.py: its own directory must not shadow the `engine` package.
@@ -45,6 +48,7 @@ import nats  # noqa: E402
 from flarebus.config import Config, EngineSettings, NatsSettings  # noqa: E402
 from flarebus.engine.service.engine import Engine  # noqa: E402
 from flarebus.events import MetricSample, Trigger, decode_metrics, encoder  # noqa: E402
+from flarebus.ingest_settings import IngestSettings  # noqa: E402
 from flarebus.nats_server import EmbeddedNats  # noqa: E402
 
 METRICS = 250  # x 4 rules = 1000 rules
@@ -194,11 +198,33 @@ def decode_rate(count: int) -> float:
     return count / (time.perf_counter() - began)
 
 
-def engine_config(url: str) -> Config:
+def engine_config(url: str, mode: Literal["core", "durable"] = "core") -> Config:
     return Config(nats=NatsSettings(servers=[url], name="bench-engine"),
                   engine=EngineSettings(checkpoint_interval=5.0,
                                         pending_msgs_limit=2_000_000,
-                                        pending_bytes_limit=1024 * 1024 * 1024))
+                                        pending_bytes_limit=1024 * 1024 * 1024,
+                                        ingest=IngestSettings(mode=mode)))
+
+
+async def modes_round(tmp: Path, rules: Path, single_n: int, batched_n: int
+                      ) -> tuple[float, float, float, float]:
+    """(core single, core batched, durable single, durable batched) samples/s, one server.
+
+    Core first: once the durable engine made the samples stream, the server would
+    store the core run's messages too.
+    """
+    rates: list[float] = []
+    with EmbeddedNats(tmp) as server:
+        for mode in ("core", "durable"):
+            engine = Engine(engine_config(server.url, mode), [rules])  # type: ignore[arg-type]
+            await engine.start()
+            try:
+                rates.append(await engine_rate(engine, server.url, "single", single_n, "bench"))
+                rates.append(await engine_rate(engine, server.url, "batched", batched_n,
+                                               "bench"))
+            finally:
+                await engine.stop()
+    return rates[0], rates[1], rates[2], rates[3]
 
 
 async def latency(engine: Engine, url: str, probes: int, acked: dict[str, float],
@@ -372,6 +398,13 @@ async def main(args: argparse.Namespace) -> None:
         print(f"4. restart with {restart_series} tracked series:")
         print(f"   final checkpoint on stop: {checkpoint_s:.2f} s; "
               f"start to resumed: {start_s:.2f} s ({keys} state keys restored)")
+        modes = [await modes_round(Path(tmp) / f"modes-{i}", rules, single_n, batched_n)
+                 for i in range(args.rounds)]
+        print("5. durable ingest vs core ingest (median of rounds; durable/core per round):")
+        for label, core_i, durable_i in (("single-sample", 0, 2), ("batched (100)", 1, 3)):
+            core, durable, ratio, shown = _ratios(modes, core_i, durable_i)
+            print(f"   {label:14}: core {core:10,.0f}/s  durable {durable:10,.0f}/s  "
+                  f"ratio {ratio:.2f} [{shown}]")
 
 
 def parse() -> argparse.Namespace:

@@ -57,6 +57,7 @@ def render(summaries: list[EngineSummary], now: float) -> str:
             what = rule.metric or "stack"
             out.append(f"    {rule.name:24} {what}{'' if rule.enabled else '  (disabled)'}")
         out.append(f"  series: {s.series} tracked, {s.pending} pending, {s.firing} firing")
+        out.extend(_input_lines(s.stats))
         for st in sorted(s.states, key=lambda x: (x.state != "firing", x.rule, x.series)):
             since = f" for {_age(now - st.since)}" if st.since is not None else ""
             value = f" value={st.value:g}" if st.value is not None else ""
@@ -78,6 +79,30 @@ def render_workers(workers: list[WorkerSummary], now: float) -> str:
         for pair in w.rate_limited:
             out.append(f"    rate-limited {pair.rule}/{pair.action}: {pair.dropped} dropped")
     return "\n".join(out) + "\n"
+
+
+def _counts(counts: object) -> str:
+    if not isinstance(counts, dict) or not counts:
+        return "none"
+    return ", ".join(f"{key} {value}" for key, value in sorted(counts.items()))
+
+
+def _input_lines(stats: dict[str, object]) -> list[str]:
+    """What came in, what was refused, what was lost: the lines an operator must not miss."""
+    dropped = stats.get("dropped")
+    dropped = dropped if isinstance(dropped, dict) else {}
+    lines = [f"  input: {stats.get('samples_received', 0)} samples in "
+             f"{stats.get('messages_received', 0)} messages; rejected: "
+             f"{_counts(stats.get('rejected'))}; dropped: {_counts(dropped)}"]
+    refused = stats.get("series_refused")
+    if refused:
+        lines.append(f"  CARDINALITY LIMIT: samples of new series refused, by rule: "
+                     f"{_counts(refused)} (engine.limits; tracked series keep working)")
+    disconnects = {k: v for k, v in dropped.items() if k.endswith("disconnects") and v}
+    if disconnects:
+        lines.append(f"  INPUT LOST: {_counts(disconnects)} (input published while "
+                     "disconnected is not received; see the engine's log)")
+    return lines
 
 
 async def run(args: argparse.Namespace) -> int:

@@ -62,4 +62,31 @@ async def run(args: argparse.Namespace) -> int:
     except Stopped:
         logging.getLogger("flarebus.worker").warning(
             "stopped before the worker was ready (NATS was not reachable)")
+    await _leave_lingering_threads(logging.getLogger("flarebus.worker"))
     return 0
+
+
+async def _leave_lingering_threads(log: Any, wait: float = 1.0) -> None:
+    """Exit now if plugin threads are still running once the worker has stopped.
+
+    Python cannot stop a thread: a blocking plugin stuck in ``execute`` (its timeout
+    only stops the waiting) or a thread a plugin started and never ended would make
+    the interpreter wait for it at exit, forever, after a clean SIGTERM. The worker's
+    work is done and acknowledged by then, so it says which threads it leaves and exits.
+    """
+    import asyncio
+    import logging
+    import threading
+
+    def lingering() -> list[threading.Thread]:
+        return [t for t in threading.enumerate()
+                if t is not threading.main_thread() and t.is_alive() and not t.daemon]
+
+    deadline = asyncio.get_running_loop().time() + wait
+    while lingering() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    if left := lingering():
+        log.warning("exiting with %d plugin thread(s) still running, not waiting for them: %s",
+                    len(left), ", ".join(sorted(t.name for t in left)))
+        logging.shutdown()
+        os._exit(0)

@@ -32,6 +32,7 @@ from flarebus import jetstream, natsfail
 from flarebus.backoff import Backoff
 from flarebus.config import JetStreamSettings, NatsSettings
 from flarebus.errors import BusError, describe
+from flarebus.ingest_settings import IngestSettings
 
 log = logging.getLogger("flarebus.bus")
 
@@ -107,6 +108,7 @@ def connect_options(settings: NatsSettings) -> dict[str, Any]:
 
 async def connect(settings: NatsSettings, *, retry_initial: bool = False,
                   on_reconnect: Callable[[], Awaitable[None]] | None = None,
+                  on_disconnect: Callable[[], Awaitable[None]] | None = None,
                   **extra: Any) -> Client:
     """Connect to NATS; log every disconnect and reconnect.
 
@@ -125,6 +127,8 @@ async def connect(settings: NatsSettings, *, retry_initial: bool = False,
     async def disconnected() -> None:
         if not (nc.is_closed or nc.is_draining):
             log.warning("disconnected from NATS; reconnecting")
+            if on_disconnect is not None:
+                await on_disconnect()
 
     async def reconnected() -> None:
         log.warning("reconnected to NATS at %s", nc.connected_url.netloc
@@ -220,6 +224,23 @@ async def ensure_triggers_stream(js: JetStreamContext,
         max_age=s.triggers_max_age,
         max_bytes=s.triggers_max_bytes,
         duplicate_window=s.duplicate_window,
+    ))
+
+
+async def ensure_samples_stream(js: JetStreamContext, settings: IngestSettings,
+                                subjects: list[str],
+                                replication: JetStreamSettings | None = None) -> None:
+    """The stream durable ingest reads: the sample subjects, bounded by age and size
+    (``engine.ingest``), replicated like every stream (``jetstream.replicas``)."""
+    await jetstream.stream(js, replication, StreamConfig(
+        name=settings.stream,
+        description="flarebus samples for durable ingest and `flarebus replay --stream`",
+        subjects=subjects,
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        max_age=settings.max_age,
+        max_bytes=settings.max_bytes,
     ))
 
 

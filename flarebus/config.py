@@ -33,6 +33,7 @@ from flarebus.errors import ConfigError, InvalidFileError, Problem
 from flarebus.events import TOKEN_PATTERN
 from flarebus.gate_config import InhibitRule, RateLimits
 from flarebus.grouping import GroupSettings
+from flarebus.ingest_settings import IngestSettings, InputLimits
 from flarebus.problems import short
 from flarebus.servers import DEFAULT_NATS_URL
 
@@ -134,6 +135,8 @@ class EngineSettings(_Section):
     pending_msgs_limit: Count = 1_000_000
     pending_bytes_limit: Count = 512 * 1024 * 1024
     max_publish_in_flight: Count = 256
+    limits: InputLimits = msgspec.field(default_factory=InputLimits)
+    ingest: IngestSettings = msgspec.field(default_factory=IngestSettings)
 
 
 class WorkerSettings(_Section):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from nats.aio.client import Client
@@ -112,7 +114,6 @@ async def stream_triggers(nc: Client, subject: str = "triggers.*") -> list[Trigg
 async def wait_triggers(nc: Client, subject: str, count: int,
                         timeout: float = 15.0) -> list[Trigger]:
     """Poll the stream until ``subject`` holds at least ``count`` triggers (fail on timeout)."""
-    import asyncio
     deadline = time.monotonic() + timeout
     while True:
         got = await stream_triggers(nc, subject)
@@ -129,3 +130,16 @@ async def summaries(nc: Client) -> dict[str, EngineSummary]:
     raw = await read_entries(kv, META_PREFIX + SUMMARY_PREFIX)
     decoded = (summary_decoder.decode(value) for value in raw.values())
     return {summary.shard: summary for summary in decoded}
+
+
+async def wait_summary(nc: Client, check: Callable[[EngineSummary], bool],
+                       timeout: float = 30.0) -> EngineSummary:
+    """The engine's summary once ``check(summary)`` holds (fails with the last one seen)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = (await summaries(nc)).get("0/1")
+        if last is not None and check(last):
+            return last
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"summary never matched; last: {last}")

@@ -13,13 +13,19 @@ from flarebus.engine.service.ingest import Ingest, Segment, decode_metric_batch,
 from flarebus.engine.service.invalid import (
     EMPTY_BATCH,
     INVALID_SAMPLE,
+    LABEL_TOO_LONG,
     MALFORMED_JSON,
     SUBJECT_HEADER,
     SUBJECT_MISMATCH,
+    TOO_LARGE,
+    TOO_MANY_LABELS,
+    TRUNCATED_HEADER,
     InvalidSink,
+    fit_payload,
 )
 from flarebus.engine.service.metrics import EngineStats
 from flarebus.events import StackSample, WireSample
+from flarebus.ingest_settings import InputLimits
 from tests.support import collect
 
 
@@ -225,3 +231,82 @@ class TestSlowConsumer:
         await client.close()
         assert stats.dropped["slow_consumer"] > 0
         assert len(got.metrics) + stats.dropped["slow_consumer"] == 2000
+
+
+def labelled(n: int, value: str = "v", *, name: str = "cpu.usage") -> str:
+    """A sample of ``name`` with ``n`` labels, each holding ``value``."""
+    return json.dumps({"name": name, "value": 1, "labels": {f"l{i}": value for i in range(n)}})
+
+
+class TestBounds:
+    """engine.limits: size, label count and label length, on metrics and stacks alike."""
+
+    LIMITS = InputLimits(max_message_bytes=4096, max_labels=8, max_label_value_length=100)
+
+    def test_each_limit_rejects_with_its_reason_and_within_passes(self) -> None:
+        """Past each limit: its own reason and a detail naming the setting; at the limit: kept."""
+        msgs = [msg("metrics.cpu.usage", "x" * 4097), msg("metrics.cpu.usage", labelled(9)),
+                msg("metrics.cpu.usage", labelled(1, "v" * 101)),
+                msg("metrics.cpu.usage", labelled(8, "v" * 100))]
+        decoded = decode_metric_batch(msgs, len("metrics."), limits=self.LIMITS)
+        assert [r.reason for r in decoded.rejected] == [TOO_LARGE, TOO_MANY_LABELS,
+                                                        LABEL_TOO_LONG]
+        details = [r.detail for r in decoded.rejected]
+        assert "max_message_bytes (4096)" in details[0] and "9 labels" in details[1]
+        assert "'l0' holds 101 characters" in details[2]
+        assert decoded.samples == 1
+
+    def test_a_long_batch_is_checked_sample_by_sample(self) -> None:
+        """In an array, one sample past the label limit rejects the message, wherever it is."""
+        batch = json.dumps([json.loads(labelled(1)) for _ in range(50)]
+                           + [json.loads(labelled(9))])
+        decoded = decode_metric_batch([msg("metrics.cpu.usage", batch)], len("metrics."),
+                                      limits=self.LIMITS)
+        assert [r.reason for r in decoded.rejected] == [TOO_MANY_LABELS]
+
+    def test_stack_samples_have_the_same_bounds(self) -> None:
+        """Stack samples: too large, too many labels and too long a label are refused too."""
+        def stack(labels: dict[str, str], pad: int = 0) -> str:
+            return json.dumps({"source": "api", "stacks": [{"frames": ["m" * (pad + 1)]}],
+                               "labels": labels})
+        msgs = [msg("stacks.api", stack({}, 5000)),
+                msg("stacks.api", stack({f"l{i}": "v" for i in range(9)})),
+                msg("stacks.api", stack({"host": "h" * 101})), msg("stacks.api", stack({}))]
+        decoded = decode_stack_batch(msgs, len("stacks."), limits=self.LIMITS)
+        assert [r.reason for r in decoded.rejected] == [TOO_LARGE, TOO_MANY_LABELS,
+                                                        LABEL_TOO_LONG]
+        assert decoded.samples == 1
+
+    def test_the_defaults_refuse_10k_labels(self) -> None:
+        """The hostile sample of issue 15 (10,000 labels) is refused with the default limits."""
+        decoded = decode_metric_batch([msg("metrics.cpu.usage", labelled(10_000))],
+                                      len("metrics."))
+        assert [r.reason for r in decoded.rejected] == [TOO_MANY_LABELS]
+
+
+class TestRepublishFits:
+    """A rejected message as large as the server allows is still republished, cut to fit."""
+
+    def test_fit_payload_cuts_and_says_the_original_size(self) -> None:
+        """Over max_payload with headers: cut, Flarebus-Truncated holds the original size."""
+        headers = {REASON_HEADER: "malformed-json: ...", SUBJECT_HEADER: "metrics.x"}
+        data = b"x" * 1_048_576
+        cut = fit_payload(data, headers, 1_048_576)
+        framing = sum(len(k) + len(v) + 4 for k, v in headers.items()) + 16
+        assert 1_000_000 < len(cut) < 1_048_576 - framing and data.startswith(cut)
+        assert headers[TRUNCATED_HEADER] == "1048576"
+        small = {REASON_HEADER: "r"}
+        assert fit_payload(b"abc", small, 1_048_576) == b"abc" and TRUNCATED_HEADER not in small
+
+    async def test_a_1mb_rejected_message_reaches_flarebus_invalid(self, nc: Client) -> None:
+        """A 1 MB malformed message: counted, and on the invalid subject (truncated)."""
+        invalid = await collect(nc, "ingest5.invalid")
+        ingest, _, stats, task = await started_ingest(nc, "ingest5")
+        size = nc.max_payload - 200
+        await nc.publish("ingest5m.cpu.usage", b"{" * size)
+        await nc.flush()
+        (got,) = await invalid.wait_for(1, timeout=15)
+        await ingest.stop()
+        await task
+        assert got.headers[TRUNCATED_HEADER] == str(size)
+        assert stats.rejected == {MALFORMED_JSON: 1}

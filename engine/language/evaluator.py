@@ -26,6 +26,7 @@ from typing import Any
 import msgspec
 
 from flarebus.engine.language import stack_figures
+from flarebus.engine.language.cardinality import SeriesGuard
 from flarebus.engine.language.expr.runtime import ExprEvaluator
 from flarebus.engine.language.machine import Machine
 from flarebus.engine.language.matchers import matches_all
@@ -44,36 +45,21 @@ from flarebus.engine.language.series import (
     saved_decoder,
 )
 from flarebus.engine.language.stack_figures import StackMeasure
+from flarebus.engine.language.status import EvaluatorStats, SeriesStatus
 from flarebus.events import MetricSample, StackSample, Trigger, WireSample, series_key
 
 #: Received keys remembered as matching nothing; bounded, so a churning label cannot leak.
 MAX_SKIPPED = 200_000
 
 
-class EvaluatorStats(msgspec.Struct):
-    series: int
-    pending: int
-    firing: int
-    rules: int
-    samples_dropped_out_of_order: int
-
-
-class SeriesStatus(msgspec.Struct):
-    rule: str
-    series_key: str
-    labels: dict[str, str]
-    state: str
-    since: float
-    value: float
-    stage: int = 0
-
-
 class Evaluator:
     """Evaluates a RuleSet over samples in event time; see the module docstring."""
 
     def __init__(self, rules: RuleSet, *, owns: Callable[[str], bool] | None = None,
-                 stack_measure: StackMeasure = stack_figures.stack_measure) -> None:
+                 stack_measure: StackMeasure = stack_figures.stack_measure,
+                 guard: SeriesGuard | None = None) -> None:
         self._owns = owns
+        self.guard = guard  # bounds on tracked series (engine.limits); None: unbounded
         self._stack_measure = stack_measure
         self._machine = Machine(self._forget)
         self._series: dict[str, Entry] = {}  # canonical series key -> entry
@@ -133,9 +119,14 @@ class Evaluator:
                     self._skip.clear()
                 self._skip.add(alias)
                 return None
+            guard = self.guard
+            if guard is not None and not (matching := guard.admit(matching)):
+                return None  # refused and counted; not skipped: admitted once there is room
             entry = Entry(alias, name, labels, key)  # the sample's dict, not a copy
             entry.set_states([State(c, entry) for c in matching])
             self._series[key] = entry
+            if guard is not None:
+                guard.track(entry)
         self._aliases[alias] = entry
         return entry
 
@@ -145,6 +136,8 @@ class Evaluator:
             self._machine.retire(s)
         if self._series.get(entry.key) is entry:  # (an expr rule's output is not in _series)
             del self._series[entry.key]
+            if self.guard is not None:
+                self.guard.forget(entry)
         if self._aliases.get(entry.alias) is entry:
             del self._aliases[entry.alias]
         if len(self._aliases) > len(self._series):  # the series came with other label orders
@@ -320,6 +313,8 @@ class Evaluator:
             else:
                 self._aliases[entry.alias] = entry
         machine.reschedule_all([st for e in self._entries() for st in e.states])
+        if self.guard is not None:
+            self.guard.recount(self._series.values())
         return out
 
     # ------------------------------------------------------------ persistence

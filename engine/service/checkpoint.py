@@ -24,6 +24,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 from nats.js.kv import KeyValue
 
+from flarebus.engine.service.inflight import ConnectionLost, InFlight
 from flarebus.engine.service.metrics import EngineStats
 from flarebus.engine.service.trigger_publisher import TriggerPublisher
 from flarebus.errors import describe
@@ -42,8 +43,10 @@ class Checkpointer:
     def __init__(self, js: JetStreamContext, kv: KeyValue,
                  take_dirty: Callable[[], dict[str, bytes | None]],
                  publisher: TriggerPublisher, stats: EngineStats, *,
-                 max_in_flight: int = 512, ack_timeout: float = 5.0) -> None:
+                 max_in_flight: int = 512, ack_timeout: float = 5.0,
+                 inflight: InFlight | None = None) -> None:
         self._js = js
+        self._inflight = inflight or InFlight()
         self._bucket = kv._name
         self._take_dirty = take_dirty
         self._publisher = publisher
@@ -70,6 +73,7 @@ class Checkpointer:
             dirty = self._take_dirty()
             mark = self._publisher.submitted
             self._unsaved.update(dirty)
+            self._stats.checkpoints += 1  # a round, whether or not anything had changed
             if not self._unsaved:
                 return 0
             if not await self._publisher.wait_acked(mark, publish_timeout):
@@ -81,7 +85,6 @@ class Checkpointer:
             for key, value in batch.items():
                 if (STATE_PREFIX + key) in written and self._unsaved.get(key, value) is value:
                     self._unsaved.pop(key, None)
-            self._stats.checkpoints += 1
             self._stats.checkpoint_keys_written += len(written)
             if len(written) < len(batch):
                 self._ratelog.log(logging.WARNING, "partial",
@@ -100,25 +103,36 @@ class Checkpointer:
 
         async def writer() -> None:
             for key, value in items:
-                try:
-                    if value is None:
-                        future = await self._js.publish_async(
-                            self.subject(key), b"", headers={KV_OPERATION: "DEL"})
-                    else:
-                        future = await self._js.publish_async(self.subject(key), value)
-                    await asyncio.wait_for(future, self._ack_timeout)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    self._ratelog.log(logging.WARNING, "write",
-                                      f"checkpoint write of {key} failed: "
-                                      f"{describe(exc)}")
-                    continue
-                written.add(key)
+                if await self._put(key, value):
+                    written.add(key)
 
         workers = min(self._max_in_flight, len(entries))
         await asyncio.gather(*(writer() for _ in range(workers)))
         return written
+
+    async def _put(self, key: str, value: bytes | None, tries: int = 3) -> bool:
+        """One KV put (or delete), sent again when a disconnect lost its ack; True once acked."""
+        for _ in range(tries):
+            try:
+                if value is None:
+                    future = await self._js.publish_async(
+                        self.subject(key), b"", headers={KV_OPERATION: "DEL"})
+                else:
+                    future = await self._js.publish_async(self.subject(key), value)
+                await self._inflight.ack(future, self._ack_timeout)
+                return True
+            except asyncio.CancelledError:
+                raise
+            except ConnectionLost:
+                continue
+            except Exception as exc:
+                self._ratelog.log(logging.WARNING, "write",
+                                  f"checkpoint write of {key} failed: {describe(exc)}")
+                return False
+        self._ratelog.log(logging.WARNING, "write",
+                          f"checkpoint write of {key} failed: the connection was lost "
+                          f"{tries} times before an acknowledgement")
+        return False
 
 
 async def read_entries(kv: KeyValue, prefix: str = STATE_PREFIX,

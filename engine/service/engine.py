@@ -34,18 +34,21 @@ from opentelemetry import trace
 
 from flarebus import bus, telemetry
 from flarebus.config import Config
-from flarebus.engine.service.checkpoint import Checkpointer, read_entries
+from flarebus.engine.service.cardinality import CardinalityReport
+from flarebus.engine.service.checkpoint import META_PREFIX, Checkpointer, read_entries
+from flarebus.engine.service.inflight import InFlight
 from flarebus.engine.service.ingest import Ingest, Segment
 from flarebus.engine.service.invalid import InvalidSink
 from flarebus.engine.service.metrics import EngineStats
 from flarebus.engine.service.reload import RuleReloader
 from flarebus.engine.service.shard import Shard
+from flarebus.engine.service.stall import StallWatch
 from flarebus.engine.service.summary import (
     MAX_LISTED_SERIES,
     EngineSummary,
     RuleInfo,
     SeriesInfo,
-    summary_encoder,
+    encode_fitting,
     summary_key,
 )
 from flarebus.engine.service.timers import DeadlineTimer
@@ -97,6 +100,7 @@ class Engine:
         self.ingest: Ingest | None = None
         self.timer: DeadlineTimer | None = None
         self.reloader: RuleReloader | None = None
+        self.cardinality: CardinalityReport | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._ingest_task: asyncio.Task[None] | None = None
         self._tracing = False
@@ -104,11 +108,16 @@ class Engine:
         self._summary_key = summary_key(self.shard.index, self.shard.count)
         self.recorder: Any = None  # a Publisher for recording rules' samples
         self._recording: set[asyncio.Future[None]] = set()
+        self.inflight = InFlight()  # acks a disconnect loses: failed at once, sent again
+        self.stall = StallWatch()
+        self._position_key = f"ingest.{self.shard.index}-of-{self.shard.count}"
+        self._mark: int | None = None  # the stream position the last state taken covers
 
     # ----------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
         """Load rules, connect, restore state, subscribe: ready to evaluate when this returns."""
+        from flarebus.engine.language.cardinality import SeriesGuard
         from flarebus.engine.language.evaluator import Evaluator
         from flarebus.engine.language.rulefile import load_rules
 
@@ -116,10 +125,14 @@ class Engine:
         self._tracing = _tracing_enabled()
         settings = self.config.engine
         self.nc = await bus.connect(self.config.nats, retry_initial=True,
-                                    error_cb=self._on_nats_error)
+                                    error_cb=self._on_nats_error,
+                                    on_disconnect=self._on_disconnect)
         js = await bus.ensure_jetstream(self.nc, self.config.jetstream)
         kv = await bus.engine_state_bucket(js, self.config.jetstream)
-        self.evaluator = Evaluator(self.rules, owns=self.shard.owns())
+        limits = settings.limits
+        guard = SeriesGuard(limits.max_series, limits.max_series_per_rule)
+        self.evaluator = Evaluator(self.rules, owns=self.shard.owns(), guard=guard)
+        self.cardinality = CardinalityReport(guard, self.stats)
         self.stats.bind(series=lambda: self._stat("series"),
                         rules=lambda: len(self.rules.enabled()))
 
@@ -131,28 +144,39 @@ class Engine:
         self.restore_seconds = time.perf_counter() - began
 
         self.publisher = TriggerPublisher(js, self.stats, lanes=settings.max_publish_in_flight,
-                                          on_acked=self.on_acked, jetstream=self.config.jetstream)
+                                          on_acked=self.on_acked, jetstream=self.config.jetstream,
+                                          inflight=self.inflight,
+                                          max_payload=lambda: self._max_payload)
         self.publisher.start()
         from flarebus.publish import Publisher
 
         self.recorder = Publisher(self.nc, metrics_prefix=settings.metrics_prefix)
-        self.checkpointer = Checkpointer(js, kv, self.evaluator.take_dirty, self.publisher,
-                                         self.stats)
+        self.checkpointer = Checkpointer(js, kv, self._take_dirty, self.publisher,
+                                         self.stats, inflight=self.inflight)
         self.timer = DeadlineTimer(self._on_deadline, clock=self.clock)
-        self._on_deadline(self.clock())  # whatever came due while no engine ran
-        self.ingest = Ingest(
-            self.nc, self.stats,
-            InvalidSink(self.nc, self.stats, subject=settings.invalid_subject),
+        common: dict[str, Any] = dict(
             on_metrics=self._on_metrics, on_stacks=self._on_stacks,
             metrics_prefix=settings.metrics_prefix, stacks_prefix=settings.stacks_prefix,
             pending_msgs_limit=settings.pending_msgs_limit,
             pending_bytes_limit=settings.pending_bytes_limit,
-            traced=lambda: self._tracing)
+            traced=lambda: self._tracing, limits=settings.limits)
+        invalid = InvalidSink(self.nc, self.stats, subject=settings.invalid_subject)
+        if settings.ingest.mode == "durable":
+            from flarebus.engine.service import durable
+            after = await durable.read_position(kv, META_PREFIX + self._position_key,
+                                                settings.ingest.stream)
+            self.ingest = durable.DurableIngest(
+                self.nc, js, self.stats, invalid, settings=settings.ingest, after=after,
+                watch=self.stall, replication=self.config.jetstream, **common)
+        else:
+            self.ingest = Ingest(self.nc, self.stats, invalid, **common)
         await self.ingest.start()
+        self._on_deadline(self.clock())  # whatever came due while no engine ran
         self._ingest_task = asyncio.create_task(self.ingest.run(), name="engine-ingest")
         self.reloader = RuleReloader(self.rules_paths, load_rules, self.apply_rules,
                                      interval=self.reload_interval)
         self._tasks = [asyncio.create_task(self.reloader.run(), name="engine-reload"),
+                       asyncio.create_task(self.stall.run(), name="engine-stall-watch"),
                        asyncio.create_task(self._checkpoint_loop(), name="engine-checkpoint")]
         log.info("engine %s ready: %d rules (%d enabled) from %s; %d state keys restored in "
                  "%.2fs; listening on %s.> and %s.>", self.shard, len(self.rules.rules),
@@ -178,6 +202,7 @@ class Engine:
                           self.publisher.backlog, self.shutdown_grace)
             if self.checkpointer is not None:
                 written = await self.checkpointer.checkpoint(publish_timeout=0)
+                await self._save_position()
                 await self.write_summary()
                 log.info("final checkpoint: %d keys written", written)
             await self.publisher.close()
@@ -212,9 +237,15 @@ class Engine:
                 parent = telemetry.extract_context(segment.headers) if segment.headers else None
                 self._emit(triggers, "samples", parent, start_ns)
         self.stats.evaluation_latency.record(time.perf_counter() - began, {"cause": "samples"})
+        if self.cardinality is not None:
+            self.cardinality.check()
         self._reschedule()
 
     def _on_deadline(self, now: float) -> None:
+        assert self.timer is not None and self.ingest is not None
+        if self.ingest.behind():  # durable: the backlog runs these deadlines in event time
+            self.timer.schedule(now + 0.2)
+            return
         began = time.perf_counter()
         start_ns = time.time_ns()
         triggers = self.evaluator.advance(now)
@@ -284,11 +315,25 @@ class Engine:
                 self._count_out_of_order()
                 assert self.checkpointer is not None  # the loop runs only once started
                 await self.checkpointer.checkpoint()
+                await self._save_position()
                 await self.write_summary()
             except asyncio.CancelledError:
                 raise
             except Exception:  # the bus may be away: the next round retries
                 log.exception("checkpoint failed; retrying in %.1fs", interval)
+
+    def _take_dirty(self) -> dict[str, bytes | None]:
+        """The evaluator's changed state, and (durable) the stream position it covers."""
+        self._mark = self.ingest.applied if self.ingest is not None else None
+        return self.evaluator.take_dirty()  # type: ignore[no-any-return]
+
+    async def _save_position(self) -> None:
+        """Durable: after a complete checkpoint, where a restart resumes (durable.py)."""
+        if self._mark is None or self.checkpointer is None or self.checkpointer.unsaved:
+            return
+        from flarebus.engine.service.durable import Position, position_encoder
+        await self.checkpointer.put_meta(self._position_key, position_encoder.encode(
+            Position(self.config.engine.ingest.stream, self._mark)))
 
     def _stat(self, name: str) -> int:
         return int(getattr(self.evaluator.stats(), name, 0) or 0)
@@ -326,8 +371,19 @@ class Engine:
 
     async def write_summary(self) -> None:
         if self.checkpointer is not None and self.evaluator is not None:
-            await self.checkpointer.put_meta(self._summary_key,
-                                             summary_encoder.encode(self.summary()))
+            await self.checkpointer.put_meta(
+                self._summary_key, encode_fitting(self.summary(), self._max_payload))
+
+    @property
+    def _max_payload(self) -> int:
+        """The connected server's max_payload (what one message may be), 1 MiB by default."""
+        return (self.nc.max_payload if self.nc is not None else 0) or 1 << 20
+
+    async def _on_disconnect(self) -> None:
+        """Acks due on the lost connection fail now (and are sent again); input loss is told."""
+        self.inflight.lose_all()
+        if self.ingest is not None:
+            self.ingest.on_disconnect(self.stall.recent())
 
     async def _on_nats_error(self, exc: Exception) -> None:
         if isinstance(exc, SlowConsumerError):

@@ -19,6 +19,8 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
+from operator import attrgetter, methodcaller
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -29,8 +31,11 @@ from nats.aio.subscription import Subscription
 from flarebus.engine.service.invalid import (
     EMPTY_BATCH,
     INVALID_SAMPLE,
+    LABEL_TOO_LONG,
     MALFORMED_JSON,
     SUBJECT_MISMATCH,
+    TOO_LARGE,
+    TOO_MANY_LABELS,
     InvalidSink,
 )
 from flarebus.engine.service.metrics import EngineStats
@@ -41,6 +46,7 @@ from flarebus.events import (
     stack_decoder,
     wire_decoder,
 )
+from flarebus.ingest_settings import InputLimits
 from flarebus.ratelog import RateLimitedLog
 
 log = logging.getLogger("flarebus.engine.ingest")
@@ -72,6 +78,34 @@ class Decoded(Generic[S]):
 
 
 Check = Callable[[list[Any], str], tuple[bool, str] | None]
+DEFAULT_LIMITS = InputLimits()
+#: The fewest bytes one label takes in JSON (``"a":"",``): a message shorter than
+#: ``max_labels`` times this cannot hold a sample with too many labels.
+_MIN_LABEL_BYTES = 7
+
+
+_labels_of = attrgetter("labels")
+_values_of = methodcaller("values")
+
+
+def check_labels(samples: list[Any], limits: InputLimits) -> tuple[str, str] | None:
+    """(reason, detail) for the first sample past the label limits, None when all are within.
+
+    The common answer (all within) is two C-level passes, map/max over the label
+    dicts, with no Python call per sample; only a violation is then looked for.
+    """
+    most, longest = limits.max_labels, limits.max_label_value_length
+    dicts = list(map(_labels_of, samples))
+    if max(map(len, dicts)) > most:
+        n = next(len(d) for d in dicts if len(d) > most)
+        return TOO_MANY_LABELS, (f"a sample has {n} labels, more than "
+                                 f"engine.limits.max_labels ({most})")
+    values = chain.from_iterable(map(_values_of, dicts))
+    if max(map(len, values), default=0) > longest:
+        key, value = next((k, v) for d in dicts for k, v in d.items() if len(v) > longest)
+        return LABEL_TOO_LONG, (f"label {key!r} holds {len(value)} characters, more "
+                                f"than engine.limits.max_label_value_length ({longest})")
+    return None
 
 
 def check_sources(samples: list[StackSample], tail: str) -> tuple[bool, str] | None:
@@ -83,12 +117,15 @@ def check_sources(samples: list[StackSample], tail: str) -> tuple[bool, str] | N
 
 
 def decode_batch(msgs: Sequence[Msg], decoder: msgspec.json.Decoder[Any], prefix_len: int,
-                 check: Check, *, traced: bool = False) -> Decoded[S]:
+                 check: Check, *, traced: bool = False,
+                 limits: InputLimits = DEFAULT_LIMITS) -> Decoded[S]:
     """Decode a batch of messages: valid samples in arrival order, and what was rejected why.
 
     A message is one sample or a JSON array of them; ``check`` sees its samples
     and the subject's tail (each sample's name must be that tail) and says what
-    is wrong, if anything: then the whole message is rejected. With ``traced``, a
+    is wrong, if anything: then the whole message is rejected, as it is past ``limits``
+    (its size first, unread; labels only when the message is long enough to break
+    them, so a typical small sample costs nothing more). With ``traced``, a
     message carrying a trace context becomes its own segment so the spans it
     causes can join its trace; the others are merged into as few segments as possible.
     """
@@ -96,7 +133,14 @@ def decode_batch(msgs: Sequence[Msg], decoder: msgspec.json.Decoder[Any], prefix
     current: list[S] = []
     rejected: list[Rejection] = []
     count = 0
+    max_bytes = limits.max_message_bytes
+    label_bound = min(limits.max_labels * _MIN_LABEL_BYTES, limits.max_label_value_length)
     for msg in msgs:
+        size = len(msg.data)
+        if size > max_bytes:
+            rejected.append(Rejection(msg, TOO_LARGE, f"{size} bytes, more than "
+                                      f"engine.limits.max_message_bytes ({max_bytes})"))
+            continue
         try:
             decoded = decoder.decode(msg.data)
         except msgspec.ValidationError as exc:
@@ -117,6 +161,9 @@ def decode_batch(msgs: Sequence[Msg], decoder: msgspec.json.Decoder[Any], prefix
             rejected.append(Rejection(msg, SUBJECT_MISMATCH if mismatch else INVALID_SAMPLE,
                                       f"{detail} (subject {msg.subject!r})"))
             continue
+        if size > label_bound and (past := check_labels(samples, limits)) is not None:
+            rejected.append(Rejection(msg, *past))
+            continue
         count += len(samples)
         headers = msg.headers if traced else None
         if headers and "traceparent" in headers:
@@ -131,15 +178,17 @@ def decode_batch(msgs: Sequence[Msg], decoder: msgspec.json.Decoder[Any], prefix
     return Decoded(segments, rejected, count)
 
 
-def decode_metric_batch(msgs: Sequence[Msg], prefix_len: int, *,
-                        traced: bool = False) -> Decoded[WireSample]:
+def decode_metric_batch(msgs: Sequence[Msg], prefix_len: int, *, traced: bool = False,
+                        limits: InputLimits = DEFAULT_LIMITS) -> Decoded[WireSample]:
     """Metric messages as WireSamples: MetricSample's checks, without its Python call each."""
-    return decode_batch(msgs, wire_decoder, prefix_len, check_wire, traced=traced)
+    return decode_batch(msgs, wire_decoder, prefix_len, check_wire, traced=traced,
+                        limits=limits)
 
 
-def decode_stack_batch(msgs: Sequence[Msg], prefix_len: int, *,
-                       traced: bool = False) -> Decoded[StackSample]:
-    return decode_batch(msgs, stack_decoder, prefix_len, check_sources, traced=traced)
+def decode_stack_batch(msgs: Sequence[Msg], prefix_len: int, *, traced: bool = False,
+                       limits: InputLimits = DEFAULT_LIMITS) -> Decoded[StackSample]:
+    return decode_batch(msgs, stack_decoder, prefix_len, check_sources, traced=traced,
+                        limits=limits)
 
 
 class Inbox:
@@ -174,6 +223,11 @@ class Inbox:
         self._space.set()
         return msgs
 
+    @property
+    def waiting(self) -> bool:
+        """Messages are held that were not taken yet."""
+        return bool(self._msgs)
+
     def close(self) -> None:
         self._closed = True
         self._ready.set()
@@ -187,13 +241,18 @@ StackHandler = Callable[[list[Segment[StackSample]]], None]
 class Ingest:
     """The engine's two subscriptions and the loops that feed the evaluator from them."""
 
+    #: The stream sequence of the last message handed on (durable ingest); None: no stream.
+    applied: int | None = None
+
     def __init__(self, nc: Client, stats: EngineStats, invalid: InvalidSink, *,
                  on_metrics: MetricHandler, on_stacks: StackHandler,
                  metrics_prefix: str = "metrics", stacks_prefix: str = "stacks",
                  pending_msgs_limit: int = 1_000_000,
                  pending_bytes_limit: int = 512 * 1024 * 1024, max_batch: int = 5000,
-                 traced: Callable[[], bool] = lambda: False) -> None:
+                 traced: Callable[[], bool] = lambda: False,
+                 limits: InputLimits = DEFAULT_LIMITS) -> None:
         self._nc = nc
+        self._limits = limits
         self._stats = stats
         self._invalid = invalid
         self._on_metrics = on_metrics
@@ -230,6 +289,10 @@ class Ingest:
             self._loop(self._stacks_inbox, self._stacks_prefix, decode_stack_batch,
                        self._on_stacks))
 
+    def behind(self) -> bool:
+        """True while deadlines should wait for input still to come; core ingest never knows."""
+        return False
+
     async def stop(self) -> None:
         """Stop taking input: unsubscribe, then let the loops finish what was received."""
         for sub in self._subs:
@@ -251,13 +314,37 @@ class Ingest:
             f"(engine.pending_msgs_limit / pending_bytes_limit); "
             f"{self._stats.dropped['slow_consumer']} dropped so far")
 
+    def on_disconnect(self, stalled: float | None) -> None:
+        """The connection broke: core NATS does not keep what it could not deliver; say so.
+
+        ``stalled``: seconds the engine's loop had just stalled (``StallWatch.recent``);
+        then the server most likely cut it off as a slow consumer.
+        """
+        if stalled is not None:
+            self._stats.disconnected("slow_consumer")
+            log.error(
+                "INPUT LOST: the NATS server disconnected the engine as a SLOW CONSUMER after "
+                "its event loop stalled for %.1fs (a server drops a client that does not read "
+                "for its write_deadline, 10s by default: SIGSTOP, a long pause, CPU "
+                "starvation); what the server had buffered for it and everything published on "
+                "%s.> and %s.> until the reconnect is lost (%d such disconnects so far; "
+                "durable ingest keeps it: docs/operations.md)", stalled,
+                self._metrics_prefix, self._stacks_prefix,
+                self._stats.dropped["slow_consumer_disconnects"])
+        else:
+            self._stats.disconnected("other")
+            log.error("INPUT LOST: disconnected from NATS; samples published on %s.> and %s.> "
+                      "until the reconnect are not received (core ingest; %d disconnects so "
+                      "far)", self._metrics_prefix, self._stacks_prefix,
+                      self._stats.dropped["disconnects"])
+
     async def _loop(self, inbox: Inbox, prefix: str,
                     decode: Callable[..., Decoded[Any]],
                     handle: Callable[[list[Segment[Any]]], None]) -> None:
         """Take what arrived, decode it as one batch, count it, hand it on; until closed."""
         prefix_len = len(prefix) + 1
         while msgs := await inbox.take():
-            decoded = decode(msgs, prefix_len, traced=self._traced())
+            decoded = decode(msgs, prefix_len, traced=self._traced(), limits=self._limits)
             await self._account(len(msgs), decoded)
             if decoded.segments:
                 handle(decoded.segments)

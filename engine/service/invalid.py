@@ -28,12 +28,33 @@ MALFORMED_JSON = "malformed-json"
 INVALID_SAMPLE = "invalid-sample"
 SUBJECT_MISMATCH = "subject-mismatch"
 EMPTY_BATCH = "empty-batch"
+TOO_LARGE = "too-large"  # past engine.limits.max_message_bytes: refused unread
+TOO_MANY_LABELS = "too-many-labels"  # a sample past engine.limits.max_labels
+LABEL_TOO_LONG = "label-too-long"  # a label value past engine.limits.max_label_value_length
+
+TRUNCATED_HEADER = "Flarebus-Truncated"
+#: Room kept for the protocol line and header framing when fitting a republish.
+_FRAMING = 256
 
 
 def _header_value(text: str) -> str:
     """Header values cannot hold line breaks; keep them short, too."""
     flat = " ".join(text.split())
     return flat if len(flat) <= MAX_DETAIL else flat[:MAX_DETAIL - 3] + "..."
+
+
+def fit_payload(data: bytes, headers: dict[str, str], max_payload: int) -> bytes:
+    """``data`` cut so that it and ``headers`` fit the server's ``max_payload``.
+
+    A rejected message as large as the server allows cannot be republished with
+    headers added; the start of it (enough to see what it was) goes out instead,
+    with header ``Flarebus-Truncated: <original size in bytes>``.
+    """
+    framing = _FRAMING + sum(len(k) + len(v) + 4 for k, v in headers.items())
+    if not max_payload or len(data) + framing <= max_payload:
+        return data
+    headers[TRUNCATED_HEADER] = str(len(data))
+    return data[:max(0, max_payload - framing - 64)]
 
 
 class InvalidSink:
@@ -55,8 +76,9 @@ class InvalidSink:
                           f"rejected message on {msg.subject}: {text} "
                           f"(republished to {self._subject})")
         headers = {REASON_HEADER: text, SUBJECT_HEADER: msg.subject}
+        data = fit_payload(msg.data, headers, self._nc.max_payload)
         try:
-            await self._nc.publish(self._subject, msg.data, headers=headers)
+            await self._nc.publish(self._subject, data, headers=headers)
         except Exception as exc:  # bus away and its buffer full: counted, never fatal
             self.republish_failures += 1
             self._ratelog.log(logging.ERROR, "republish",

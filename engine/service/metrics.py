@@ -22,7 +22,9 @@ class EngineStats:
         self.messages_received = 0
         self.samples_received = 0
         self.rejected: Counter[str] = Counter()
-        self.dropped: Counter[str] = Counter()  # slow_consumer, out_of_order
+        #: samples by cause (slow_consumer, out_of_order, cardinality); and the number of
+        #: server-side disconnects that lost input (slow_consumer_disconnects, disconnects)
+        self.dropped: Counter[str] = Counter()
         self.triggers_published = 0
         self.publish_retries = 0
         self.checkpoints = 0
@@ -30,6 +32,7 @@ class EngineStats:
         self.reloads = 0
         self.reloads_rejected = 0
         self.timer_runs = 0
+        self.series_refused: dict[str, int] = {}  # by rule ("*": the global limit)
         self._series: Callable[[], int] = lambda: 0
         self._rules: Callable[[], int] = lambda: 0
         self._received = meter.create_counter(
@@ -41,6 +44,10 @@ class EngineStats:
         self._dropped = meter.create_counter(
             "flarebus.engine.samples.dropped", unit="{sample}",
             description="samples dropped: slow consumer (messages) or out of order, by cause")
+        self._disconnects = meter.create_counter(
+            "flarebus.engine.input.disconnects", unit="{disconnect}",
+            description="disconnects of the core-NATS input (input published meanwhile is "
+                        "lost), by cause: slow_consumer (the engine had stalled) or other")
         self._published = meter.create_counter(
             "flarebus.engine.triggers.published", unit="{trigger}",
             description="triggers acknowledged by JetStream")
@@ -82,6 +89,12 @@ class EngineStats:
             self.dropped[cause] += count
             self._dropped.add(count, {"cause": cause})
 
+    def disconnected(self, cause: str) -> None:
+        """The input subscriptions lost their connection (counted in ``dropped``, too)."""
+        self.dropped["slow_consumer_disconnects" if cause == "slow_consumer"
+                     else "disconnects"] += 1
+        self._disconnects.add(1, {"cause": cause})
+
     def published(self, count: int = 1) -> None:
         self.triggers_published += count
         self._published.add(count)
@@ -98,4 +111,5 @@ class EngineStats:
             "triggers_published": self.triggers_published,
             "publish_retries": self.publish_retries, "checkpoints": self.checkpoints,
             "reloads": self.reloads, "reloads_rejected": self.reloads_rejected,
+            "series_refused": dict(self.series_refused),
         }

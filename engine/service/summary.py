@@ -53,3 +53,26 @@ def summary_key(shard_index: int, shard_count: int) -> str:
 
 summary_encoder = msgspec.json.Encoder()
 summary_decoder = msgspec.json.Decoder(EngineSummary)
+
+#: Room kept under the server's max_payload for the KV subject and protocol framing.
+_FRAMING = 1024
+
+
+def encode_fitting(summary: EngineSummary, max_payload: int) -> bytes:
+    """The summary encoded within ``max_payload``: fewer listed series (``truncated``) if need be.
+
+    Whatever the input (thousands of long labels on the firing series), the
+    status write must fit, or ``flarebus status`` goes stale while the engine runs.
+    The listed series are halved until it fits, then the rule list is cut.
+    """
+    budget = max(_FRAMING, max_payload - _FRAMING)
+    data = summary_encoder.encode(summary)
+    while len(data) > budget and summary.states:
+        summary.states = summary.states[:len(summary.states) // 2]
+        summary.truncated = True
+        data = summary_encoder.encode(summary)
+    while len(data) > budget and summary.rules:
+        summary.rules = summary.rules[:len(summary.rules) // 2]
+        summary.truncated = True
+        data = summary_encoder.encode(summary)
+    return data

@@ -33,6 +33,8 @@ from flarebus import telemetry
 from flarebus.backoff import Backoff
 from flarebus.bus import MSG_ID_HEADER, ensure_triggers_stream, trigger_subject
 from flarebus.config import JetStreamSettings
+from flarebus.engine.service.fit import fit_trigger
+from flarebus.engine.service.inflight import InFlight
 from flarebus.engine.service.metrics import EngineStats
 from flarebus.errors import describe
 from flarebus.events import Trigger, encoder
@@ -55,9 +57,13 @@ class TriggerPublisher:
                  ack_timeout: float = 5.0, backoff_initial: float = 0.1,
                  backoff_max: float = 5.0,
                  on_acked: Callable[[Trigger], None] | None = None,
-                 jetstream: JetStreamSettings | None = None) -> None:
+                 jetstream: JetStreamSettings | None = None,
+                 inflight: InFlight | None = None,
+                 max_payload: Callable[[], int] = lambda: 0) -> None:
         self._js = js
         self._jetstream = jetstream  # to recreate a deleted stream with its settings
+        self._max_payload = max_payload
+        self._inflight = inflight or InFlight()
         self._on_acked = on_acked
         self._stats = stats
         self._lanes: list[deque[_Pending]] = [deque() for _ in range(max(1, lanes))]
@@ -136,7 +142,7 @@ class TriggerPublisher:
     async def _publish(self, item: _Pending) -> None:
         trigger = item.trigger
         subject = trigger_subject(trigger.rule)
-        payload = encoder.encode(trigger)
+        payload = fit_trigger(trigger, encoder.encode(trigger), self._max_payload())
         attempt = 0
         with telemetry.tracer.start_as_current_span(
                 f"publish {subject}", context=item.context, kind=trace.SpanKind.PRODUCER,
@@ -148,7 +154,7 @@ class TriggerPublisher:
                 attempt += 1
                 try:
                     future = await self._js.publish_async(subject, payload, headers=dict(headers))
-                    ack = await asyncio.wait_for(future, self._ack_timeout)
+                    ack = await self._inflight.ack(future, self._ack_timeout)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
