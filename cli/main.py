@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "test": "flarebus.cli.testrules",
     "status": "flarebus.cli.status",
     "tail": "flarebus.cli.tail",
+    "web": "flarebus.cli.web",
     "plugins": "flarebus.cli.plugins",
     "flamegraph": "flarebus.cli.flamegraph",
     "nats": "flarebus.cli.nats",

@@ -172,6 +172,9 @@ class WebSettings(_Section):
         "127.0.0.1:8090"
     token: Annotated[str | None, Meta(
         description="allows writes (re-queue, silences) to who sends it; unset: read-only")] = None
+    flamegraph_subjects: Annotated[str, Meta(
+        description="where flamegraph actions publish graphs (their subject option)")] = \
+        "flamegraphs.>"
 
 
 class ConfigFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

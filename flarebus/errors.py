@@ -151,3 +151,14 @@ class ActionError(FlarebusError):
 
     def __str__(self) -> str:
         return f"plugin {self.plugin!r} failed (try {self.tries}): {self.error}"
+
+
+@dataclass(eq=False)
+class WebError(FlarebusError):
+    """The web console cannot serve: its address is taken, or is not ``host:port``."""
+
+    listen: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"web console on {self.listen}: {self.message}"

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from typing import TYPE_CHECKING
 
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy
-from nats.js.kv import KeyValue
+if TYPE_CHECKING:  # nats-py is imported by what reads, not by who needs a key's name
+    from nats.aio.msg import Msg
+    from nats.js import JetStreamContext
+    from nats.js.kv import KeyValue
 
 STATE_PREFIX = "state."
 META_PREFIX = "meta."
@@ -33,6 +34,8 @@ async def read_entries(kv: KeyValue, prefix: str = STATE_PREFIX,
     Reads the bucket's stream with one ordered push consumer (last value per
     subject), which is far cheaper for 100k keys than a get per key.
     """
+    from nats.js.api import DeliverPolicy
+
     js: JetStreamContext = kv._js
     entries: dict[str, bytes] = {}
     subject_prefix = f"$KV.{kv._name}."

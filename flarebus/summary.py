@@ -11,10 +11,14 @@ decode them and must not import the engine's service.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import msgspec
-from nats.js.kv import KeyValue
 
 from flarebus.kv import META_PREFIX, read_entries
+
+if TYPE_CHECKING:
+    from nats.js.kv import KeyValue
 
 SUMMARY_PREFIX = "engine."
 MAX_LISTED_SERIES = 1000

@@ -1,0 +1,121 @@
+"""The Triggers page's rows: each trigger with what became of its actions, and re-queueing.
+
+A worker records every action that succeeded in the finished-actions bucket
+(``flarebus.kv.done_key``) and publishes a trigger whose action gave up to
+``triggers.dead.<rule>`` with the plugins and errors in headers; the two
+together say, per action, "ran", "dead-lettered" (with the error) or
+"not yet". Re-queueing a dead letter publishes its trigger again on
+``triggers.<rule>`` (the worker skips the actions that already ran) and then
+removes the dead letter, so it is never in both places and never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import msgspec
+from nats.js.errors import NotFoundError
+from nats.js.kv import KeyValue
+
+from flarebus import bus
+from flarebus.events import ActionRef, Trigger, trigger_decoder
+from flarebus.kv import done_key
+from flarebus.web.feeds import ConsoleState, Entry
+
+# the dead letter's headers (actions/deadletter.py writes them)
+PLUGIN_HEADER = "Flarebus-Plugin"
+ERROR_HEADER = "Flarebus-Error"
+TRIES_HEADER = "Flarebus-Tries"
+
+
+@dataclass
+class ActionStatus:
+    plugin: str
+    state: str  # ran | dead-lettered | not yet | unknown
+    error: str = ""
+
+
+@dataclass
+class TriggerRow:
+    entry: Entry
+    actions: list[ActionStatus] = field(default_factory=list)
+    dead: Entry | None = None
+    graph: str | None = None  # key of an attached flamegraph
+
+    @property
+    def trigger(self) -> Trigger:
+        return self.entry.trigger
+
+
+class RequeueError(Exception):
+    """A dead letter that cannot be re-queued (gone, or not a dead letter)."""
+
+
+async def _done_bucket(state: ConsoleState) -> KeyValue | None:
+    try:
+        return await state.js.key_value(bus.ACTIONS_DONE_BUCKET)
+    except NotFoundError:  # no worker has run yet
+        return None
+
+
+async def _ran(kv: KeyValue | None, trigger: Trigger, index: int, ref: ActionRef) -> bool | None:
+    if kv is None:
+        return None
+    try:
+        await kv.get(done_key(trigger.id, index, ref.plugin))
+    except NotFoundError:  # KeyNotFoundError is one
+        return False
+    return True
+
+
+async def rows(state: ConsoleState, entries: list[Entry], default_action: str) -> list[TriggerRow]:
+    """The rows of these triggers, their actions looked up together."""
+    kv = await _done_bucket(state)
+    dead_by_id = {e.trigger.id: e for e in state.dead.values()}
+    graphs = {g.trigger_id: key for key, g in state.attached.items()}
+    out: list[TriggerRow] = []
+    lookups = []
+    for entry in entries:
+        trigger = entry.trigger
+        refs = trigger.actions or [ActionRef(plugin=default_action)]
+        row = TriggerRow(entry, dead=dead_by_id.get(trigger.id), graph=graphs.get(trigger.id))
+        out.append(row)
+        for i, ref in enumerate(refs):
+            row.actions.append(ActionStatus(ref.plugin, "unknown"))
+            lookups.append((row, i, _ran(kv, trigger, i, ref)))
+    found = await asyncio.gather(*(c for _, _, c in lookups))
+    for (row, i, _), ran in zip(lookups, found, strict=True):
+        status = row.actions[i]
+        failed = row.dead is not None and status.plugin in row.dead.headers.get(
+            PLUGIN_HEADER, "").split(",")
+        if ran:
+            status.state = "ran"
+        elif failed:
+            status.state, status.error = "dead-lettered", row.dead.headers.get(ERROR_HEADER, "")
+        elif ran is False:
+            status.state = "not yet"
+    return out
+
+
+async def requeue(state: ConsoleState, seq: int) -> Trigger:
+    """Publish dead letter ``seq``'s trigger on ``triggers.<rule>`` again, then delete it."""
+    try:
+        raw = await state.js.get_msg(bus.TRIGGERS_STREAM, seq)
+    except NotFoundError:
+        state.forget_dead(seq)
+        raise RequeueError(f"dead letter {seq} is gone (re-queued already, or expired)") from None
+    if not (raw.subject or "").startswith(bus.DEAD_LETTER_PREFIX + "."):
+        raise RequeueError(f"message {seq} is not a dead letter")
+    try:
+        trigger = trigger_decoder.decode(raw.data or b"")
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+        raise RequeueError(f"dead letter {seq} does not hold a trigger: {exc}") from None
+    headers = {bus.MSG_ID_HEADER: f"{trigger.id}:requeue:{seq}"}
+    for key in ("traceparent", "tracestate"):
+        if raw.headers and key in raw.headers:
+            headers[key] = raw.headers[key]
+    await state.js.publish(bus.trigger_subject(trigger.rule), raw.data or b"", headers=headers)
+    await state.js.delete_msg(bus.TRIGGERS_STREAM, seq)
+    state.forget_dead(seq)
+    return trigger
