@@ -87,12 +87,11 @@ async def rows(state: ConsoleState, entries: list[Entry], default_action: str) -
     found = await asyncio.gather(*(c for _, _, c in lookups))
     for (row, i, _), ran in zip(lookups, found, strict=True):
         status = row.actions[i]
-        failed = row.dead is not None and status.plugin in row.dead.headers.get(
-            PLUGIN_HEADER, "").split(",")
+        dead = row.dead.headers if row.dead is not None else {}
         if ran:
             status.state = "ran"
-        elif failed:
-            status.state, status.error = "dead-lettered", row.dead.headers.get(ERROR_HEADER, "")
+        elif status.plugin in dead.get(PLUGIN_HEADER, "").split(","):
+            status.state, status.error = "dead-lettered", dead.get(ERROR_HEADER, "")
         elif ran is False:
             status.state = "not yet"
     return out

@@ -14,7 +14,7 @@ from flarebus import bus
 from flarebus.durations import parse_duration
 from flarebus.errors import UsageError
 from flarebus.plugin import Panel, maybe_await
-from flarebus.summary import EngineSummary
+from flarebus.summary import EngineSummary, RuleInfo
 from flarebus.web import history
 from flarebus.web.app import STALE_AFTER, console_of, problem, render
 from flarebus.web.feeds import Attached
@@ -50,7 +50,7 @@ async def overview(request: web.Request) -> web.Response:
     summaries = _summaries(request)
     rows = live_rows(summaries, state.triggers())
     counts = counts_by_rule(rows)
-    rules = {}
+    rules: dict[str, tuple[RuleInfo, list[str]]] = {}
     for s in summaries:
         for rule in s.rules:
             rules.setdefault(rule.name, (rule, []))[1].append(s.shard)
