@@ -4,8 +4,9 @@ Each feed is one subscription started with the console: an ordered consumer
 on the state bucket's ``meta.engine.*`` keys (the last summary of every
 engine, then each new one), an ordered consumer on the triggers stream from
 its last ``history`` messages on (triggers and dead letters), and plain
-subscriptions to ``stacks.>`` and to the subjects ``flamegraph`` actions
-publish graphs on. Nothing is polled: a page is rendered from memory.
+subscriptions to ``stacks.>``, to the finished-actions bucket's subjects and
+the workers' acks (a page's "ran" is current) and to the subjects ``flamegraph`` actions publish
+graphs on. Nothing is polled: a page is rendered from memory.
 """
 
 from __future__ import annotations
@@ -70,12 +71,14 @@ class ConsoleState:
     """The feeds, and the change counter that tells open pages to refresh."""
 
     def __init__(self, nc: Client, *, stacks_prefix: str = "stacks",
-                 flamegraph_subjects: str = "flamegraphs.>", history: int = HISTORY) -> None:
+                 flamegraph_subjects: str = "flamegraphs.>", history: int = HISTORY,
+                 worker_consumer: str = "flarebus-workers") -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
         self.stacks_prefix = stacks_prefix
         self.flamegraph_subjects = flamegraph_subjects
         self.history = history
+        self.worker_consumer = worker_consumer
         self.changes = Changes()
         self.summaries: dict[str, EngineSummary] = {}
         self.entries: deque[Entry] = deque(maxlen=history)
@@ -100,6 +103,12 @@ class ConsoleState:
                                   opt_start_seq=first),
             pending_msgs_limit=-1, pending_bytes_limit=-1))
         self._subs.append(await self.nc.subscribe(f"{self.stacks_prefix}.>", cb=self._on_stacks))
+        # a worker's record of a finished action, and its ack of a trigger (plain
+        # subscriptions see KV puts and acks as they go): the page's "ran" stays current
+        self._subs.append(await self.nc.subscribe(f"$KV.{bus.ACTIONS_DONE_BUCKET}.>",
+                                                  cb=self._on_action_done))
+        self._subs.append(await self.nc.subscribe(
+            f"$JS.ACK.{bus.TRIGGERS_STREAM}.{self.worker_consumer}.>", cb=self._on_action_done))
         if self.flamegraph_subjects:
             self._subs.append(await self.nc.subscribe(self.flamegraph_subjects,
                                                       cb=self._on_flamegraph))
@@ -144,6 +153,9 @@ class ConsoleState:
             self.dead[entry.seq] = entry
         elif trigger.state == "firing":
             self._snapshot(trigger)
+        self.changes.bump("triggers")
+
+    async def _on_action_done(self, msg: Msg) -> None:
         self.changes.bump("triggers")
 
     async def _on_stacks(self, msg: Msg) -> None:

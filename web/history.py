@@ -1,12 +1,14 @@
 """The Triggers page's rows: each trigger with what became of its actions, and re-queueing.
 
-A worker records every action that succeeded in the finished-actions bucket
-(``flarebus.kv.done_key``) and publishes a trigger whose action gave up to
-``triggers.dead.<rule>`` with the plugins and errors in headers; the two
-together say, per action, "ran", "dead-lettered" (with the error) or
-"not yet". Re-queueing a dead letter publishes its trigger again on
-``triggers.<rule>`` (the worker skips the actions that already ran) and then
-removes the dead letter, so it is never in both places and never lost.
+A worker acks a trigger once its actions are done, records each success of a
+trigger with several actions in the finished-actions bucket
+(``flarebus.kv.done_key``), and publishes a trigger whose action gave up to
+``triggers.dead.<rule>`` with the plugins and errors in headers. Together
+they say, per action, "ran", "dead-lettered" (with the error) or "not yet";
+the acks are read as the worker consumer's ack floor. Re-queueing a dead
+letter publishes its trigger again on ``triggers.<rule>`` (the worker skips
+the actions that already ran) and then removes the dead letter, so it is
+never in both places and never lost.
 """
 
 from __future__ import annotations
@@ -69,9 +71,19 @@ async def _ran(kv: KeyValue | None, trigger: Trigger, index: int, ref: ActionRef
     return True
 
 
+async def _ack_floor(state: ConsoleState) -> int:
+    """The stream sequence up to which the workers acked every trigger (0: unknown)."""
+    try:
+        info = await state.js.consumer_info(bus.TRIGGERS_STREAM, state.worker_consumer)
+    except NotFoundError:  # no worker has started
+        return 0
+    return int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
+
+
 async def rows(state: ConsoleState, entries: list[Entry], default_action: str) -> list[TriggerRow]:
     """The rows of these triggers, their actions looked up together."""
     kv = await _done_bucket(state)
+    acked = await _ack_floor(state)
     dead_by_id = {e.trigger.id: e for e in state.dead.values()}
     graphs = {g.trigger_id: key for key, g in state.attached.items()}
     out: list[TriggerRow] = []
@@ -88,11 +100,11 @@ async def rows(state: ConsoleState, entries: list[Entry], default_action: str) -
     for (row, i, _), ran in zip(lookups, found, strict=True):
         status = row.actions[i]
         dead = row.dead.headers if row.dead is not None else {}
-        if ran:
-            status.state = "ran"
-        elif status.plugin in dead.get(PLUGIN_HEADER, "").split(","):
+        if status.plugin in dead.get(PLUGIN_HEADER, "").split(","):
             status.state, status.error = "dead-lettered", dead.get(ERROR_HEADER, "")
-        elif ran is False:
+        elif ran or row.entry.seq <= acked:  # acked and not dead-lettered: it ran
+            status.state = "ran"
+        else:
             status.state = "not yet"
     return out
 

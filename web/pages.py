@@ -78,7 +78,7 @@ async def series(request: web.Request) -> web.Response:
                   page=_int(request, "page", 1), per_page=_int(request, "per_page", PER_PAGE))
     rules = sorted({r.name for s in summaries for r in s.rules})
     return render(request, "series.html", topics=("summaries", "triggers"), page=page,
-                  rules=rules, rule=rule, labels=matchers_text, state=wanted, error=error,
+                  rules=rules, rule=rule, matchers_text=matchers_text, state=wanted, error=error,
                   truncated=[s.shard for s in summaries if s.truncated],
                   status=400 if error else 200)
 

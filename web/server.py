@@ -75,7 +75,8 @@ async def running_console(config: Config, *, listen: str | None = None,
     runner = None
     try:
         state = await ConsoleState(nc, stacks_prefix=config.engine.stacks_prefix,
-                                   flamegraph_subjects=config.web.flamegraph_subjects).start()
+                                   flamegraph_subjects=config.web.flamegraph_subjects,
+                                   worker_consumer=config.worker.consumer).start()
         console = Console(state, token=config.web.token or None,
                           visualizations=visualizations(registry or discover(
                               config.worker.plugin_dir)),
