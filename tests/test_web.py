@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -293,6 +294,22 @@ class TestLiveAndGraphs:
                 if line.startswith("data:") and "triggers" in line:
                     break
             assert "event: change" in seen
+
+    async def test_a_change_before_the_stream_opens_is_not_missed(
+            self, http: httpx.AsyncClient, private_nc: Client) -> None:
+        """A page's event stream starts at the version it was rendered at (data-version)."""
+        page = (await http.get("/triggers")).text
+        version = int(page.split('data-version="')[1].split('"')[0])
+        await publish_trigger(private_nc, make_trigger("between_rule"))
+        await page_with(http, "/triggers?rule=between_rule", "between_rule")
+
+        async def first_change() -> str:
+            async with http.stream("GET", f"/events?since={version}") as stream:
+                async for line in stream.aiter_lines():
+                    if line.startswith("data:"):
+                        return line
+            return ""
+        assert "triggers" in await asyncio.wait_for(first_change(), 10.0)
 
     async def test_stack_windows_render_in_every_frame_view(self, http: httpx.AsyncClient,
                                                             private_nc: Client) -> None:

@@ -108,7 +108,8 @@ def render(request: web.Request, template: str, *, topics: tuple[str, ...] = (),
     fragment = request.headers.get(FRAGMENT_HEADER) == "main"
     html = console.env.get_template(template).render(
         request=request, fragment=fragment, topics=" ".join(topics),
-        writable=console.token is not None, now=time.time(), **context)
+        writable=console.token is not None, now=time.time(),
+        version=console.state.changes.version, **context)
     return web.Response(text=html, status=status, content_type="text/html")
 
 
@@ -148,7 +149,10 @@ async def events(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})
     await response.prepare(request)
-    seen = changes.version
+    try:  # the version the page was rendered at: what changed since is sent at once
+        seen = min(int(request.query.get("since", "")), changes.version)
+    except ValueError:
+        seen = changes.version
     try:
         await response.write(b"retry: 1000\n\n")
         while True:

@@ -72,7 +72,8 @@
     document.addEventListener("focusout", function () { if (again) setTimeout(refresh, 100); });
     var topics = (main.dataset.topics || "").split(" ").filter(Boolean);
     if (!topics.length || !window.EventSource) { live.textContent = ""; return; }
-    var source = new EventSource("/events");
+    // from the version this page was rendered at: a change in between is not missed
+    var source = new EventSource("/events?since=" + encodeURIComponent(main.dataset.version || ""));
     source.onopen = function () { live.textContent = "● live"; live.className = "live on"; };
     source.onerror = function () { live.textContent = "reconnecting…"; live.className = "live off"; };
     source.addEventListener("change", function (e) {
