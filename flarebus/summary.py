@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 SUMMARY_PREFIX = "engine."
 MAX_LISTED_SERIES = 1000
+#: a summary older than this means its engine is not running (or cannot reach NATS)
+STALE_AFTER = 60.0
 
 
 class RuleInfo(msgspec.Struct, omit_defaults=True):

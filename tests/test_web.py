@@ -91,6 +91,20 @@ class Leaves(Visualization):
 
 plugin = Leaves()
 '''
+SERIES_PLUGIN = '''
+from html import escape
+
+class Hosts:
+    """Lists a rule's hosts (duck-typed: no base class)."""
+    name = "hosts"
+    accepts = "series"
+
+    async def render(self, panel):
+        hosts = sorted(s.labels.get("host", "") for s in panel.series)
+        return "<p class=hosts>" + escape(panel.rule + ": " + " ".join(hosts)) + "</p>"
+
+plugin = Hosts()
+'''
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +118,7 @@ async def console(private_nats: EmbeddedNats, silences: MemorySilences,
     """A console with a write token, silences and a plugin dir; its URL."""
     plugins = tmp_path_factory.mktemp("web-plugins")
     (plugins / "leaves.py").write_text(VIEW_PLUGIN)
+    (plugins / "hosts.py").write_text(SERIES_PLUGIN)
     async with running_console(console_config(private_nats, TOKEN, plugins),
                                silences=silences) as url:
         yield url
@@ -211,6 +226,15 @@ class TestSeries:
         assert "page 2 of 200" in page2 and 'rel="prev"' in page2
         one = (await http.get('/series?labels=host%3D%22h7-12%22')).text
         assert one.count('<tr class="row-') == 1 and "h7-12" in one
+
+    async def test_a_series_visualization_draws_a_rules_series(
+            self, http: httpx.AsyncClient, private_nc: Client) -> None:
+        """A plugin that accepts series gets the filtered series of the chosen rule."""
+        states = [SeriesInfo(rule="mem_high", series=f'mem{{host="{h}"}}', state="firing",
+                             labels={"host": h}) for h in ("b<1>", "a")]
+        await put_summary(private_nc, "viz-0", summary("viz", states, [RULE]))
+        body = await page_with(http, "/series?rule=mem_high&view=hosts", "class=hosts")
+        assert "<p class=hosts>mem_high: a b&lt;1&gt;</p>" in body
 
     async def test_a_bad_filter_is_shown_not_crashed_on(self, http: httpx.AsyncClient) -> None:
         """A regex that does not compile: 400, the page with the error and its form."""

@@ -29,6 +29,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from flarebus.durations import format_duration
 from flarebus.plugin import VisualizationPlugin
+from flarebus.summary import STALE_AFTER
 from flarebus.web.feeds import ConsoleState
 from flarebus.web.silences import SilenceStore
 
@@ -38,8 +39,6 @@ HERE = Path(__file__).parent
 TOKEN_HEADER = "X-Flarebus-Token"
 FRAGMENT_HEADER = "X-Fragment"
 HEARTBEAT = 15.0
-#: a summary older than this means its engine is gone (as `flarebus status` says)
-STALE_AFTER = 60.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -84,7 +83,8 @@ def page_query(request: web.Request, page: int) -> str:
 def ago(ts: float | None) -> str:
     if ts is None:
         return "-"
-    return format_duration(max(0.0, round(time.time() - ts, 0 if time.time() - ts > 10 else 1)))
+    age = time.time() - ts
+    return "<1s" if age < 1 else format_duration(round(age))
 
 
 def duration_text(seconds: float | None) -> str:

@@ -14,11 +14,11 @@ from flarebus import bus
 from flarebus.durations import parse_duration
 from flarebus.errors import UsageError
 from flarebus.plugin import Panel, maybe_await
-from flarebus.summary import EngineSummary, RuleInfo
+from flarebus.summary import STALE_AFTER, EngineSummary, RuleInfo
 from flarebus.web import history
-from flarebus.web.app import STALE_AFTER, console_of, problem, render
+from flarebus.web.app import console_of, problem, render
 from flarebus.web.feeds import Attached
-from flarebus.web.series import PER_PAGE, counts_by_rule, live_rows, parse_matchers, select
+from flarebus.web.series import MAX_PER_PAGE, PER_PAGE, counts_by_rule, live_rows, parse_matchers, select
 
 TRIGGERS_PER_PAGE = 50
 
@@ -77,7 +77,14 @@ async def series(request: web.Request) -> web.Response:
     page = select(rows, rule=rule, state=wanted, matchers=matchers,
                   page=_int(request, "page", 1), per_page=_int(request, "per_page", PER_PAGE))
     rules = sorted({r.name for s in summaries for r in s.rules})
+    view, panel = request.query.get("view", ""), ""
+    plugin = console_of(request).visualizations.get(view)
+    if rule and plugin is not None and plugin.accepts == "series":
+        chosen = select(rows, rule=rule, state=wanted, matchers=matchers, per_page=MAX_PER_PAGE)
+        panel = str(await maybe_await(plugin.render(Panel(
+            f"{rule}: {chosen.total} series", rule=rule, series=[r.info for r in chosen.rows]))))
     return render(request, "series.html", topics=("summaries", "triggers"), page=page,
+                  view=view, views=console_of(request).views("series"), panel=panel,
                   rules=rules, rule=rule, matchers_text=matchers_text, state=wanted, error=error,
                   truncated=[s.shard for s in summaries if s.truncated],
                   status=400 if error else 200)
