@@ -18,7 +18,14 @@ from flarebus.summary import STALE_AFTER, EngineSummary, RuleInfo
 from flarebus.web import history
 from flarebus.web.app import console_of, problem, render
 from flarebus.web.feeds import Attached
-from flarebus.web.series import MAX_PER_PAGE, PER_PAGE, counts_by_rule, live_rows, parse_matchers, select
+from flarebus.web.series import (
+    MAX_PER_PAGE,
+    PER_PAGE,
+    counts_by_rule,
+    live_rows,
+    parse_matchers,
+    select,
+)
 
 TRIGGERS_PER_PAGE = 50
 
