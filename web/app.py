@@ -67,6 +67,7 @@ class Console:
 
 
 CONSOLE = web.AppKey("console", Console)
+VERSION = "flarebus.version"
 
 
 def console_of(request: web.Request) -> Console:
@@ -109,7 +110,7 @@ def render(request: web.Request, template: str, *, topics: tuple[str, ...] = (),
     html = console.env.get_template(template).render(
         request=request, fragment=fragment, topics=" ".join(topics),
         writable=console.token is not None, now=time.time(),
-        version=console.state.changes.version, **context)
+        version=request.get(VERSION, console.state.changes.version), **context)
     return web.Response(text=html, status=status, content_type="text/html")
 
 
@@ -132,6 +133,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not hmac.compare_digest(given.encode(), token.encode()):
             return problem(401, f"a write needs the console's token in the {TOKEN_HEADER} "
                                 "header (enter it under 'Write token')")
+    # the version before anything is read: a change while the page is built is sent again
+    request[VERSION] = console_of(request).state.changes.version
     response = await handler(request)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")

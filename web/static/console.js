@@ -76,6 +76,10 @@
     var source = new EventSource("/events?since=" + encodeURIComponent(main.dataset.version || ""));
     source.onopen = function () { live.textContent = "● live"; live.className = "live on"; };
     source.onerror = function () { live.textContent = "reconnecting…"; live.className = "live off"; };
+    // a page left for another must free its connection (a browser opens only six per
+    // server; pages kept for the back button would otherwise hold them all)
+    window.addEventListener("pagehide", function () { source.close(); });
+    window.addEventListener("pageshow", function (e) { if (e.persisted) location.reload(); });
     source.addEventListener("change", function (e) {
       var changed = JSON.parse(e.data);
       if (changed.some(function (t) { return topics.indexOf(t) >= 0; })) refresh();
