@@ -158,6 +158,16 @@ class TestPages:
         assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; more" in body
         assert "<script>alert" not in body and "<img src=x" not in body
 
+    async def test_the_chosen_filters_stay_chosen(self, http: httpx.AsyncClient) -> None:
+        """A filtered page shows its filters as chosen (and the labels as typed)."""
+        series = (await http.get("/series", params={"state": "pending",
+                                                    "labels": 'host="a<b"'})).text
+        assert "<option selected>pending</option>" in series
+        assert 'value="host=&#34;a&lt;b&#34;"' in series and "with these filters" in series
+        triggers = (await http.get("/triggers?state=dead")).text
+        assert '<option value="dead" selected>dead letters</option>' in triggers
+        assert "with these filters" not in (await http.get("/series")).text
+
     async def test_a_fragment_request_gets_only_main(self, http: httpx.AsyncClient) -> None:
         """What the live refresh fetches: the page's main content, no document around it."""
         body = (await http.get("/series", headers={"X-Fragment": "main"})).text

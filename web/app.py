@@ -19,6 +19,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,8 @@ class Console:
 
 
 CONSOLE = web.AppKey("console", Console)
-VERSION = "flarebus.version"
+#: the change version when the request came in (each request runs in a task of its own)
+VERSION: ContextVar[int | None] = ContextVar("flarebus_web_version", default=None)
 
 
 def console_of(request: web.Request) -> Console:
@@ -110,8 +112,13 @@ def render(request: web.Request, template: str, *, topics: tuple[str, ...] = (),
     html = console.env.get_template(template).render(
         request=request, fragment=fragment, topics=" ".join(topics),
         writable=console.token is not None, now=time.time(),
-        version=request.get(VERSION, console.state.changes.version), **context)
+        version=_version(console), **context)
     return web.Response(text=html, status=status, content_type="text/html")
+
+
+def _version(console: Console) -> int:
+    taken = VERSION.get()
+    return console.state.changes.version if taken is None else taken
 
 
 def problem(status: int, message: str) -> web.Response:
@@ -134,7 +141,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             return problem(401, f"a write needs the console's token in the {TOKEN_HEADER} "
                                 "header (enter it under 'Write token')")
     # the version before anything is read: a change while the page is built is sent again
-    request[VERSION] = console_of(request).state.changes.version
+    VERSION.set(console_of(request).state.changes.version)
     response = await handler(request)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")

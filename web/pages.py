@@ -92,7 +92,8 @@ async def series(request: web.Request) -> web.Response:
             f"{rule}: {chosen.total} series", rule=rule, series=[r.info for r in chosen.rows]))))
     return render(request, "series.html", topics=("summaries", "triggers"), page=page,
                   view=view, views=console_of(request).views("series"), panel=panel,
-                  rules=rules, rule=rule, matchers_text=matchers_text, state=wanted, error=error,
+                  rules=rules, rule=rule, matchers_text=matchers_text, wanted_state=wanted,
+                  error=error,
                   truncated=[s.shard for s in summaries if s.truncated],
                   status=400 if error else 200)
 
@@ -110,7 +111,7 @@ async def triggers(request: web.Request) -> web.Response:
     shown = chosen[(page - 1) * TRIGGERS_PER_PAGE: page * TRIGGERS_PER_PAGE]
     rows = await history.rows(state, shown, console.default_action)
     return render(request, "triggers.html", topics=("triggers",), rows=rows, rule=rule,
-                  state=wanted, page=page, pages=pages, total=len(chosen),
+                  wanted_state=wanted, page=page, pages=pages, total=len(chosen),
                   rules=sorted({e.trigger.rule for e in state.entries}))
 
 
