@@ -402,6 +402,13 @@ class TestCommandAndConfig:
         assert result.stderr.strip().splitlines() == [
             "flarebus web: web console on nowhere: is not host:port (e.g. 127.0.0.1:8090)"]
 
+    def test_unreachable_nats_is_one_line(self) -> None:
+        """No server at --nats: exit 1 with one line naming it (no silent wait)."""
+        result = run_flarebus("web", "--listen", "127.0.0.1:0", "--nats", "nats://127.0.0.1:1")
+        assert result.returncode == 1
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith("flarebus web: NATS at nats://127.0.0.1:1")
+
     def test_the_token_comes_from_the_environment(self) -> None:
         """FLAREBUS_WEB_TOKEN sets web.token (never a flag: a command line is public)."""
         config = load_config(env={"FLAREBUS_WEB_TOKEN": "abc", "FLAREBUS_WEB_LISTEN": ":9"})

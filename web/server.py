@@ -70,7 +70,7 @@ async def running_console(config: Config, *, listen: str | None = None,
     elif not is_loopback(host):
         log.warning("web console listens on %s (not loopback): anyone who reaches it can "
                     "read what is firing", address)
-    nc = await bus.connect(config.nats, retry_initial=True)
+    nc = await bus.connect(config.nats)  # unreachable: one clear error, not a silent wait
     state = None
     runner = None
     try:
