@@ -163,7 +163,6 @@ async def test_a_rule_fires_and_resolves_live(browser: WebDriver, up: str, priva
                                               screenshots: Path) -> None:
     """Overview and Series show a firing rule without a reload, then its resolution."""
     open_page(browser, up)
-    browser.save_screenshot(str(screenshots / "overview-quiet.png"))
     await publish(private_nc, "metrics.cpu.usage",
                   {"name": "cpu.usage", "value": 97.0, "labels": {"host": "web-1"}})
     overview = wait_until(browser, lambda b: "firing" in text_of(b, "#rule-cpu_high .firing-count"),
