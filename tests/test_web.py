@@ -267,6 +267,9 @@ class TestWrites:
         foreign = await http.post(url, headers={"X-Flarebus-Token": TOKEN,
                                                 "Origin": "https://evil.example"})
         assert foreign.status_code == 403 and "cross-origin" in foreign.json()["error"]
+        host = httpx.URL(str(http.base_url)).netloc.decode()
+        proxied = await http.post(url, headers={"Origin": f"https://{host}"})  # TLS proxy
+        assert proxied.status_code == 401  # past the origin check, stopped by the token
         js = private_nc.jetstream()
         assert (await js.get_msg(bus.TRIGGERS_STREAM, seq)).subject.startswith("triggers.dead.")
         done = await http.post(url, headers={"X-Flarebus-Token": TOKEN})

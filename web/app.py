@@ -23,7 +23,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -131,7 +131,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.method not in ("GET", "HEAD"):
         token = console_of(request).token
         origin = request.headers.get("Origin")
-        if origin is not None and origin != f"{request.scheme}://{request.host}":
+        # the host only: behind a TLS proxy the page is https while this server sees http
+        if origin is not None and urlsplit(origin).netloc != request.host:
             return problem(403, f"cross-origin write refused (Origin {origin})")
         if token is None:
             return problem(403, "the console is read-only: set web.token in flarebus.yaml "
