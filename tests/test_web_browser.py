@@ -224,6 +224,13 @@ async def test_a_stack_rule_flamegraph_renders(browser: WebDriver, up: str, priv
     svg_width = browser.execute_script(
         "return +document.querySelector('figure.flame svg').getAttribute('width')")
     assert widths and widths[0] >= svg_width - 2  # zoomed: the frame spans the graph
+    browser.execute_script(  # the keyboard: Enter on the root (the first frame) zooms out
+        "const g = document.querySelector('figure.flame g.frame[data-name=\"all\"]');"
+        "g.focus(); g.dispatchEvent(new KeyboardEvent('keydown', {key: 'Enter'}))")
+    gc_width = browser.execute_script(
+        "return +document.querySelector('figure.flame g.frame[data-name=\"gc\"] rect')"
+        ".getAttribute('width')")
+    assert 0 < gc_width < svg_width / 2  # back out: gc is its 10 % again
 
     open_page(browser, f"{up}triggers?rule=hot_loop")
     wait_until(browser, lambda b: "flamegraph when it fired" in text_of(b, "ol.triggers"),

@@ -80,6 +80,14 @@
         title.textContent = node.n + " — " + fmt(node.v, data.unit) + ", " + (100 * node.v / total).toFixed(2) + "% of all";
         g.appendChild(title); g.appendChild(r); g.appendChild(label);
         g.addEventListener("click", function () { state.path = path; draw(); });
+        if (w >= 24) { // wide enough to read: reachable by keyboard, Enter zooms
+          g.setAttribute("tabindex", "0");
+          g.setAttribute("role", "button");
+          g.setAttribute("aria-label", title.textContent);
+          g.addEventListener("keydown", function (ev) {
+            if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); state.path = path; draw(); }
+          });
+        }
         g.addEventListener("mousemove", function (ev) {
           tip.hidden = false;
           tip.textContent = node.n + " — " + fmt(node.v, data.unit) + " · " +
