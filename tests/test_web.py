@@ -22,7 +22,7 @@ from flarebus.summary import RuleInfo, SeriesInfo
 from flarebus.web.series import Row, live_rows, parse_matchers, select
 from flarebus.web.server import running_console
 from tests.engine_support import stream_triggers
-from tests.support import run_flarebus
+from tests.support import run_flarebus, start_flarebus
 from tests.web_support import (
     eventually,
     make_trigger,
@@ -411,6 +411,30 @@ class TestCommandAndConfig:
         assert result.returncode == 1
         (line,) = result.stderr.strip().splitlines()
         assert line.startswith("flarebus web: NATS at nats://127.0.0.1:1")
+
+    @pytest.mark.parametrize("how", ["--no-web", "port taken"])
+    def test_up_runs_without_its_console(self, how: str, private_nats: EmbeddedNats,
+                                         tmp_path: Path) -> None:
+        """`up --no-web` serves none; a taken web.listen port only warns (a laptop may run
+        two): either way the start-up summary says `console off` and up runs."""
+        import socket
+
+        from tests.test_up import Output, family, stop
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        (tmp_path / "flarebus.yaml").write_text(
+            f"web: {{listen: '127.0.0.1:{taken.getsockname()[1]}'}}\n")
+        args = ["up", "--nats", private_nats.url, "--no-sampler", "--status-every", "0"]
+        proc = start_flarebus(*args, *(["--no-web"] if how == "--no-web" else []),
+                              cwd=tmp_path)
+        out = Output(proc)
+        try:
+            out.wait_for(r"console\s+off", 60)
+            assert ("address already in use" in out.text().lower()) == (how == "port taken")
+        finally:
+            assert stop(proc, family(proc.pid)) == 0
+            taken.close()
 
     def test_the_token_comes_from_the_environment(self) -> None:
         """FLAREBUS_WEB_TOKEN sets web.token (never a flag: a command line is public)."""
