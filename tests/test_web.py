@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
@@ -167,6 +168,17 @@ class TestPages:
         triggers = (await http.get("/triggers?state=dead")).text
         assert '<option value="dead" selected>dead letters</option>' in triggers
         assert "with these filters" not in (await http.get("/series")).text
+
+    async def test_a_repeat_is_marked(self, http: httpx.AsyncClient, private_nc: Client
+                                      ) -> None:
+        """A second firing of one activation (the rule's repeat) says so; the first does not."""
+        first = make_trigger("repeat_rule", at=time.time() - 60)
+        again = msgspec.structs.replace(first, id=first.id + "-r1", at=time.time())
+        for t in (first, again):
+            await publish_trigger(private_nc, t)
+        body = await page_with(http, "/triggers?rule=repeat_rule", "2 messages")
+        newest, oldest = body.split('<li class="trigger')[1:3]
+        assert ">repeat</span>" in newest and ">repeat</span>" not in oldest
 
     async def test_a_fragment_request_gets_only_main(self, http: httpx.AsyncClient) -> None:
         """What the live refresh fetches: the page's main content, no document around it."""

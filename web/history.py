@@ -21,7 +21,7 @@ from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
 from flarebus import bus
-from flarebus.events import ActionRef, Trigger, trigger_decoder
+from flarebus.events import ActionRef, Trigger, series_key, trigger_decoder
 from flarebus.kv import done_key
 from flarebus.web.feeds import ConsoleState, Entry
 
@@ -44,6 +44,7 @@ class TriggerRow:
     actions: list[ActionStatus] = field(default_factory=list)
     dead: Entry | None = None
     graph: str | None = None  # key of an attached flamegraph
+    repeat: bool = False  # a firing again (the rule's `repeat`) of a series already firing
 
     @property
     def trigger(self) -> Trigger:
@@ -80,10 +81,18 @@ async def _ack_floor(state: ConsoleState) -> int:
     return int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
 
 
+def _firing_key(trigger: Trigger) -> tuple[str, str, float]:
+    return trigger.rule, series_key(trigger.metric_name, trigger.labels), trigger.active_since
+
+
 async def rows(state: ConsoleState, entries: list[Entry], default_action: str) -> list[TriggerRow]:
     """The rows of these triggers, their actions looked up together."""
     kv = await _done_bucket(state)
     acked = await _ack_floor(state)
+    first_firing: dict[tuple[str, str, float], int] = {}
+    for e in state.entries:  # oldest first: the first firing of one activation
+        if not e.dead and e.trigger.state == "firing":
+            first_firing.setdefault(_firing_key(e.trigger), e.seq)
     dead_by_id = {e.trigger.id: e for e in state.dead.values()}
     graphs = {g.trigger_id: key for key, g in state.attached.items()}
     out: list[TriggerRow] = []
@@ -91,7 +100,9 @@ async def rows(state: ConsoleState, entries: list[Entry], default_action: str) -
     for entry in entries:
         trigger = entry.trigger
         refs = trigger.actions or [ActionRef(plugin=default_action)]
-        row = TriggerRow(entry, dead=dead_by_id.get(trigger.id), graph=graphs.get(trigger.id))
+        row = TriggerRow(entry, dead=dead_by_id.get(trigger.id), graph=graphs.get(trigger.id),
+                         repeat=not entry.dead and trigger.state == "firing"
+                         and first_firing.get(_firing_key(trigger), entry.seq) < entry.seq)
         out.append(row)
         for i, ref in enumerate(refs):
             row.actions.append(ActionStatus(ref.plugin, "unknown"))
