@@ -18,6 +18,7 @@ ROOTS = {
     "flarebus.engine": "engine",
     "flarebus.actions": "actions",
     "flarebus.samplers": "samplers",
+    "flarebus.web": "web",
     "flarebus.rules": "rules",
     "flarebus.schemas": "schemas",
 }

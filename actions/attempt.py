@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from flarebus.actions.host import PluginHost
 from flarebus.errors import ActionError, describe
 from flarebus.events import ActionRef, Trigger
 from flarebus.grouping import TriggerGroup
+from flarebus.kv import done_key
 from flarebus.telemetry import extract_context, meter, tracer
 
 log = logging.getLogger("flarebus.worker")
@@ -38,15 +38,6 @@ _run = meter.create_counter("flarebus.actions.run", description="actions started
 _failed = meter.create_counter("flarebus.actions.failed", description="action attempts failed")
 _latency = meter.create_histogram("flarebus.action.latency", unit="s",
                                   description="action run time")
-
-
-def done_key(trigger_id: str, index: int, plugin: str) -> str:
-    """The KV key recording that action ``index`` (``plugin``) of a trigger succeeded.
-
-    Hashed: trigger ids and plugin names may hold characters KV keys may not.
-    """
-    raw = f"{trigger_id}\x00{index}\x00{plugin}".encode()
-    return hashlib.blake2b(raw, digest_size=20).hexdigest()
 
 
 @dataclass

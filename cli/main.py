@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "health": "flarebus.cli.health",
     "tail": "flarebus.cli.tail",
     "silence": "flarebus.cli.silence",
+    "web": "flarebus.cli.web",
     "plugins": "flarebus.cli.plugins",
     "flamegraph": "flarebus.cli.flamegraph",
     "nats": "flarebus.cli.nats",

@@ -6,7 +6,9 @@ its URL to ``nats.url`` there, so ``flarebus publish`` and ``flarebus tail`` in
 another terminal find it without flags (given the same ``--data-dir`` or
 ``FLAREBUS_DATA_DIR`` when it is not the default). Then it runs the rules engine on the default
 rule set (or ``--rules``), one action worker, and the ``system`` sampler (or
-the config file's ``samplers:``). It prints a start-up summary, a line per
+the config file's ``samplers:``), and serves the web console on
+``--web-listen`` (default ``web.listen``, http://127.0.0.1:8090/; ``--no-web`` or
+``web.enabled: false`` turns it off). It prints a start-up summary, a line per
 trigger, and a status line every ``--status-every``. Ctrl-C stops every part
 and the server; the next ``flarebus up`` in the same directory resumes from the
 same data (checkpointed engine state included).
@@ -21,6 +23,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -64,6 +67,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                              "rules/default.yaml)")
     parser.add_argument("--no-sampler", action="store_true",
                         help="do not run the system sampler (publish your own samples)")
+    parser.add_argument("--no-web", action="store_true",
+                        help="do not serve the web console (also: web.enabled: false)")
+    parser.add_argument("--web-listen", metavar="HOST:PORT",
+                        help="the console's address (default: web.listen, 127.0.0.1:8090)")
     parser.add_argument("--status-every", type=duration, default="15s", metavar="DURATION",
                         help="how often to print the status line (default: 15s; 0 disables)")
     parser.add_argument("--json", action="store_true",
@@ -165,24 +172,48 @@ async def _run_roles(args: argparse.Namespace, config: Config, console: Console,
         if engine is None:
             console.event("stopped", "stopped before the engine was ready (NATS not reachable)")
             return 0
-        rules = engine.rules.rules
-        console.event(
-            "started",
-            "flarebus up\n"
-            f"  nats      {', '.join(config.nats.servers)}"
-            f"{' (embedded, data in ' + str(server.data_dir) + ')' if server else ''}\n"
-            f"  rules     {len(rules)} from {', '.join(rules_paths)}\n"
-            f"  samplers  {', '.join(s.sampler for s in samplers) or 'none'}\n"
-            f"  worker    1 (concurrency {config.worker.concurrency}), plugins dir "
-            f"{config.worker.plugin_dir or '-'}\n"
-            "  Ctrl-C stops everything; `flarebus publish` / `flarebus tail` "
-            f"{_reach_hint(args.data_dir)} reach this server",
-            nats=config.nats.servers, embedded=server is not None,
-            data_dir=str(server.data_dir) if server else None, rules=[r.name for r in rules],
-            rule_files=rules_paths, samplers=[s.sampler for s in samplers])
-        failed = await _beside(engine, config, console, samplers, stop, status_every)
+        async with _web(args, config) as web_url:
+            rules = engine.rules.rules
+            console.event(
+                "started",
+                "flarebus up\n"
+                f"  nats      {', '.join(config.nats.servers)}"
+                f"{' (embedded, data in ' + str(server.data_dir) + ')' if server else ''}\n"
+                f"  rules     {len(rules)} from {', '.join(rules_paths)}\n"
+                f"  samplers  {', '.join(s.sampler for s in samplers) or 'none'}\n"
+                f"  worker    1 (concurrency {config.worker.concurrency}), plugins dir "
+                f"{config.worker.plugin_dir or '-'}\n"
+                f"  console   {web_url or 'off'}\n"
+                "  Ctrl-C stops everything; `flarebus publish` / `flarebus tail` "
+                f"{_reach_hint(args.data_dir)} reach this server",
+                nats=config.nats.servers, embedded=server is not None,
+                data_dir=str(server.data_dir) if server else None, rules=[r.name for r in rules],
+                rule_files=rules_paths, samplers=[s.sampler for s in samplers], console=web_url)
+            failed = await _beside(engine, config, console, samplers, stop, status_every)
     console.event("stopped", "engine, worker and samplers stopped")
     return 1 if failed else 0
+
+
+@contextlib.asynccontextmanager
+async def _web(args: argparse.Namespace, config: Config) -> AsyncIterator[str | None]:
+    """The web console beside the roles, unless turned off; a taken port only warns
+    (`up` is for a laptop: a second `up`, or another console, may hold 8090)."""
+    if args.no_web or not config.web.enabled:
+        yield None
+        return
+    from flarebus.errors import WebError
+    from flarebus.web.server import running_console
+
+    async with contextlib.AsyncExitStack() as stack:
+        url = None
+        try:
+            url = await stack.enter_async_context(running_console(config,
+                                                                  listen=args.web_listen))
+        except WebError as exc:
+            if args.web_listen:  # asked for by name: not serving it is an error
+                raise
+            log.warning("%s; the console is off (give --web-listen HOST:PORT)", exc)
+        yield url
 
 
 async def _beside(engine: Engine, config: Config, console: Console,

@@ -187,6 +187,19 @@ class TelemetrySettings(_Section):
     service_name: str = "flarebus"
 
 
+class WebSettings(_Section):
+    """The web console (`flarebus web`, and the console of `flarebus up`)."""
+
+    enabled: Annotated[bool, Meta(description="`flarebus up` serves the console")] = True
+    listen: Annotated[str, Meta(description="host:port; loopback unless you mean otherwise")] = \
+        "127.0.0.1:8090"
+    token: Annotated[str | None, Meta(
+        description="allows writes (re-queue, silences) to who sends it; unset: read-only")] = None
+    flamegraph_subjects: Annotated[str, Meta(
+        description="where flamegraph actions publish graphs (their subject option)")] = \
+        "flamegraphs.>"
+
+
 class ConfigFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """One file for every role. Precedence: command-line flags, then FLAREBUS_* environment,
     then this file, then defaults.
@@ -209,6 +222,7 @@ class ConfigFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         description="while a source alert fires, matching targets run no action")] = \
         msgspec.field(default_factory=list)
     rate_limits: RateLimits = msgspec.field(default_factory=RateLimits)
+    web: WebSettings = msgspec.field(default_factory=WebSettings)
 
 
 class Config(ConfigFile, kw_only=True):
@@ -227,7 +241,7 @@ _ALIASES = {
 }
 _SCALAR_SECTIONS: dict[str, type[_Section]] = {
     "nats": NatsSettings, "engine": EngineSettings, "worker": WorkerSettings,
-    "telemetry": TelemetrySettings, "jetstream": JetStreamSettings}
+    "telemetry": TelemetrySettings, "jetstream": JetStreamSettings, "web": WebSettings}
 
 
 def _from_env(env: Mapping[str, str]) -> list[tuple[str, str, str, Any]]:

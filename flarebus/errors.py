@@ -206,3 +206,14 @@ class SilenceError(FlarebusError):
 
     def __str__(self) -> str:
         return self.message
+
+
+@dataclass(eq=False)
+class WebError(FlarebusError):
+    """The web console cannot serve: its address is taken, or is not ``host:port``."""
+
+    listen: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"web console on {self.listen}: {self.message}"

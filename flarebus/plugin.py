@@ -9,6 +9,8 @@ same arguments in Python spelling:
 - sampler  produces metric or stack samples: ``collect()`` on an interval or ``stream()``;
            its base class is ``flarebus.sampler.Sampler``, its runtime ``flarebus.samplers``.
 - exporter ``Export(root Frame)`` -> ``export(root)``; writes or sends a flamegraph.
+- visualization  "custom visualizations for the UI": ``render(panel)`` -> HTML for a panel of
+           the web console, from a stack source's Frame tree or a rule's series (``accepts``).
 
 Every kind has the same lifecycle, defined once on :class:`Plugin`: the config
 is validated against ``config_schema`` first (``flarebus.plugin_config``), then
@@ -20,22 +22,36 @@ runtime), so no host re-implements it.
 Subclassing a base class is optional: a plugin is recognised by the Protocol
 of its kind (they are ``runtime_checkable``), so a duck-typed object with plain
 ``def`` methods works too; its results are awaited only when they are
-awaitable (:func:`maybe_await`). A new kind (a future ``visualization``) is a
-Literal value, a Protocol and an entry in ``PROTOCOLS``; the registry and the
-lifecycle need no change.
+awaitable (:func:`maybe_await`). A new kind is a Literal value, a Protocol
+and an entry in ``PROTOCOLS``; the registry and the lifecycle need no change
+(``visualization`` came that way).
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
-from typing import Any, ClassVar, Literal, Protocol, TypeVar, overload, runtime_checkable
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Literal,
+    Protocol,
+    TypeVar,
+    overload,
+    runtime_checkable,
+)
 
 from flarebus.events import MetricSample, StackSample, Trigger
 from flarebus.frame import Frame
 from flarebus.grouping import TriggerGroup
 
-Kind = Literal["action", "sink", "sampler", "exporter"]
+if TYPE_CHECKING:
+    from flarebus.summary import SeriesInfo
+
+Kind = Literal["action", "sink", "sampler", "exporter", "visualization"]
+#: What a visualization draws: a stack source's Frame tree, or a rule's series.
+PanelInput = Literal["frames", "series"]
 
 #: What a plugin may declare as its config: a msgspec Struct type or a JSON Schema (a dict).
 ConfigSchema = type | Mapping[str, Any] | None
@@ -107,19 +123,51 @@ class ExporterPlugin(Protocol):
     async def export(self, root: Frame) -> Any: ...
 
 
+class Panel:
+    """What a visualization is handed: a title, and the Frame tree or the series it draws."""
+
+    __slots__ = ("frame", "rule", "series", "title", "unit")
+
+    def __init__(self, title: str, *, frame: Frame | None = None, unit: str = "samples",
+                 series: Sequence[SeriesInfo] = (), rule: str | None = None) -> None:
+        self.title = title
+        self.frame = frame
+        self.unit = unit
+        self.series = series
+        self.rule = rule
+
+
+@runtime_checkable
+class VisualizationPlugin(Protocol):
+    """Renders one panel of the web console as an HTML fragment (SVG inside is fine).
+
+    The fragment is inserted as is: escape every name and label in it
+    (``html.escape``), they are user text. It may be ``async def``.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def accepts(self) -> PanelInput: ...
+
+    def render(self, panel: Panel) -> Any: ...
+
+
 #: Any plugin, typed: what the registry holds.
-AnyPlugin = ActionPlugin | SinkPlugin | SamplerPlugin | ExporterPlugin
+AnyPlugin = ActionPlugin | SinkPlugin | SamplerPlugin | ExporterPlugin | VisualizationPlugin
 
 #: Each kind's Protocol, in the order an undeclared kind is recognised.
 PROTOCOLS: dict[Kind, type] = {
     "action": ActionPlugin, "sink": SinkPlugin, "exporter": ExporterPlugin,
-    "sampler": SamplerPlugin,
+    "sampler": SamplerPlugin, "visualization": VisualizationPlugin,
 }
 KINDS: tuple[Kind, ...] = tuple(PROTOCOLS)
 #: What each kind must have, for error messages.
 NEEDS: dict[Kind, str] = {
     "action": "execute(trigger)", "sink": "notify(rule_name, msg)", "exporter": "export(root)",
     "sampler": "default_interval, collect() and stream()",
+    "visualization": "accepts and render(panel)",
 }
 
 
@@ -180,6 +228,16 @@ class Exporter(Plugin):
     kind: ClassVar[Kind] = "exporter"
 
     async def export(self, root: Frame) -> Any:
+        raise NotImplementedError
+
+
+class Visualization(Plugin):
+    """Base for visualizations: set ``accepts``, implement ``render(panel)`` -> HTML."""
+
+    kind: ClassVar[Kind] = "visualization"
+    accepts: ClassVar[PanelInput] = "frames"
+
+    def render(self, panel: Panel) -> str:
         raise NotImplementedError
 
 

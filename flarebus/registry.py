@@ -1,6 +1,6 @@
 """The one plugin registry: entry points, then ``PLUGIN_DIR`` files, then the built-ins.
 
-Every kind (action, sink, sampler, exporter) is found here, in the order users
+Every kind (action, sink, sampler, exporter, visualization) is found here, in the order users
 read about in docs/plugins.md, under one rule: two plugins with one name is an
 error that names both sources, never a silent override. A worker fleet must
 not run a different ``http`` (or a host publish a different ``system``)
@@ -60,6 +60,9 @@ BUILTINS: dict[str, tuple[Kind, str]] = {
     "stack": ("sampler", "flarebus.samplers.pyspy:PySpySampler"),
     "stdin": ("sampler", "flarebus.samplers.command:StdinSampler"),
     "exec": ("sampler", "flarebus.samplers.command:ExecSampler"),
+    "flame": ("visualization", "flarebus.web.visuals:FlameView"),
+    "icicle": ("visualization", "flarebus.web.visuals:IcicleView"),
+    "top": ("visualization", "flarebus.web.visuals:TopTable"),
 }
 
 

@@ -11,8 +11,9 @@ from tests.installed import Installed, tracked_files, wheel_names
 from tests.support import package_roots
 
 BUILTIN_PLUGINS = {"log", "file", "http", "webhook", "slack", "nats", "flamegraph",
-                   "alertmanager"}
-SHIPPED_SUFFIXES = {".py", ".typed", ".yaml", ".json"}
+                   "alertmanager", "flame", "icicle", "top"}
+#: the web console's templates and static files are package data too
+SHIPPED_SUFFIXES = {".py", ".typed", ".yaml", ".json", ".html", ".js", ".css"}
 
 
 def expected_wheel_paths() -> set[str]:
@@ -60,7 +61,9 @@ class TestWheel:
         expected = expected_wheel_paths()
         for path in ("flarebus/actions/builtins/http.py", "flarebus/schemas/rule.schema.json",
                      "flarebus/rules/default.yaml", "flarebus/engine/language/evaluator.py",
-                     "flarebus/events.py", "flarebus/py.typed"):
+                     "flarebus/events.py", "flarebus/py.typed",
+                     "flarebus/web/templates/base.html", "flarebus/web/static/flame.js",
+                     "flarebus/web/static/console.css"):
             assert path in expected
 
 

@@ -19,22 +19,18 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy
 from nats.js.kv import KeyValue
 
 from flarebus.engine.service.inflight import ConnectionLost, InFlight
 from flarebus.engine.service.metrics import EngineStats
 from flarebus.engine.service.trigger_publisher import TriggerPublisher
 from flarebus.errors import describe
+from flarebus.kv import KV_OPERATION, META_PREFIX, STATE_PREFIX, read_entries
 from flarebus.ratelog import RateLimitedLog
 
 log = logging.getLogger("flarebus.engine.checkpoint")
 
-STATE_PREFIX = "state."
-META_PREFIX = "meta."
-KV_OPERATION = "KV-Operation"
 
 
 class Checkpointer:
@@ -135,37 +131,4 @@ class Checkpointer:
         return False
 
 
-async def read_entries(kv: KeyValue, prefix: str = STATE_PREFIX,
-                       timeout: float = 60.0) -> dict[str, bytes]:
-    """Every live key under ``prefix`` (prefix removed) with its value: the restore input.
-
-    Reads the bucket's stream with one ordered push consumer (last value per
-    subject), which is far cheaper for 100k keys than a get per key.
-    """
-    js: JetStreamContext = kv._js
-    entries: dict[str, bytes] = {}
-    subject_prefix = f"$KV.{kv._name}."
-    cut = len(subject_prefix) + len(prefix)
-    done = asyncio.Event()
-
-    async def on_msg(msg: Msg) -> None:
-        key = msg.subject[cut:]
-        headers = msg.headers
-        if headers and headers.get(KV_OPERATION) in ("DEL", "PURGE"):
-            entries.pop(key, None)
-        else:
-            entries[key] = msg.data
-        if msg.metadata.num_pending == 0:
-            done.set()
-
-    sub = await js.subscribe(f"{subject_prefix}{prefix}>", cb=on_msg, ordered_consumer=True,
-                             deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-                             pending_msgs_limit=-1, pending_bytes_limit=-1)
-    try:
-        info = await sub.consumer_info()
-        if info.num_pending == 0 and not (info.delivered and info.delivered.consumer_seq):
-            done.set()  # nothing stored: no message will ever say "last one"
-        await asyncio.wait_for(done.wait(), timeout)
-    finally:
-        await sub.unsubscribe()
-    return entries
+__all__ = ["KV_OPERATION", "META_PREFIX", "STATE_PREFIX", "Checkpointer", "read_entries"]

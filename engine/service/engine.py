@@ -360,7 +360,10 @@ class Engine:
                 labels=dict(getattr(status, "labels", {}) or {})))
         rules = [RuleInfo(name=r.name, metric=getattr(r, "metric", None) or _expr_text(r),
                           fingerprint=getattr(r, "fingerprint", ""),
-                          enabled=bool(getattr(r, "enabled", True))) for r in self.rules.rules]
+                          enabled=bool(getattr(r, "enabled", True)), file=r.file, line=r.line,
+                          threshold=r.when.text, for_seconds=r.for_, severity=r.severity,
+                          stack_source=r.stack.source if r.stack else None)
+                 for r in self.rules.rules]
         counts = self.evaluator.stats()  # one pass over every state, not one per figure
         return EngineSummary(
             shard=str(self.shard), host=socket.gethostname(), pid=os.getpid(),
