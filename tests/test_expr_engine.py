@@ -9,7 +9,7 @@ from pathlib import Path
 from nats.aio.client import Client
 
 from flarebus.publish import Publisher
-from tests.engine_support import EngineProcess, wait_triggers
+from tests.engine_support import EngineProcess, wait_summary, wait_triggers
 from tests.support import collect
 
 RULES = """\
@@ -46,5 +46,8 @@ async def test_an_expr_rule_fires_and_a_recording_rule_publishes(nc: Client, nat
         assert (sample["name"], sample["labels"], sample["ts"]) == (
             "e2e.service.error_ratio", {"service": "api"}, ts)
         assert abs(sample["value"] - 0.1) < 1e-9
+        summary = await wait_summary(nc, lambda s: {r.name for r in s.rules} >= {
+            "e2e-error-ratio", "e2e-ratio-record"})  # a recording rule has no `when`
+        assert summary.series >= 1, summary
     finally:
         engine.stop()

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -17,8 +16,10 @@ from nats.js.errors import NotFoundError
 from flarebus import bus
 from flarebus.config import Config, NatsSettings, load_config
 from flarebus.errors import UsageError
+from flarebus.labelmatch import parse_matcher
 from flarebus.nats_server import EmbeddedNats
 from flarebus.registry import discover
+from flarebus.silences import add_silence, get_silence, new_silence, silences_bucket
 from flarebus.summary import RuleInfo, SeriesInfo
 from flarebus.web.series import Row, live_rows, parse_matchers, select
 from flarebus.web.server import running_console
@@ -36,36 +37,6 @@ from tests.web_support import (
 TOKEN = "s3cret-token"
 RULE = RuleInfo(name="cpu_high", metric="cpu.usage", file="rules/test.yaml", line=3,
                 threshold="> 90", for_seconds=30.0, severity="critical")
-
-
-@dataclass
-class Silence:
-    id: str
-    matchers: Mapping[str, str]
-    comment: str
-    created_by: str
-    starts_at: float
-    ends_at: float
-
-
-@dataclass
-class MemorySilences:
-    """A SilenceStore kept in memory: the seam the real store is connected through."""
-
-    items: dict[str, Silence] = field(default_factory=dict)
-
-    async def list(self) -> Sequence[Silence]:
-        return list(self.items.values())
-
-    async def add(self, matchers: Mapping[str, str], duration: float, comment: str,
-                  created_by: str) -> str:
-        sid = f"s{len(self.items) + 1}"
-        now = time.time()
-        self.items[sid] = Silence(sid, dict(matchers), comment, created_by, now, now + duration)
-        return sid
-
-    async def expire(self, silence_id: str) -> None:
-        self.items.pop(silence_id, None)
 
 
 def console_config(server: EmbeddedNats, token: str | None, plugin_dir: Path | None = None
@@ -109,19 +80,13 @@ plugin = Hosts()
 
 
 @pytest.fixture(scope="module")
-def silences() -> MemorySilences:
-    return MemorySilences()
-
-
-@pytest.fixture(scope="module")
-async def console(private_nats: EmbeddedNats, silences: MemorySilences,
+async def console(private_nats: EmbeddedNats,
                   tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    """A console with a write token, silences and a plugin dir; its URL."""
+    """A console with a write token, the real silences bucket and a plugin dir; its URL."""
     plugins = tmp_path_factory.mktemp("web-plugins")
     (plugins / "leaves.py").write_text(VIEW_PLUGIN)
     (plugins / "hosts.py").write_text(SERIES_PLUGIN)
-    async with running_console(console_config(private_nats, TOKEN, plugins),
-                               silences=silences) as url:
+    async with running_console(console_config(private_nats, TOKEN, plugins)) as url:
         yield url
 
 
@@ -305,28 +270,37 @@ class TestWrites:
             assert refused.status_code == 403 and "web.token" in refused.json()["error"]
 
     async def test_silences_list_add_and_expire(self, http: httpx.AsyncClient,
-                                                silences: MemorySilences) -> None:
-        """Through the SilenceStore seam: create (token needed), listed, expired."""
-        form = {"matchers": 'rule="cpu_high", host="web-1"', "duration": "2h",
+                                                private_nc: Client) -> None:
+        """Through the real FLAREBUS_SILENCES bucket: create (token needed), listed, expired."""
+        form = {"matchers": 'rule="cpu_high", host=~"web-.*"', "duration": "2h",
                 "comment": "deploy <b>now</b>", "created_by": "ana"}
         assert (await http.post("/silences", data=form)).status_code == 401
         added = await http.post("/silences", data=form, headers={"X-Flarebus-Token": TOKEN})
         sid = added.json()["silence"]
-        assert silences.items[sid].matchers == {"rule": "cpu_high", "host": "web-1"}
+        kv = await silences_bucket(private_nc.jetstream())
+        stored = await get_silence(kv, sid)
+        assert [m.text for m in stored.matchers] == ["rule=cpu_high", 'host=~"web-.*"']
+        assert stored.created_by == "ana"
         body = (await http.get("/silences")).text
         assert "deploy &lt;b&gt;now&lt;/b&gt;" in body and f"/silences/{sid}/expire" in body
         await http.post(f"/silences/{sid}/expire", headers={"X-Flarebus-Token": TOKEN})
-        assert silences.items == {}
+        assert (await get_silence(kv, sid)).state(time.time()) == "expired"
 
-    async def test_without_a_store_silences_are_not_available(
-            self, private_nats: EmbeddedNats) -> None:
-        """No SilenceStore connected: the page says so, a create is refused."""
-        async with running_console(console_config(private_nats, TOKEN)) as url, \
-                httpx.AsyncClient(base_url=url) as client:
-            assert "Silences are not available" in (await client.get("/silences")).text
-            refused = await client.post("/silences", data={"matchers": "a=b"},
-                                        headers={"X-Flarebus-Token": TOKEN})
-            assert refused.status_code == 404
+    async def test_a_silence_added_elsewhere_is_listed(self, http: httpx.AsyncClient,
+                                                      private_nc: Client) -> None:
+        """One added as `flarebus silence add` does (the shared API) shows on the page."""
+        kv = await silences_bucket(private_nc.jetstream())
+        sid = await add_silence(kv, new_silence([parse_matcher("host=db-9")], 600,
+                                                comment="from the cli"))
+        body = (await http.get("/silences")).text
+        assert sid in body and "host=db-9" in body and "from the cli" in body
+
+    async def test_a_bad_matcher_is_refused_with_why(self, http: httpx.AsyncClient) -> None:
+        """A matcher without an operator, or one that mutes everything: 400 and the reason."""
+        for text, why in (("hostweb", "no operator"), ('host=~".*"', "match every trigger")):
+            refused = await http.post("/silences", data={"matchers": text, "duration": "1h"},
+                                      headers={"X-Flarebus-Token": TOKEN})
+            assert refused.status_code == 400 and why in refused.json()["error"], text
 
 
 class TestLiveAndGraphs:

@@ -264,8 +264,14 @@ async def test_a_write_needs_the_token(browser: WebDriver, up: str, private_nc: 
     # the worker runs it again; it fails again (nothing listens on port 9): a new dead letter
     wait_until(browser, lambda b: attribute(b, "li.trigger.dead", "id") not in ("", first),
                "the re-queued trigger dead-lettered again")
-    open_page(browser, f"{up}silences")
-    assert "not available" in text_of(browser, "main")
+    open_page(browser, f"{up}silences")  # a silence from the form, with the token given above
+    form = browser.find_element(By.CSS_SELECTOR, "form.write-form")
+    form.find_element(By.NAME, "matchers").send_keys('rule="pager", host=~"web-.*"')
+    form.find_element(By.NAME, "comment").send_keys("planned maintenance")
+    click(browser, "form.write-form button[type=submit]")
+    wait_until(browser, lambda b: "planned maintenance" in text_of(b, "table.silences"),
+               "the new silence listed without a reload")
+    assert 'host=~"web-.*"' in text_of(browser, "table.silences")
     browser.save_screenshot(str(screenshots / "silences.png"))
     open_page(browser, f"{up}visualizations")
     browser.save_screenshot(str(screenshots / "visualizations.png"))

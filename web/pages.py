@@ -6,13 +6,14 @@ ten thousand series sends one page of rows, never the set.
 
 from __future__ import annotations
 
+import re
 import time
 
 from aiohttp import web
 
 from flarebus import bus
 from flarebus.durations import parse_duration
-from flarebus.errors import UsageError
+from flarebus.errors import SilenceError, UsageError
 from flarebus.plugin import Panel, maybe_await
 from flarebus.summary import STALE_AFTER, EngineSummary, RuleInfo
 from flarebus.web import history
@@ -187,6 +188,10 @@ async def visualizations(request: web.Request) -> web.Response:
                   sources=console.state.stacks.sources())
 
 
+#: Matchers in the form are separated by commas or new lines, outside double quotes.
+_MATCHER_SPLIT = re.compile(r',(?=(?:[^"]*"[^"]*")*[^"]*$)|\n')
+
+
 async def silences(request: web.Request) -> web.Response:
     store = console_of(request).silences
     listed = list(await store.list()) if store is not None else []
@@ -199,16 +204,16 @@ async def add_silence(request: web.Request) -> web.Response:
     if store is None:
         return problem(404, "silences are not available in this flarebus")
     form = await request.post()
-    try:
-        matchers = {m.name: m.value for m in parse_matchers(str(form.get("matchers", "")))
-                    if m.op == "="}
-        duration = parse_duration(str(form.get("duration", "1h")))
-    except (UsageError, ValueError) as exc:
-        return problem(400, str(exc))
+    matchers = [text.strip() for text in _MATCHER_SPLIT.split(str(form.get("matchers", "")))
+                if text.strip()]
     if not matchers:
-        return problem(400, 'a silence needs at least one name="value" matcher')
-    silence_id = await store.add(matchers, duration, str(form.get("comment", "")),
-                                 str(form.get("created_by", "") or "web console"))
+        return problem(400, 'a silence needs at least one matcher, e.g. host="web-1"')
+    try:
+        duration = parse_duration(str(form.get("duration", "1h")))
+        silence_id = await store.add(matchers, duration, str(form.get("comment", "")),
+                                     str(form.get("created_by", "") or "web console"))
+    except (UsageError, ValueError, SilenceError) as exc:
+        return problem(400, str(exc))
     console_of(request).state.changes.bump("silences")
     return web.json_response({"silence": silence_id})
 

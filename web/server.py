@@ -20,9 +20,10 @@ from flarebus.config import Config
 from flarebus.errors import WebError
 from flarebus.plugin import VisualizationPlugin
 from flarebus.registry import Registry, discover
+from flarebus.silences import silences_bucket
 from flarebus.web.app import Console, create_app
 from flarebus.web.feeds import ConsoleState
-from flarebus.web.silences import SilenceStore
+from flarebus.web.silences import KvSilenceStore, SilenceStore
 
 log = logging.getLogger("flarebus.web")
 
@@ -73,10 +74,17 @@ async def running_console(config: Config, *, listen: str | None = None,
     nc = await bus.connect(config.nats)  # unreachable: one clear error, not a silent wait
     state = None
     runner = None
+    own_silences: KvSilenceStore | None = None
     try:
         state = await ConsoleState(nc, stacks_prefix=config.engine.stacks_prefix,
                                    flamegraph_subjects=config.web.flamegraph_subjects,
                                    worker_consumer=config.worker.consumer).start()
+        if silences is None:  # the bucket `flarebus silence` and the workers use, watched live
+            changes = state.changes
+            own_silences = await KvSilenceStore(
+                await silences_bucket(nc.jetstream()),
+                on_change=lambda: changes.bump("silences")).start()
+            silences = own_silences
         console = Console(state, token=config.web.token or None,
                           visualizations=visualizations(registry or discover(
                               config.worker.plugin_dir)),
@@ -95,6 +103,8 @@ async def running_console(config: Config, *, listen: str | None = None,
     finally:
         if runner is not None:
             await runner.cleanup()
+        if own_silences is not None:
+            await own_silences.close()
         if state is not None:
             await state.stop()
         await bus.close(nc)

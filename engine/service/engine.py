@@ -20,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
-import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -44,10 +42,8 @@ from flarebus.engine.service.reload import RuleReloader
 from flarebus.engine.service.shard import Shard
 from flarebus.engine.service.stall import StallWatch
 from flarebus.engine.service.summary import (
-    MAX_LISTED_SERIES,
     EngineSummary,
-    RuleInfo,
-    SeriesInfo,
+    build_summary,
     encode_fitting,
     summary_key,
 )
@@ -347,30 +343,9 @@ class Engine:
         """What ``flarebus status`` shows for this engine."""
         if self.reloader is not None:
             self.stats.reloads_rejected = self.reloader.rejected
-        listed: list[SeriesInfo] = []
-        truncated = False
-        for status in self.evaluator.states(active=True):
-            state = str(getattr(status, "state", ""))
-            if len(listed) >= MAX_LISTED_SERIES:
-                truncated = True
-                break
-            listed.append(SeriesInfo(
-                rule=status.rule, series=status.series_key, state=state,
-                since=getattr(status, "since", None), value=getattr(status, "value", None),
-                labels=dict(getattr(status, "labels", {}) or {})))
-        rules = [RuleInfo(name=r.name, metric=getattr(r, "metric", None) or _expr_text(r),
-                          fingerprint=getattr(r, "fingerprint", ""),
-                          enabled=bool(getattr(r, "enabled", True)), file=r.file, line=r.line,
-                          threshold=r.when.text, for_seconds=r.for_, severity=r.severity,
-                          stack_source=r.stack.source if r.stack else None)
-                 for r in self.rules.rules]
-        counts = self.evaluator.stats()  # one pass over every state, not one per figure
-        return EngineSummary(
-            shard=str(self.shard), host=socket.gethostname(), pid=os.getpid(),
-            started_at=self.started_at, updated_at=self.clock(),
-            rule_files=list(self.rules_paths), rules=rules, series=counts.series,
-            pending=counts.pending, firing=counts.firing, states=listed,
-            truncated=truncated, stats=self.stats.as_dict())
+        return build_summary(self.evaluator, self.rules, shard=str(self.shard),
+                             started_at=self.started_at, now=self.clock(),
+                             rule_files=list(self.rules_paths), stats=self.stats.as_dict())
 
     async def write_summary(self) -> None:
         if self.checkpointer is not None and self.evaluator is not None:
@@ -395,8 +370,3 @@ class Engine:
             return
         log.warning("NATS: %s", describe(exc))
 
-
-def _expr_text(rule: Any) -> str | None:
-    """What an expr rule reads, for the status: its expression."""
-    expr = getattr(rule, "expr", None)
-    return None if expr is None else f"expr: {expr.text}"

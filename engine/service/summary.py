@@ -3,6 +3,12 @@ console and ``flarebus status`` read them); what is the engine's own is writing 
 always fits the server's max_payload (``encode_fitting``).
 """
 
+import os
+import socket
+from typing import Any
+
+from flarebus.engine.language.evaluator import Evaluator
+from flarebus.engine.language.rulefile import RuleSet
 from flarebus.summary import (
     MAX_LISTED_SERIES,
     SUMMARY_PREFIX,
@@ -15,7 +21,7 @@ from flarebus.summary import (
 )
 
 __all__ = ["MAX_LISTED_SERIES", "SUMMARY_PREFIX", "EngineSummary", "RuleInfo", "SeriesInfo",
-           "encode_fitting", "summary_decoder", "summary_encoder", "summary_key"]
+           "build_summary", "encode_fitting", "summary_decoder", "summary_encoder", "summary_key"]
 
 #: Room kept under the server's max_payload for the KV subject and protocol framing.
 _FRAMING = 1024
@@ -39,3 +45,36 @@ def encode_fitting(summary: EngineSummary, max_payload: int) -> bytes:
         summary.truncated = True
         data = summary_encoder.encode(summary)
     return data
+
+
+def build_summary(evaluator: Evaluator, rules: RuleSet, *, shard: str, started_at: float,
+                  now: float, rule_files: list[str], stats: dict[str, object]) -> EngineSummary:
+    """The summary of one engine: its rules, its counts, and the first active series."""
+    listed: list[SeriesInfo] = []
+    truncated = False
+    for status in evaluator.states(active=True):
+        if len(listed) >= MAX_LISTED_SERIES:
+            truncated = True
+            break
+        listed.append(SeriesInfo(
+            rule=status.rule, series=status.series_key, state=str(status.state),
+            since=status.since, value=status.value, labels=dict(status.labels or {})))
+    infos = [RuleInfo(name=r.name, metric=getattr(r, "metric", None) or _expr_text(r),
+                      fingerprint=getattr(r, "fingerprint", ""),
+                      enabled=bool(getattr(r, "enabled", True)), file=r.file, line=r.line,
+                      threshold=r.when.text if r.when is not None else "",
+                      for_seconds=r.for_, severity=r.severity,
+                      stack_source=r.stack.source if r.stack else None)
+             for r in rules.rules]
+    counts = evaluator.stats()  # one pass over every state, not one per figure
+    return EngineSummary(
+        shard=shard, host=socket.gethostname(), pid=os.getpid(), started_at=started_at,
+        updated_at=now, rule_files=rule_files, rules=infos, series=counts.series,
+        pending=counts.pending, firing=counts.firing, states=listed, truncated=truncated,
+        stats=stats)
+
+
+def _expr_text(rule: Any) -> str | None:
+    """What an expr rule reads, for the status: its expression."""
+    expr = getattr(rule, "expr", None)
+    return None if expr is None else f"expr: {expr.text}"

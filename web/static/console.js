@@ -67,6 +67,8 @@
       var form = e.target.closest("form.write-form[data-post]");
       if (!form) return;
       e.preventDefault();
+      // the form is sent: its fields no longer hold back the refresh that shows the result
+      if (form.contains(document.activeElement)) document.activeElement.blur();
       write(form.dataset.post, new URLSearchParams(new FormData(form)).toString());
     });
     document.addEventListener("focusout", function () { if (again) setTimeout(refresh, 100); });
