@@ -38,6 +38,10 @@ class RuleInfo(msgspec.Struct, omit_defaults=True):
     for_seconds: float = 0.0
     severity: str = ""
     stack_source: str | None = None
+    #: this engine's series of the rule at the summary's time (tracked = inactive + the rest)
+    tracked: int = 0
+    pending: int = 0
+    firing: int = 0
 
 
 class SeriesInfo(msgspec.Struct, omit_defaults=True):

@@ -159,6 +159,19 @@ class TestPages:
         body = await page_with(http, "/", "ov-1/2")
         assert "ov-0/2" in body and "rules/test.yaml:3" in body
 
+    async def test_overview_counts_inactive_series_per_rule(self, http: httpx.AsyncClient,
+                                                           private_nc: Client) -> None:
+        """Inactive = tracked - pending - firing, summed over the engines that hold the rule."""
+        for shard, (tracked, pending, firing) in (("0/2", (7, 1, 2)), ("1/2", (3, 0, 0))):
+            rule = msgspec.structs.replace(RULE, name="quiet_rule", tracked=tracked,
+                                           pending=pending, firing=firing)
+            await put_summary(private_nc, f"in-{shard.replace('/', '-of-')}",
+                              summary(f"in-{shard}", [], [rule]))
+        body = await page_with(http, "/", "in-1/2")
+        row = body[body.index('id="rule-quiet_rule"'):]
+        row = row[:row.index("</tr>")]
+        assert 'inactive-count">7<' in row, row
+
 
 class TestSeries:
     def test_matchers_parse_like_prometheus(self) -> None:

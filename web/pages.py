@@ -59,14 +59,18 @@ async def overview(request: web.Request) -> web.Response:
     rows = live_rows(summaries, state.triggers())
     counts = counts_by_rule(rows)
     rules: dict[str, tuple[RuleInfo, list[str]]] = {}
+    inactive: dict[str, int] = {}  # from the summaries: series neither pending nor firing
     for s in summaries:
         for rule in s.rules:
             rules.setdefault(rule.name, (rule, []))[1].append(s.shard)
+            inactive[rule.name] = inactive.get(rule.name, 0) + max(
+                0, rule.tracked - rule.pending - rule.firing)
     now = time.time()
     return render(request, "overview.html", topics=("summaries", "triggers"),
                   engines=summaries, live=[s for s in summaries if now - s.updated_at
                                            <= STALE_AFTER],
                   rules=sorted(rules.values(), key=lambda r: r[0].name), counts=counts,
+                  inactive=inactive,
                   workers=await _workers(request), dead=len(state.dead),
                   recent=list(reversed(state.entries))[:8])
 

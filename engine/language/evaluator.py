@@ -353,16 +353,21 @@ class Evaluator:
     def stats(self) -> EvaluatorStats:
         pending = firing = 0
         series = 0
+        by_rule: dict[str, list[int]] = {}
         for entry in self._entries():
             series += 1
             for st in entry.states:
+                counts = by_rule.setdefault(st.check.rule.name, [0, 0, 0])
+                counts[0] += 1
                 if st.phase == PENDING:
                     pending += 1
+                    counts[1] += 1
                 elif st.phase == FIRING:
                     firing += 1
+                    counts[2] += 1
         return EvaluatorStats(series=series, pending=pending, firing=firing,
                               rules=len(self.rules.enabled()),
-                              samples_dropped_out_of_order=self._dropped)
+                              samples_dropped_out_of_order=self._dropped, by_rule=by_rule)
 
     def firing(self, rule: str, stage: int = 0) -> list[Trigger]:
         """The series of ``rule`` firing now, each as its (first) firing trigger."""

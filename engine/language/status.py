@@ -15,6 +15,8 @@ class EvaluatorStats(msgspec.Struct):
     firing: int
     rules: int
     samples_dropped_out_of_order: int
+    #: per rule: [series tracked, pending, firing] (inactive = the rest)
+    by_rule: dict[str, list[int]] = {}
 
 
 class SeriesStatus(msgspec.Struct):

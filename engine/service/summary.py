@@ -59,14 +59,15 @@ def build_summary(evaluator: Evaluator, rules: RuleSet, *, shard: str, started_a
         listed.append(SeriesInfo(
             rule=status.rule, series=status.series_key, state=str(status.state),
             since=status.since, value=status.value, labels=dict(status.labels or {})))
+    counts = evaluator.stats()  # one pass over every state, not one per figure
     infos = [RuleInfo(name=r.name, metric=getattr(r, "metric", None) or _expr_text(r),
                       fingerprint=getattr(r, "fingerprint", ""),
                       enabled=bool(getattr(r, "enabled", True)), file=r.file, line=r.line,
                       threshold=r.when.text if r.when is not None else "",
                       for_seconds=r.for_, severity=r.severity,
-                      stack_source=r.stack.source if r.stack else None)
+                      stack_source=r.stack.source if r.stack else None,
+                      **_counts(counts.by_rule.get(r.name)))
              for r in rules.rules]
-    counts = evaluator.stats()  # one pass over every state, not one per figure
     return EngineSummary(
         shard=shard, host=socket.gethostname(), pid=os.getpid(), started_at=started_at,
         updated_at=now, rule_files=rule_files, rules=infos, series=counts.series,
@@ -78,3 +79,8 @@ def _expr_text(rule: Any) -> str | None:
     """What an expr rule reads, for the status: its expression."""
     expr = getattr(rule, "expr", None)
     return None if expr is None else f"expr: {expr.text}"
+
+
+def _counts(counts: list[int] | None) -> dict[str, int]:
+    tracked, pending, firing = counts or (0, 0, 0)
+    return {"tracked": tracked, "pending": pending, "firing": firing}
