@@ -123,7 +123,7 @@ async def run(args: argparse.Namespace) -> int:
     args.data_dir = data_dir(args)
     url_file = args.data_dir / URL_FILE_NAME
     if not config.servers_given:  # nobody named a server (flag, environment, config file)
-        server = EmbeddedNats(args.data_dir / "nats")
+        server = EmbeddedNats(args.data_dir / "nats", partitioned=True)
         config.nats.servers = [await asyncio.to_thread(server.start)]
         url_file.write_text(config.nats.servers[0] + "\n")
     try:

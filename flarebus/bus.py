@@ -52,6 +52,7 @@ DUPLICATE_WINDOW = 120.0
 TRIGGERS_MAX_AGE = 7 * 24 * 3600.0
 
 ENGINE_STATE_BUCKET = "FLAREBUS_ENGINE_STATE"
+ENGINE_LEASES_BUCKET = "FLAREBUS_ENGINE_LEASES"
 ACTIONS_DONE_BUCKET = "FLAREBUS_ACTIONS_DONE"
 ACTIONS_DONE_TTL = 24 * 3600.0
 #: Waiting for a server that is not up yet (``connect(retry_initial=True)``).
@@ -235,6 +236,19 @@ async def engine_state_bucket(js: JetStreamContext, *, replicas: int = 1) -> Key
     return await _ensure_kv(js, KeyValueConfig(
         bucket=ENGINE_STATE_BUCKET, description="flarebus engine state (checkpoints)",
         history=1, storage=StorageType.FILE, replicas=replicas))
+
+
+async def engine_leases_bucket(js: JetStreamContext, *, ttl: float,
+                               replicas: int = 1) -> KeyValue:
+    """The KV bucket of coordinated engines: live engines and partition leases, with a TTL.
+
+    The TTL (the bucket's max age) is the lease: a key not rewritten within it
+    is removed by the server, on the server's clock, which is what lets another
+    engine take the partition of one that died.
+    """
+    return await _ensure_kv(js, KeyValueConfig(
+        bucket=ENGINE_LEASES_BUCKET, description="flarebus engine leases (coordination)",
+        history=1, ttl=ttl, storage=StorageType.FILE, replicas=replicas))
 
 
 async def actions_done_bucket(js: JetStreamContext, *, replicas: int = 1,

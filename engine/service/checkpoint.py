@@ -42,8 +42,12 @@ class Checkpointer:
     def __init__(self, js: JetStreamContext, kv: KeyValue,
                  take_dirty: Callable[[], dict[str, bytes | None]],
                  publisher: TriggerPublisher, stats: EngineStats, *,
-                 max_in_flight: int = 512, ack_timeout: float = 5.0) -> None:
+                 max_in_flight: int = 512, ack_timeout: float = 5.0,
+                 may_write: Callable[[str], bool | None] | None = None) -> None:
         self._js = js
+        #: the fence of a coordinated engine: True write the state key now, None not
+        #: now (its lease is not confirmed), False never (its partition is gone)
+        self._may_write = may_write
         self._bucket = kv._name
         self._take_dirty = take_dirty
         self._publisher = publisher
@@ -76,6 +80,9 @@ class Checkpointer:
                 log.warning("checkpoint postponed: %d triggers still unacknowledged",
                             self._publisher.backlog)
                 return 0
+            if self._may_write is not None:
+                for key in [k for k in self._unsaved if self._may_write(k) is False]:
+                    del self._unsaved[key]
             batch = dict(self._unsaved)
             written = await self._write({STATE_PREFIX + k: v for k, v in batch.items()})
             for key, value in batch.items():
@@ -100,6 +107,9 @@ class Checkpointer:
 
         async def writer() -> None:
             for key, value in items:
+                if (self._may_write is not None and key.startswith(STATE_PREFIX)
+                        and self._may_write(key[len(STATE_PREFIX):]) is not True):
+                    continue  # checked as it is sent: the lease may have gone meanwhile
                 try:
                     if value is None:
                         future = await self._js.publish_async(
@@ -122,8 +132,12 @@ class Checkpointer:
 
 
 async def read_entries(kv: KeyValue, prefix: str = STATE_PREFIX,
-                       timeout: float = 60.0) -> dict[str, bytes]:
+                       timeout: float = 60.0, within: str = "") -> dict[str, bytes]:
     """Every live key under ``prefix`` (prefix removed) with its value: the restore input.
+
+    ``within`` narrows the read to the keys under ``prefix + within`` (a rule's
+    states, ``"<rule>."``: how a partition's states are loaded), still keyed
+    without ``prefix`` alone.
 
     Reads the bucket's stream with one ordered push consumer (last value per
     subject), which is far cheaper for 100k keys than a get per key.
@@ -144,7 +158,7 @@ async def read_entries(kv: KeyValue, prefix: str = STATE_PREFIX,
         if msg.metadata.num_pending == 0:
             done.set()
 
-    sub = await js.subscribe(f"{subject_prefix}{prefix}>", cb=on_msg, ordered_consumer=True,
+    sub = await js.subscribe(f"{subject_prefix}{prefix}{within}>", cb=on_msg, ordered_consumer=True,
                              deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
                              pending_msgs_limit=-1, pending_bytes_limit=-1)
     try:

@@ -35,13 +35,17 @@ from opentelemetry import trace
 from flarebus import bus, telemetry
 from flarebus.config import Config
 from flarebus.engine.service.checkpoint import Checkpointer, read_entries
+from flarebus.engine.service.coordinator import Coordinator
+from flarebus.engine.service.handover import Partitioned, coordination, engine_id
 from flarebus.engine.service.ingest import Ingest, Segment
 from flarebus.engine.service.invalid import InvalidSink
+from flarebus.engine.service.leases import EngineInfo
 from flarebus.engine.service.metrics import EngineStats
 from flarebus.engine.service.reload import RuleReloader
 from flarebus.engine.service.shard import Shard
 from flarebus.engine.service.summary import (
     MAX_LISTED_SERIES,
+    SUMMARY_PREFIX,
     EngineSummary,
     RuleInfo,
     SeriesInfo,
@@ -77,8 +81,10 @@ class Engine:
         if not self.rules_paths:
             raise ConfigError([Problem("<settings>", 1, 1,
                                        "no rule files: give --rules PATH (or engine.rules)")])
+        #: no static shard: share the partitions with the other engines (coordinator)
+        self.coordinated = not config.engine.shard.strip()
         try:
-            self.shard = Shard.parse(config.engine.shard)
+            self.shard = Shard.parse(config.engine.shard) if not self.coordinated else Shard()
         except ValueError as exc:
             raise ConfigError([Problem("<settings>", 1, 1, f"engine.shard: {exc}")]) from None
         self.stats = EngineStats()
@@ -101,7 +107,11 @@ class Engine:
         self._ingest_task: asyncio.Task[None] | None = None
         self._tracing = False
         self._out_of_order_seen = 0
-        self._summary_key = summary_key(self.shard.index, self.shard.count)
+        self.engine_id = engine_id(socket.gethostname(), os.getpid())
+        self._summary_key = summary_key(self.shard.index, self.shard.count) \
+            if not self.coordinated else f"{SUMMARY_PREFIX}{self.engine_id}"
+        self.coordinator: Coordinator | None = None
+        self.partitioned: Partitioned | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -120,19 +130,24 @@ class Engine:
         self.evaluator = Evaluator(self.rules, owns=self.shard.owns())
         self.stats.bind(series=lambda: self._stat("series"),
                         rules=lambda: len(self.rules.enabled()))
+        if self.coordinated:  # owns nothing until the coordinator gains partitions
+            self.coordinator, self.partitioned = await coordination(self, js, kv)
+            self.evaluator.set_owner(self.partitioned.owns)
 
         began = time.perf_counter()
-        entries = await read_entries(kv)
+        entries = await read_entries(kv) if not self.coordinated else {}
         self.evaluator.load_state(entries)
         self.evaluator.take_dirty()  # what was just loaded is already stored
         self.restored_keys = len(entries)
         self.restore_seconds = time.perf_counter() - began
 
+        fence = self.partitioned
         self.publisher = TriggerPublisher(js, self.stats, lanes=settings.max_publish_in_flight,
-                                          on_acked=self.on_acked)
+                                          on_acked=self.on_acked,
+                                          gate=fence.may_publish if fence else None)
         self.publisher.start()
         self.checkpointer = Checkpointer(js, kv, self.evaluator.take_dirty, self.publisher,
-                                         self.stats)
+                                         self.stats, may_write=fence.may_write if fence else None)
         self.timer = DeadlineTimer(self._on_deadline, clock=self.clock)
         self._on_deadline(self.clock())  # whatever came due while no engine ran
         self.ingest = Ingest(
@@ -143,8 +158,10 @@ class Engine:
             pending_msgs_limit=settings.pending_msgs_limit,
             pending_bytes_limit=settings.pending_bytes_limit,
             traced=lambda: self._tracing)
-        await self.ingest.start()
+        await self.ingest.start(*(([], []) if fence else (None, None)))
         self._ingest_task = asyncio.create_task(self.ingest.run(), name="engine-ingest")
+        if self.coordinator is not None:
+            await self.coordinator.start()  # claims a share: restores it, subscribes to it
         self.reloader = RuleReloader(self.rules_paths, load_rules, self.apply_rules,
                                      interval=self.reload_interval)
         self._tasks = [asyncio.create_task(self.reloader.run(), name="engine-reload"),
@@ -156,6 +173,8 @@ class Engine:
 
     async def stop(self) -> None:
         """Graceful stop: no more input, evaluate what arrived, flush publishes, checkpoint."""
+        if self.coordinator is not None:
+            await self.coordinator.stop()  # hands every partition over (checkpointed) at once
         if self.ingest is not None:
             await self.ingest.stop()
         if self._ingest_task is not None:
@@ -206,6 +225,10 @@ class Engine:
         self.stats.evaluation_latency.record(time.perf_counter() - began, {"cause": "samples"})
         self._reschedule()
 
+    def on_deadline_now(self) -> None:
+        """Run what is due now (after a restore: deadlines that passed while nobody held them)."""
+        self._on_deadline(self.clock())
+
     def _on_deadline(self, now: float) -> None:
         began = time.perf_counter()
         start_ns = time.time_ns()
@@ -233,6 +256,8 @@ class Engine:
         start_ns = time.time_ns()
         triggers = self.evaluator.replace_rules(rules, now=self.clock())
         self.rules = rules
+        if self.partitioned is not None:
+            self.partitioned.learn(rules)
         self.stats.reloads += 1
         if triggers:
             self._emit(triggers, "reload", None, start_ns)
@@ -301,11 +326,23 @@ class Engine:
                           enabled=bool(getattr(r, "enabled", True))) for r in self.rules.rules]
         counts = self.evaluator.stats()  # one pass over every state, not one per figure
         return EngineSummary(
-            shard=str(self.shard), host=socket.gethostname(), pid=os.getpid(),
+            shard=str(self.shard) if not self.coordinated else self.engine_id,
+            host=socket.gethostname(), pid=os.getpid(),
             started_at=self.started_at, updated_at=self.clock(),
             rule_files=list(self.rules_paths), rules=rules, series=counts.series,
             pending=counts.pending, firing=counts.firing, states=listed,
             truncated=truncated, stats=self.stats.as_dict())
+
+    def engine_info(self) -> EngineInfo:
+        """This engine in the coordinated engines' registry (``flarebus status``)."""
+        counts = self.evaluator.stats()
+        held = self.coordinator.held if self.coordinator is not None else []
+        return EngineInfo(id=self.engine_id, host=socket.gethostname(), pid=os.getpid(),
+                          started_at=self.started_at, updated_at=self.clock(),
+                          partitions=held, series=counts.series, pending=counts.pending,
+                          firing=counts.firing,
+                          subjects="partitioned" if self.partitioned and
+                          self.partitioned.mapped else "all")
 
     async def write_summary(self) -> None:
         if self.checkpointer is not None and self.evaluator is not None:

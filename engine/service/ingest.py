@@ -41,6 +41,7 @@ from flarebus.events import (
     stack_decoder,
     wire_decoder,
 )
+from flarebus.partitions import strip_mark
 from flarebus.ratelog import RateLimitedLog
 
 log = logging.getLogger("flarebus.engine.ingest")
@@ -112,7 +113,7 @@ def decode_batch(msgs: Sequence[Msg], decoder: msgspec.json.Decoder[Any], prefix
             samples: list[S] = decoded
         else:
             samples = [decoded]
-        if (wrong := check(samples, msg.subject[prefix_len:])) is not None:
+        if (wrong := check(samples, strip_mark(msg.subject[prefix_len:]))) is not None:
             mismatch, detail = wrong
             rejected.append(Rejection(msg, SUBJECT_MISMATCH if mismatch else INVALID_SAMPLE,
                                       f"{detail} (subject {msg.subject!r})"))
@@ -205,22 +206,46 @@ class Ingest:
         self._traced = traced
         self._metrics_inbox = Inbox(max_batch)
         self._stacks_inbox = Inbox(max_batch)
-        self._subs: list[Subscription] = []
+        self._by_subject: dict[str, Subscription] = {}
         self._ratelog = RateLimitedLog(log, 10.0)
 
     @property
     def subscriptions(self) -> list[Subscription]:
-        return list(self._subs)
+        return list(self._by_subject.values())
 
-    async def start(self) -> None:
-        """Subscribe; from here on messages queue up until ``run`` evaluates them."""
-        for prefix, inbox in ((self._metrics_prefix, self._metrics_inbox),
-                              (self._stacks_prefix, self._stacks_inbox)):
-            sub = await self._nc.subscribe(
-                f"{prefix}.>", cb=inbox.put, pending_msgs_limit=self._pending_msgs,
-                pending_bytes_limit=self._pending_bytes)
-            self._subs.append(sub)
+    async def start(self, metrics: Sequence[str] | None = None,
+                    stacks: Sequence[str] | None = None) -> None:
+        """Subscribe; from here on messages queue up until ``run`` evaluates them.
+
+        ``metrics`` and ``stacks`` are the subjects (default ``<prefix>.>``): a
+        coordinated engine passes the partition subjects it holds (see ``follow``).
+        """
+        await self.follow([f"{self._metrics_prefix}.>"] if metrics is None else metrics,
+                          [f"{self._stacks_prefix}.>"] if stacks is None else stacks)
+
+    async def follow(self, metrics: Sequence[str], stacks: Sequence[str]) -> None:
+        """Subscribe to exactly these subjects: new ones added, dropped ones unsubscribed.
+
+        The seam for coordinated engines: which subjects an engine reads changes
+        with the partitions it holds, while the inboxes and loops stay the same.
+        """
+        wanted = {**dict.fromkeys(metrics, self._metrics_inbox),
+                  **dict.fromkeys(stacks, self._stacks_inbox)}
+        for subject in [s for s in self._by_subject if s not in wanted]:
+            await self._unsubscribe(self._by_subject.pop(subject))
+        for subject, inbox in wanted.items():
+            if subject not in self._by_subject:
+                self._by_subject[subject] = await self._nc.subscribe(
+                    subject, cb=inbox.put, pending_msgs_limit=self._pending_msgs,
+                    pending_bytes_limit=self._pending_bytes)
         await self._nc.flush()
+
+    @staticmethod
+    async def _unsubscribe(sub: Subscription) -> None:
+        try:
+            await sub.unsubscribe()
+        except Exception as exc:  # connection already gone: nothing more will arrive
+            log.debug("unsubscribe %s: %s", sub.subject, exc)
 
     async def run(self) -> None:
         """Evaluate batches until ``stop`` closed the inboxes and they are empty."""
@@ -232,11 +257,9 @@ class Ingest:
 
     async def stop(self) -> None:
         """Stop taking input: unsubscribe, then let the loops finish what was received."""
-        for sub in self._subs:
-            try:
-                await sub.unsubscribe()
-            except Exception as exc:  # connection already gone: nothing more will arrive
-                log.debug("unsubscribe %s: %s", sub.subject, exc)
+        for sub in self._by_subject.values():
+            await self._unsubscribe(sub)
+        self._by_subject.clear()
         self._metrics_inbox.close()
         self._stacks_inbox.close()
 
