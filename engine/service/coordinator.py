@@ -39,6 +39,7 @@ from flarebus.engine.service.leases import (
     EngineInfo,
     Fence,
     Lease,
+    info_decoder,
     lease_decoder,
     lease_encoder,
     partition_key,
@@ -234,3 +235,14 @@ def holders(entries: dict[str, bytes]) -> dict[int, str]:
             with contextlib.suppress(Exception):
                 out[int(key[2:])] = lease_decoder.decode(value).engine
     return out
+
+
+async def registry(kv: KeyValue) -> tuple[list[EngineInfo], dict[int, str]]:
+    """The live engines (as they last described themselves) and who holds each partition."""
+    entries = await read_entries(kv, prefix="")
+    engines = []
+    for key, value in entries.items():
+        if key.startswith(ENGINE_KEY):
+            with contextlib.suppress(Exception):
+                engines.append(info_decoder.decode(value))
+    return sorted(engines, key=lambda e: e.id), holders(entries)

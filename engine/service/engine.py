@@ -340,7 +340,7 @@ class Engine:
         return EngineInfo(id=self.engine_id, host=socket.gethostname(), pid=os.getpid(),
                           started_at=self.started_at, updated_at=self.clock(),
                           partitions=held, series=counts.series, pending=counts.pending,
-                          firing=counts.firing,
+                          firing=counts.firing, samples_received=self.stats.samples_received,
                           subjects="partitioned" if self.partitioned and
                           self.partitioned.mapped else "all")
 

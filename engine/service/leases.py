@@ -61,6 +61,8 @@ class EngineInfo(msgspec.Struct, omit_defaults=True):
     series: int = 0
     pending: int = 0
     firing: int = 0
+    samples_received: int = 0
+    #: "partitioned": reads only its partitions' subjects; "all": the server does not map
     subjects: str = "partitioned"
 
 
