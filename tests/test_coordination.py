@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -20,6 +23,7 @@ from flarebus.nats_server import EmbeddedNats
 from flarebus.partitions import PARTITIONS, partition_of, server_mappings, strip_mark
 from flarebus.publish import Publisher
 from tests.engine_support import EngineProcess, stream_triggers, wait_triggers
+from tests.support import run_flarebus
 from tests.test_engine import rule, rule_file
 
 #: Generous: a takeover is the lease TTL (6 s) plus a balance round and a restore.
@@ -321,3 +325,38 @@ class TestFence:
             await kv.delete(f"p.{partition}")
         finally:
             a.stop_ok()
+
+
+class TestProcesses:
+    """`flarebus engine --processes N` and `flarebus status` on coordinated engines."""
+
+    async def test_processes_restart_and_status(self, pnc: Client, pnats: EmbeddedNats,
+                                                tmp_path: Path) -> None:
+        """Two child engines share the partitions, status lists both, a killed one comes back."""
+        rules = rule_file(tmp_path / "r.yaml", rule("proc-r", "proc.x"))
+        sup = EngineProcess(pnats.url, [rules], "--processes", "2").start()
+        try:
+            assert sup.proc
+            seen = await wait_engines(pnc, lambda s: len(s) == 2 and holding(list(s))(s),
+                                      "two children not sharing")
+            assert sup.proc.pid not in seen  # the supervisor evaluates nothing itself
+            out = run_flarebus("status", "--nats", pnats.url, "--json")
+            assert out.returncode == 0, out.stderr
+            listed = [json.loads(line) for line in out.stdout.splitlines()]
+            coordinated = [s for s in listed if s.get("partitions") is not None]
+            assert sorted(s["pid"] for s in coordinated) == sorted(seen)
+            assert sorted(p for s in coordinated for p in s["partitions"]) == list(range(64))
+            text = run_flarebus("status", "--nats", pnats.url).stdout
+            assert "coordinated engines: 2 live, 64 of 64 partitions held" in text
+            assert text.count("  partitions: 32 (") == 2
+            victim = min(seen)
+            os.kill(victim, signal.SIGKILL)
+            sup.wait_for_log(rf"process \d \(pid {victim}\) exited with code -9; restarting")
+            back = await wait_engines(
+                pnc, lambda s: len(s) == 2 and victim not in s and holding(list(s))(s),
+                "the killed child was not replaced")
+            assert len(set(back) - set(seen)) == 1
+        finally:
+            sup.stop_ok()
+        await wait_engines(pnc, lambda s: not s, "children still registered after SIGTERM",
+                           timeout=20)

@@ -3,7 +3,8 @@
 The evaluator's per-series state is private (msgspec bytes only the evaluator
 reads), so each engine also writes, at every checkpoint, what an operator
 asks first: which rules are loaded, and which series are pending or firing
-since when. One key per shard: ``meta.engine.<i>-of-<N>``.
+since when. One key per shard: ``meta.engine.<i>-of-<N>``; a coordinated
+engine's is ``meta.engine.<engine id>``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class EngineSummary(msgspec.Struct, omit_defaults=True):
     states: list[SeriesInfo]
     truncated: bool = False
     stats: dict[str, object] = {}
+    #: a coordinated engine's partitions, from the lease registry (``flarebus status``)
+    partitions: list[int] | None = None
 
 
 def summary_key(shard_index: int, shard_count: int) -> str:
