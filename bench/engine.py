@@ -11,6 +11,9 @@ same embedded nats-server:
 3. latency from publishing a crossing sample to the trigger's JetStream ack,
    at 5k samples/s background load: p50, p99 (goal p99 < 5 ms)
 4. restart: engine start to resuming with 100k tracked series
+5. batched ingest with 1 and 2 coordinated engine processes (goal >= 1.6x)
+6. takeover after kill -9 of one of two engines (median; goal < 10 s)
+   (5 and 6: bench/coordination.py; ``--coordination`` runs only those)
 
 The load comes from a separate publisher process (this file, ``--role publisher``)
 so publishing does not share the measured event loop.
@@ -299,6 +302,9 @@ def _ratios(rounds: list[tuple[float, float, float, float]], bare: int, eng: int
 
 async def main(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.WARNING)
+    if args.coordination:
+        await coordination(args)
+        return
     single_n, batched_n = (50_000, 100_000) if args.quick else (200_000, 400_000)
     probes = 100 if args.quick else 500
     restart_series = 10_000 if args.quick else 100_000
@@ -350,12 +356,22 @@ async def main(args: argparse.Namespace) -> None:
         print(f"4. restart with {restart_series} tracked series:")
         print(f"   final checkpoint on stop: {checkpoint_s:.2f} s; "
               f"start to resumed: {start_s:.2f} s ({keys} state keys restored)")
+    await coordination(args)
+
+
+async def coordination(args: argparse.Namespace) -> None:
+    from bench.coordination import report
+
+    await report(write_rules, [sys.executable, __file__, "--role", "publisher"],
+                 quick=args.quick)
 
 
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller figures, faster")
+    parser.add_argument("--coordination", action="store_true",
+                        help="only sections 5 and 6 (coordinated engines)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="ingest rounds (medians shown; default 3)")
     parser.add_argument("--profile", metavar="FILE.svg",

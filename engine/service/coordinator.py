@@ -138,7 +138,7 @@ class Coordinator:
                 partition_key(partition), self._lease_bytes(partition),
                 last=self._revisions[partition])
         except KeyWrongLastSequenceError:
-            return False
+            return await self._own_write(partition)
         except Exception as exc:
             self._ratelog.log(logging.WARNING, "renew", f"lease renewal failed: {describe(exc)}")
             return None
@@ -148,6 +148,20 @@ class Coordinator:
         self._sent[partition] = sent
         self.fence.grant(partition, sent + FENCE_SHARE * self.ttl)
         return True
+
+    async def _own_write(self, partition: int) -> bool | None:
+        """A CAS failed: another engine's lease (False), or a write of ours whose answer was
+        lost (a timeout under load): then adopt its revision, without extending the fence."""
+        try:
+            entry = await self.kv.get(partition_key(partition))
+            lease = lease_decoder.decode(entry.value or b"")
+        except Exception:
+            return False  # gone or unreadable: not ours any more
+        if lease.engine != self.engine_id or lease.epoch != self._epochs.get(partition):
+            return False
+        if entry.revision is not None:
+            self._revisions[partition] = entry.revision
+        return None
 
     # --------------------------------------------------------------- balance
 
@@ -186,7 +200,7 @@ class Coordinator:
             claimed.append(partition)
         if claimed:
             log.info("claimed %d partitions (%d live engines): %s", len(claimed),
-                     len(self.live), claimed)
+                     len(self.live), sorted(claimed))
             self._busy.update(claimed)
             try:
                 await self._on_gain(sorted(claimed))

@@ -167,7 +167,7 @@ class Engine:
         self._tasks = [asyncio.create_task(self.reloader.run(), name="engine-reload"),
                        asyncio.create_task(self._checkpoint_loop(), name="engine-checkpoint")]
         log.info("engine %s ready: %d rules (%d enabled) from %s; %d state keys restored in "
-                 "%.2fs; listening on %s.> and %s.>", self.shard, len(self.rules.rules),
+                 "%.2fs; listening on %s.> and %s.>", self.name, len(self.rules.rules),
                  len(self.rules.enabled()), ", ".join(self.rules_paths), self.restored_keys,
                  self.restore_seconds, settings.metrics_prefix, settings.stacks_prefix)
 
@@ -197,7 +197,12 @@ class Engine:
             await self.publisher.close()
         if self.nc is not None:
             await bus.close(self.nc)
-        log.info("engine %s stopped: %s", self.shard, self.stats.as_dict())
+        log.info("engine %s stopped: %s", self.name, self.stats.as_dict())
+
+    @property
+    def name(self) -> str:
+        """``i/N`` for a static shard, the engine id for a coordinated engine."""
+        return self.engine_id if self.coordinated else str(self.shard)
 
     def request_reload(self) -> None:
         """Reload the rule files now (what SIGHUP does)."""
@@ -326,8 +331,7 @@ class Engine:
                           enabled=bool(getattr(r, "enabled", True))) for r in self.rules.rules]
         counts = self.evaluator.stats()  # one pass over every state, not one per figure
         return EngineSummary(
-            shard=str(self.shard) if not self.coordinated else self.engine_id,
-            host=socket.gethostname(), pid=os.getpid(),
+            shard=self.name, host=socket.gethostname(), pid=os.getpid(),
             started_at=self.started_at, updated_at=self.clock(),
             rule_files=list(self.rules_paths), rules=rules, series=counts.series,
             pending=counts.pending, firing=counts.firing, states=listed,

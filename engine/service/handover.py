@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("flarebus.engine.handover")
 
+#: Up to this many rules, a partition's states are read rule by rule (concurrently).
+MAX_RULE_READS = 32
 #: The probe metric a starting engine publishes to learn whether the server partitions.
 PROBE_METRIC = "flarebus.partition_probe"
 
@@ -114,9 +116,13 @@ class Partitioned:
         engine = self.engine
         wanted = set(parts)
         rules = [r for r, p in self.rule_partition.items() if p in wanted]
-        reads = await asyncio.gather(*(read_entries(self.kv, within=f"{rule}.")
-                                       for rule in rules))
-        entries = {k: v for read in reads for k, v in read.items()}
+        if len(rules) <= MAX_RULE_READS:  # one consumer per rule: only these partitions' keys
+            reads = await asyncio.gather(*(read_entries(self.kv, within=f"{rule}.")
+                                           for rule in rules))
+            entries = {k: v for read in reads for k, v in read.items()}
+        else:  # a consumer each would be too many (the server limits them): one read, filtered
+            entries = {k: v for k, v in (await read_entries(self.kv)).items()
+                       if self.rule_partition.get(k.split(".", 1)[0]) in wanted}
         engine.evaluator.set_owner(self.owns)
         engine.evaluator.load_state(entries)
         await self.follow()
@@ -195,6 +201,13 @@ async def coordination(engine: Engine, js: JetStreamContext,
     """The coordinator and partition map of a coordinated engine (started by the engine)."""
     settings = engine.config.engine
     leases = await bus.engine_leases_bucket(js, ttl=settings.lease_ttl)
+    # The bucket's TTL is what the server enforces: a bucket made with another
+    # engine.lease_ttl keeps its own, and the fence must follow the server's.
+    ttl = (await leases.status()).ttl or settings.lease_ttl
+    if abs(ttl - settings.lease_ttl) > 1e-6:
+        log.warning("the lease bucket %s has a TTL of %.1fs, not engine.lease_ttl %.1fs: "
+                    "using %.1fs (delete the bucket to change it)", bus.ENGINE_LEASES_BUCKET,
+                    ttl, settings.lease_ttl, ttl)
     assert engine.nc is not None
     mapped = await server_partitions(engine.nc, settings.metrics_prefix)
     holder: list[Partitioned] = []
@@ -209,13 +222,13 @@ async def coordination(engine: Engine, js: JetStreamContext,
         await holder[0].drop(parts)
 
     coordinator = Coordinator(leases, engine.engine_id, engine.engine_info,
-                              ttl=settings.lease_ttl, on_gain=gain, on_prepare=prepare,
+                              ttl=ttl, on_gain=gain, on_prepare=prepare,
                               on_drop=drop)
     partitioned = Partitioned(engine, coordinator.fence, state_kv, mapped=mapped)
     holder.append(partitioned)
     partitioned.learn(engine.rules)
     log.info("coordinated engine %s: %d partitions, leases of %.1fs, %s", engine.engine_id,
-             PARTITIONS, settings.lease_ttl,
+             PARTITIONS, ttl,
              "the server partitions the subjects" if mapped else
              "the server does not partition the subjects: reading all, keeping my partitions")
     return coordinator, partitioned

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -181,6 +181,29 @@ class Inbox:
         self._space.set()
 
 
+#: Samples evaluated before the loop lets other tasks run: 5000 messages of 100 samples
+#: are ~2 s of evaluation, long enough to starve a coordinated engine's lease beats.
+MAX_SAMPLES_PER_TURN = 20_000
+
+
+def turns(segments: list[Segment[S]], limit: int) -> Iterator[list[Segment[S]]]:
+    """``segments`` cut into runs of at most ``limit`` samples, in order (a long one split)."""
+    turn: list[Segment[S]] = []
+    size = 0
+    for segment in segments:
+        samples = segment.samples
+        while samples:
+            take = samples[:limit - size]
+            samples = samples[len(take):]
+            turn.append(Segment(take, segment.headers))
+            size += len(take)
+            if size >= limit:
+                yield turn
+                turn, size = [], 0
+    if turn:
+        yield turn
+
+
 MetricHandler = Callable[[list[Segment[WireSample]]], None]
 StackHandler = Callable[[list[Segment[StackSample]]], None]
 
@@ -282,8 +305,13 @@ class Ingest:
         while msgs := await inbox.take():
             decoded = decode(msgs, prefix_len, traced=self._traced())
             await self._account(len(msgs), decoded)
-            if decoded.segments:
-                handle(decoded.segments)
+            if decoded.samples <= MAX_SAMPLES_PER_TURN:
+                if decoded.segments:
+                    handle(decoded.segments)
+                continue
+            for turn in turns(decoded.segments, MAX_SAMPLES_PER_TURN):
+                handle(turn)
+                await asyncio.sleep(0)  # let the timers, publishes and lease beats run
 
     async def _account(self, messages: int, decoded: Decoded[Any]) -> None:
         self._stats.received(messages, decoded.samples)
