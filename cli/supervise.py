@@ -57,6 +57,8 @@ async def _keep_running(index: int, argv: Sequence[str], stop: asyncio.Event,
     failures = 0
     while not stop.is_set():
         proc = procs[index] = await _spawn(argv)
+        if stop.is_set():  # the stop came while it was starting: it missed the SIGTERM
+            proc.send_signal(signal.SIGTERM)
         started = loop.time()
         log.info("process %d started (pid %d)", index, proc.pid)
         code = await proc.wait()
@@ -73,31 +75,47 @@ async def _keep_running(index: int, argv: Sequence[str], stop: asyncio.Event,
 async def supervise(argv: Sequence[str], count: int, *, grace: float = 60.0) -> int:
     """Run ``count`` children of ``flarebus <argv>`` until SIGTERM/SIGINT; 0 after a clean stop."""
     stop = asyncio.Event()
-    procs: dict[int, asyncio.subprocess.Process] = {}
+    reload = asyncio.Event()
     loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload.set)
+    return await run_children(argv, count, stop=stop, reload=reload, grace=grace)
+
+
+async def run_children(argv: Sequence[str], count: int, *, stop: asyncio.Event,
+                       reload: asyncio.Event | None = None, grace: float = 60.0) -> int:
+    """``count`` children of ``flarebus <argv>``, kept running until ``stop``, then stopped.
+
+    Setting ``reload`` sends them SIGHUP. 0 when every child exited 0 on the stop.
+    """
+    procs: dict[int, asyncio.subprocess.Process] = {}
 
     def forward(sig: int) -> None:
         for proc in procs.values():
             if proc.returncode is None:
                 proc.send_signal(sig)
 
-    def on_stop() -> None:
-        stop.set()
-        forward(signal.SIGTERM)
+    async def forward_reloads() -> None:
+        while reload is not None:
+            await reload.wait()
+            reload.clear()
+            forward(signal.SIGHUP)
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_stop)
-    loop.add_signal_handler(signal.SIGHUP, forward, signal.SIGHUP)
     keepers = [asyncio.create_task(_keep_running(i, argv, stop, procs)) for i in range(count)]
+    reloads = asyncio.create_task(forward_reloads())
     log.info("supervising %d processes of: flarebus %s", count, " ".join(argv))
-    await stop.wait()
-    forward(signal.SIGTERM)  # a child started just as the stop came
     try:
-        codes = await asyncio.wait_for(
-            asyncio.gather(*(p.wait() for p in procs.values())), grace)
-    except TimeoutError:
-        log.error("processes still running after %.0fs: killing them", grace)
-        forward(signal.SIGKILL)
-        codes = [await p.wait() for p in procs.values()]
-    await asyncio.gather(*keepers, return_exceptions=True)
+        await stop.wait()
+    finally:
+        reloads.cancel()
+        forward(signal.SIGTERM)
+        try:
+            codes = await asyncio.wait_for(
+                asyncio.gather(*(p.wait() for p in procs.values())), grace)
+        except TimeoutError:
+            log.error("processes still running after %.0fs: killing them", grace)
+            forward(signal.SIGKILL)
+            codes = [await p.wait() for p in procs.values()]
+        await asyncio.gather(*keepers, reloads, return_exceptions=True)
     return 0 if all(code == 0 for code in codes) else 1

@@ -6,8 +6,10 @@ its URL to ``nats.url`` there, so ``flarebus publish`` and ``flarebus tail`` in
 another terminal find it without flags (given the same ``--data-dir`` or
 ``FLAREBUS_DATA_DIR`` when it is not the default). Then it runs the rules engine on the default
 rule set (or ``--rules``), one action worker, and the ``system`` sampler (or
-the config file's ``samplers:``). It prints a start-up summary, a line per
-trigger, and a status line every ``--status-every``. Ctrl-C stops every part
+the config file's ``samplers:``); with ``--engines N`` (default: one per core)
+N-1 more coordinated engine processes share the series with the one here. It
+prints a start-up summary, a line per trigger, and a status line every
+``--status-every``. Ctrl-C stops every part
 and the server; the next ``flarebus up`` in the same directory resumes from the
 same data (checkpointed engine state included).
 """
@@ -18,6 +20,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -31,12 +34,14 @@ from flarebus.cli.options import (
     add_nats_options,
     data_dir,
     duration,
+    positive_int,
     settings,
 )
 from flarebus.durations import format_duration
 
 if TYPE_CHECKING:  # what runs the roles is imported when `up` runs, not for `flarebus --help`
     import asyncio
+    from collections.abc import Coroutine
 
     from flarebus.config import Config, SamplerSettings
     from flarebus.engine.service.engine import Engine
@@ -62,6 +67,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--rules", metavar="PATH", action="append",
                         help="rule file or directory; repeatable (default: the packaged "
                              "rules/default.yaml)")
+    parser.add_argument("--engines", type=positive_int, metavar="N",
+                        help="coordinated engines: this process and N-1 child processes "
+                             "(default: one per core; 1 with engine.shard set)")
     parser.add_argument("--no-sampler", action="store_true",
                         help="do not run the system sampler (publish your own samples)")
     parser.add_argument("--status-every", type=duration, default="15s", metavar="DURATION",
@@ -159,9 +167,10 @@ async def _run_roles(args: argparse.Namespace, config: Config, console: Console,
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload.set)
 
+    engines = 1 if config.engine.shard else (args.engines or os.cpu_count() or 1)
     # the engine's one lifecycle (as `flarebus engine`): leaving the block stops it
     async with running_engine(config, rules_paths, stop=stop, reload=reload,
-                              on_acked=console.trigger) as engine:
+                              on_acked=console.trigger if engines == 1 else None) as engine:
         if engine is None:
             console.event("stopped", "stopped before the engine was ready (NATS not reachable)")
             return 0
@@ -172,6 +181,7 @@ async def _run_roles(args: argparse.Namespace, config: Config, console: Console,
             f"  nats      {', '.join(config.nats.servers)}"
             f"{' (embedded, data in ' + str(server.data_dir) + ')' if server else ''}\n"
             f"  rules     {len(rules)} from {', '.join(rules_paths)}\n"
+            f"  engines   {_engines_text(engines)}\n"
             f"  samplers  {', '.join(s.sampler for s in samplers) or 'none'}\n"
             f"  worker    1 (concurrency {config.worker.concurrency}), plugins dir "
             f"{config.worker.plugin_dir or '-'}\n"
@@ -180,14 +190,36 @@ async def _run_roles(args: argparse.Namespace, config: Config, console: Console,
             nats=config.nats.servers, embedded=server is not None,
             data_dir=str(server.data_dir) if server else None, rules=[r.name for r in rules],
             rule_files=rules_paths, samplers=[s.sampler for s in samplers])
-        failed = await _beside(engine, config, console, samplers, stop, status_every)
+        children = _child_engines(args, config, rules_paths, engines, stop, reload)
+        failed = await _beside(engine, config, console, samplers, stop, status_every,
+                               children)
     console.event("stopped", "engine, worker and samplers stopped")
     return 1 if failed else 0
 
 
+def _engines_text(engines: int) -> str:
+    if engines == 1:
+        return "1 (this process)"
+    return f"{engines} (this process and {engines - 1} more, sharing 64 partitions)"
+
+
+def _child_engines(args: argparse.Namespace, config: Config, rules_paths: list[str],
+                   engines: int, stop: asyncio.Event, reload: asyncio.Event
+                   ) -> Coroutine[Any, Any, int] | None:
+    """The N-1 more engine processes of ``--engines N`` (None for one engine)."""
+    if engines <= 1:
+        return None
+    from flarebus.cli.supervise import run_children
+
+    argv = ["engine", "--nats", ",".join(config.nats.servers), "--rules", *rules_paths,
+            *(["--config", args.config] if args.config else [])]
+    return run_children(argv, engines - 1, stop=stop, reload=reload)
+
+
 async def _beside(engine: Engine, config: Config, console: Console,
                   samplers: list[SamplerSettings], stop: asyncio.Event,
-                  status_every: float) -> bool:
+                  status_every: float,
+                  children: Coroutine[Any, Any, int] | None = None) -> bool:
     """The worker, the samplers and the status line beside the ready engine, until Ctrl-C
     or a role's failure; True when one failed. Stops them all before returning."""
     import asyncio
@@ -207,6 +239,9 @@ async def _beside(engine: Engine, config: Config, console: Console,
             stacks_prefix=config.engine.stacks_prefix, registry=registry,
             config_doc=config_document(config) if config.samplers else None)),
     }
+    if children is not None:  # every engine's triggers, not only this one's
+        tasks["engines"] = asyncio.create_task(children)
+        await _print_triggers(nc, console)
     status = asyncio.create_task(_status_loop(engine, console, status_every))
     try:
         return await _wait(stop, tasks)
@@ -215,6 +250,25 @@ async def _beside(engine: Engine, config: Config, console: Console,
         stop.set()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
         await bus.close(nc)
+
+
+async def _print_triggers(nc: Any, console: Console) -> None:
+    """Print each trigger as it reaches the stream's subjects, whichever engine published it."""
+    from flarebus import bus
+    from flarebus.events import trigger_decoder
+
+    seen: dict[str, None] = {}  # the ids printed lately: a retried publish is printed once
+
+    async def on_msg(msg: Any) -> None:
+        trigger = trigger_decoder.decode(msg.data)
+        if trigger.id in seen:
+            return
+        seen[trigger.id] = None
+        if len(seen) > 10_000:
+            del seen[next(iter(seen))]
+        console.trigger(trigger)
+
+    await nc.subscribe(bus.TRIGGERS_FILTER, cb=on_msg)
 
 
 async def _wait(stop: asyncio.Event, tasks: dict[str, asyncio.Task[Any]]) -> bool:

@@ -126,8 +126,9 @@ class Coordinator:
                    if p not in self._busy and self._clock() > self._sent.get(p, 0) + self.ttl]
         if lost or expired:
             gone = sorted(set(lost) | set(expired))
-            log.warning("lost the lease of %d partitions %s: another engine holds them now; "
-                        "dropping them without publishing", len(gone), gone)
+            log.warning("lost the lease of %d partitions %s (another engine holds them, or "
+                        "it could not be renewed within the TTL): dropping them without "
+                        "publishing", len(gone), gone)
             await self._drop(gone)
 
     async def _renew(self, partition: int) -> bool | None:
