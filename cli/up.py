@@ -288,24 +288,37 @@ async def _wait(stop: asyncio.Event, tasks: dict[str, asyncio.Task[Any]]) -> boo
     return failed
 
 
+async def _figures(engine: Engine) -> tuple[int, int, int, int, int]:
+    """(samples received, series, pending, firing, triggers published) of every engine."""
+    if engine.coordinator is not None and len(engine.coordinator.live) > 1:
+        from flarebus.engine.service.coordinator import registry
+
+        infos, _ = await registry(engine.coordinator.kv)
+        return (sum(i.samples_received for i in infos), sum(i.series for i in infos),
+                sum(i.pending for i in infos), sum(i.firing for i in infos),
+                sum(i.triggers_published for i in infos))
+    stats = engine.evaluator.stats()
+    return (engine.stats.samples_received, stats.series, stats.pending, stats.firing,
+            engine.stats.triggers_published)
+
+
 async def _status_loop(engine: Engine, console: Console, every: float) -> None:
+    """A status line every ``every`` seconds: the figures of all the engines `up` runs."""
     import asyncio
 
     if every <= 0:
         return
-    last_samples, last_at = engine.stats.samples_received, time.monotonic()
+    last_samples, last_at = (await _figures(engine))[0], time.monotonic()
     while True:
         await asyncio.sleep(every)
-        now = time.monotonic()
-        samples = engine.stats.samples_received
-        rate = (samples - last_samples) / max(now - last_at, 1e-9)
-        last_samples, last_at = samples, now
         with contextlib.suppress(Exception):  # a status line must never take `up` down
-            stats = engine.evaluator.stats()
+            samples, series, pending, firing, published = await _figures(engine)
+            now = time.monotonic()
+            rate = (samples - last_samples) / max(now - last_at, 1e-9)
+            last_samples, last_at = samples, now
             console.event(
                 "status",
-                f"status   {rate:,.1f} samples/s, {stats.series} series, "
-                f"{stats.pending} pending, {stats.firing} firing, "
-                f"{engine.stats.triggers_published} triggers published",
-                samples_per_second=round(rate, 2), series=stats.series, pending=stats.pending,
-                firing=stats.firing, triggers_published=engine.stats.triggers_published)
+                f"status   {rate:,.1f} samples/s, {series} series, "
+                f"{pending} pending, {firing} firing, {published} triggers published",
+                samples_per_second=round(rate, 2), series=series, pending=pending,
+                firing=firing, triggers_published=published)

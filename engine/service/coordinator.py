@@ -73,7 +73,6 @@ class Coordinator:
         self._revisions: dict[int, int] = {}
         self._epochs: dict[int, int] = {}  # the revision each lease was taken at
         self._sent: dict[int, float] = {}  # when the last successful write of it was sent
-        self._busy: set[int] = set()  # being handed over: not beaten, not dropped twice
         self._lock = asyncio.Lock()  # one balance or hand-over at a time
         self._tasks: list[asyncio.Task[None]] = []
         self._ratelog = RateLimitedLog(log, 10.0)
@@ -93,13 +92,20 @@ class Coordinator:
                                            name="balance")]
 
     async def stop(self) -> None:
-        """Hand every partition over at once (SIGTERM), then leave the registry."""
-        for task in self._tasks:
+        """Hand every partition over at once (SIGTERM), then leave the registry.
+
+        The beats go on during the hand-over: its flush must not find the leases lapsed.
+        """
+        beat, others = (self._tasks[0], self._tasks[1:]) if self._tasks else (None, [])
+        for task in others:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        await asyncio.gather(*others, return_exceptions=True)
         async with self._lock:
             await self._hand_over(self.held)
+        if beat is not None:
+            beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)
+        self._tasks = []
         with contextlib.suppress(Exception):
             await self.kv.delete(f"{ENGINE_KEY}{self.engine_id}")
 
@@ -119,11 +125,11 @@ class Coordinator:
     async def beat(self) -> None:
         """Rewrite the registry key and every held lease (CAS); drop the ones another took."""
         await self.kv.put(f"{ENGINE_KEY}{self.engine_id}", self._info_bytes())
-        parts = [p for p in self.held if p not in self._busy]
+        parts = self.held  # also those being restored or handed over: they are still held
         results = await asyncio.gather(*(self._renew(p) for p in parts))
-        lost = [p for p, ok in zip(parts, results, strict=True) if ok is False]
-        expired = [p for p in self.held
-                   if p not in self._busy and self._clock() > self._sent.get(p, 0) + self.ttl]
+        lost = [p for p, ok in zip(parts, results, strict=True)
+                if ok is False and self.fence.holds(p)]
+        expired = [p for p in self.held if self._clock() > self._sent.get(p, 0) + self.ttl]
         if lost or expired:
             gone = sorted(set(lost) | set(expired))
             log.warning("lost the lease of %d partitions %s (another engine holds them, or "
@@ -143,7 +149,7 @@ class Coordinator:
         except Exception as exc:
             self._ratelog.log(logging.WARNING, "renew", f"lease renewal failed: {describe(exc)}")
             return None
-        if partition in self._busy or not self.fence.holds(partition):
+        if not self.fence.holds(partition):
             return None  # handed over meanwhile
         self._revisions[partition] = revision
         self._sent[partition] = sent
@@ -202,34 +208,42 @@ class Coordinator:
         if claimed:
             log.info("claimed %d partitions (%d live engines): %s", len(claimed),
                      len(self.live), sorted(claimed))
-            self._busy.update(claimed)
-            try:
-                await self._on_gain(sorted(claimed))
-            finally:
-                self._busy.difference_update(claimed)
+            await self._on_gain(sorted(claimed))
             self.takeovers += 1
 
     async def _hand_over(self, parts: Parts) -> None:
         """Graceful: flush and checkpoint while still held, revoke, then release the leases."""
         if not parts:
             return
-        self._busy.update(parts)
-        try:
-            await self._on_prepare(parts)
-            await self._drop(parts)
-            for partition in parts:
-                with contextlib.suppress(Exception):
-                    await self.kv.delete(partition_key(partition),
-                                         last=self._revisions.pop(partition, None))
-        finally:
-            self._busy.difference_update(parts)
+        await self._on_prepare(parts)
+        await self._drop(parts)
+        for partition in parts:
+            await self._release(partition)
         log.info("handed over %d partitions: %s", len(parts), parts)
 
+    async def _release(self, partition: int) -> None:
+        """Delete our lease of ``partition`` (CAS: never another engine's), at once for others."""
+        key = partition_key(partition)
+        for _ in range(3):  # a beat may have rewritten it meanwhile: its revision, then again
+            try:
+                await self.kv.delete(key, last=self._revisions.get(partition))
+                break
+            except KeyWrongLastSequenceError:
+                if await self._own_write(partition) is False:
+                    break  # not ours any more
+            except Exception as exc:  # the bus is away: the lease expires after the TTL
+                log.warning("could not release partition %d: %s", partition, describe(exc))
+                break
+        self._revisions.pop(partition, None)
+        self._epochs.pop(partition, None)
+
     async def _drop(self, parts: Parts) -> None:
+        parts = [p for p in parts if self.fence.holds(p)]  # once only, whoever came first
+        if not parts:
+            return
         self.fence.revoke(parts)
         for partition in parts:
             self._sent.pop(partition, None)
-            self._epochs.pop(partition, None)
         await self._on_drop(parts)
 
     # ---------------------------------------------------------------- values

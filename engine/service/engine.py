@@ -166,10 +166,12 @@ class Engine:
                                      interval=self.reload_interval)
         self._tasks = [asyncio.create_task(self.reloader.run(), name="engine-reload"),
                        asyncio.create_task(self._checkpoint_loop(), name="engine-checkpoint")]
+        listening = f"{settings.metrics_prefix}.> and {settings.stacks_prefix}.>" \
+            if self.coordinator is None else f"{len(self.coordinator.held)} of 64 partitions"
         log.info("engine %s ready: %d rules (%d enabled) from %s; %d state keys restored in "
-                 "%.2fs; listening on %s.> and %s.>", self.name, len(self.rules.rules),
+                 "%.2fs; listening on %s", self.name, len(self.rules.rules),
                  len(self.rules.enabled()), ", ".join(self.rules_paths), self.restored_keys,
-                 self.restore_seconds, settings.metrics_prefix, settings.stacks_prefix)
+                 self.restore_seconds, listening)
 
     async def stop(self) -> None:
         """Graceful stop: no more input, evaluate what arrived, flush publishes, checkpoint."""
@@ -345,6 +347,7 @@ class Engine:
                           started_at=self.started_at, updated_at=self.clock(),
                           partitions=held, series=counts.series, pending=counts.pending,
                           firing=counts.firing, samples_received=self.stats.samples_received,
+                          triggers_published=self.stats.triggers_published,
                           subjects="partitioned" if self.partitioned and
                           self.partitioned.mapped else "all")
 

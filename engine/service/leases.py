@@ -62,6 +62,7 @@ class EngineInfo(msgspec.Struct, omit_defaults=True):
     pending: int = 0
     firing: int = 0
     samples_received: int = 0
+    triggers_published: int = 0
     #: "partitioned": reads only its partitions' subjects; "all": the server does not map
     subjects: str = "partitioned"
 
