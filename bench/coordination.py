@@ -28,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import nats
 
@@ -61,10 +62,16 @@ def add_rules(rules: Path, names: dict[int, str], rule_prefix: str) -> Path:
 
 
 def start_engines(url: str, rules: Path, processes: int) -> subprocess.Popen[bytes]:
+    """``flarebus engine --processes N``; its log in ``engines.log`` beside the rules."""
+    with (rules.parent / "engines.log").open("ab") as log:
+        return _popen(url, rules, processes, log)
+
+
+def _popen(url: str, rules: Path, processes: int, log: IO[bytes]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "flarebus", "engine", "--nats", url, "--rules", str(rules),
          "--processes", str(processes), "--checkpoint-interval", "5"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=log,
         env={**os.environ, "FLAREBUS_ENGINE_PENDING_MSGS_LIMIT": "2000000"})
 
 

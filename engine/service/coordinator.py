@@ -75,6 +75,7 @@ class Coordinator:
         self._sent: dict[int, float] = {}  # when the last successful write of it was sent
         self._lock = asyncio.Lock()  # one balance or hand-over at a time
         self._tasks: list[asyncio.Task[None]] = []
+        self._beating = self._balancing = False
         self._ratelog = RateLimitedLog(log, 10.0)
         self.live: list[str] = []
         self.takeovers = 0
@@ -87,9 +88,12 @@ class Coordinator:
         """Register and claim a first share, then keep beating and balancing in the background."""
         await self.kv.put(f"{ENGINE_KEY}{self.engine_id}", self._info_bytes())
         await self.balance()
-        self._tasks = [asyncio.create_task(self._every(self.ttl / BEATS, self.beat), name="beat"),
-                       asyncio.create_task(self._every(self.interval, self.balance),
-                                           name="balance")]
+        self._beating = self._balancing = True
+        self._tasks = [
+            asyncio.create_task(self._every(self.ttl / BEATS, self.beat,
+                                            lambda: self._beating), name="beat"),
+            asyncio.create_task(self._every(self.interval, self.balance,
+                                            lambda: self._balancing), name="balance")]
 
     async def stop(self) -> None:
         """Hand every partition over at once (SIGTERM), then leave the registry.
@@ -97,20 +101,19 @@ class Coordinator:
         The beats go on during the hand-over: its flush must not find the leases lapsed.
         """
         beat, others = (self._tasks[0], self._tasks[1:]) if self._tasks else (None, [])
-        for task in others:
-            task.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
+        self._balancing = False
+        await _cancel(others)
         async with self._lock:
             await self._hand_over(self.held)
-        if beat is not None:
-            beat.cancel()
-            await asyncio.gather(beat, return_exceptions=True)
+        self._beating = False
+        await _cancel([beat] if beat is not None else [])
         self._tasks = []
         with contextlib.suppress(Exception):
             await self.kv.delete(f"{ENGINE_KEY}{self.engine_id}")
 
-    async def _every(self, seconds: float, step: Callable[[], Awaitable[None]]) -> None:
-        while True:
+    async def _every(self, seconds: float, step: Callable[[], Awaitable[None]],
+                     running: Callable[[], bool]) -> None:
+        while running():  # not only cancelled: a cancel that wait_for swallowed must end it too
             await asyncio.sleep(seconds)
             try:
                 await step()
@@ -254,6 +257,15 @@ class Coordinator:
 
     def _info_bytes(self) -> bytes:
         return lease_encoder.encode(self._info())
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel and wait; again while one is still running (nats-py's wait_for can swallow it)."""
+    while tasks:
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks, timeout=1.0)
+        tasks = [t for t in tasks if not t.done()]
 
 
 def holders(entries: dict[str, bytes]) -> dict[int, str]:
