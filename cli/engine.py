@@ -21,7 +21,14 @@ from __future__ import annotations
 
 import argparse
 
-from flarebus.cli.options import add_nats_options, interval, positive_int, settings, shard
+from flarebus.cli.options import (
+    add_nats_options,
+    interval,
+    positive_int,
+    settings,
+    shard,
+    signal_events,
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -50,8 +57,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    import asyncio
-    import signal
 
     if args.processes > 1:
         from flarebus.cli.supervise import supervise, without_option
@@ -69,11 +74,6 @@ async def run(args: argparse.Namespace) -> int:
                       telemetry={"exporter": args.telemetry})
     telemetry.setup(config.telemetry.exporter, service_name=config.telemetry.service_name,
                     endpoint=config.telemetry.endpoint)
-    stop = asyncio.Event()
-    reload = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, reload.set)
+    stop, reload = signal_events()
     await run_engine(config, config.engine.rules, stop=stop, reload=reload)
     return 0

@@ -74,12 +74,9 @@ async def _keep_running(index: int, argv: Sequence[str], stop: asyncio.Event,
 
 async def supervise(argv: Sequence[str], count: int, *, grace: float = 60.0) -> int:
     """Run ``count`` children of ``flarebus <argv>`` until SIGTERM/SIGINT; 0 after a clean stop."""
-    stop = asyncio.Event()
-    reload = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, reload.set)
+    from flarebus.cli.options import signal_events
+
+    stop, reload = signal_events()
     return await run_children(argv, count, stop=stop, reload=reload, grace=grace)
 
 

@@ -21,7 +21,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ from flarebus.cli.options import (
     duration,
     positive_int,
     settings,
+    signal_events,
 )
 from flarebus.durations import format_duration
 
@@ -152,7 +152,6 @@ def _reach_hint(where: Path) -> str:
 
 async def _run_roles(args: argparse.Namespace, config: Config, console: Console,
                      server: EmbeddedNats | None, status_every: float) -> int:
-    import asyncio
 
     from flarebus.config import SamplerSettings
     from flarebus.engine.service.lifecycle import running_engine
@@ -161,11 +160,7 @@ async def _run_roles(args: argparse.Namespace, config: Config, console: Console,
     rules_paths = args.rules or config.engine.rules or [str(default_rules_file())]
     samplers = [] if args.no_sampler else (config.samplers or [
         SamplerSettings(sampler="system", interval=DEFAULT_SAMPLER_INTERVAL)])
-    stop, reload = asyncio.Event(), asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, reload.set)
+    stop, reload = signal_events()
 
     engines = 1 if config.engine.shard else (args.engines or os.cpu_count() or 1)
     # the engine's one lifecycle (as `flarebus engine`): leaving the block stops it

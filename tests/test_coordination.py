@@ -81,8 +81,32 @@ def holding(pids: list[int], counts: dict[int, int] | None = None) -> Check:
 
 def halves(a: EngineProcess, b: EngineProcess) -> dict[int, int]:
     """32 partitions each: the rebalance is over (a sample sent during it may be lost)."""
-    assert a.proc and b.proc
-    return {a.proc.pid: 32, b.proc.pid: 32}
+    return {a.pid: 32, b.pid: 32}
+
+
+async def start_two(pnc: Client, url: str, rules: Path) -> tuple[EngineProcess, EngineProcess]:
+    """Two engines, once they hold 32 partitions each."""
+    a = EngineProcess(url, [rules]).start()
+    b = EngineProcess(url, [rules]).start()
+    try:
+        await wait_engines(pnc, holding([a.pid, b.pid], halves(a, b)), "not shared")
+    except BaseException:
+        a.stop()
+        b.stop()
+        raise
+    return a, b
+
+
+async def send_pending(pnc: Client, names: list[str]) -> float:
+    """One sample of each metric (its rule's series pending), tracked by the engines: its ts."""
+    pub = Publisher(pnc)
+    ts = time.time()
+    for name in names:
+        await pub.sample(name, 1.0, ts)
+    await pub.close()
+    await wait_engines(pnc, lambda s: sum(e.pending for e in s.values()) == len(names),
+                       "pending series not tracked")
+    return ts
 
 
 def names_spread(prefix: str, count: int) -> list[str]:
@@ -186,23 +210,16 @@ class TestTakeover:
                           *(rule(f"kof{i}", n, when="> 0") for i, n in enumerate(fire)),
                           *(rule(f"kop{i}", n, when="> 0", for_="12s")
                             for i, n in enumerate(pend)))
-        a = EngineProcess(pnats.url, [rules]).start()
-        b = EngineProcess(pnats.url, [rules]).start()
+        a, b = await start_two(pnc, pnats.url, rules)
         try:
             assert a.proc and b.proc
-            before = await wait_engines(pnc, holding([a.proc.pid, b.proc.pid], halves(a, b)),
-                                  "not shared")
+            before = await engines(pnc)
             pub = Publisher(pnc)
             for name in fire:
                 await pub.sample(name, 1.0, time.time())
-            await pub.flush()
-            await wait_rules(pnc, "kof", len(fire))
-            ts = time.time()
-            for name in pend:
-                await pub.sample(name, 1.0, ts)
             await pub.close()
-            await wait_engines(pnc, lambda s: sum(e.pending for e in s.values()) == len(pend),
-                               "pending series not tracked")
+            await wait_rules(pnc, "kof", len(fire))
+            ts = await send_pending(pnc, pend)
             await asyncio.sleep(1.0)  # a few checkpoint rounds (every 0.2 s) store them
             held_by_a = set(before[a.proc.pid].partitions)
             assert any(partition_of("metrics", n) in held_by_a for n in pend)
@@ -232,22 +249,12 @@ class TestTakeover:
         pend = names_spread("rb.p", 16)
         rules = rule_file(tmp_path / "r.yaml", *(rule(f"rbp{i}", n, when="> 0", for_="8s")
                                                  for i, n in enumerate(pend)))
-        a = EngineProcess(pnats.url, [rules]).start()
-        b = EngineProcess(pnats.url, [rules]).start()
+        a, b = await start_two(pnc, pnats.url, rules)
         c = EngineProcess(pnats.url, [rules])
         try:
-            assert a.proc and b.proc
-            await wait_engines(pnc, holding([a.proc.pid, b.proc.pid], halves(a, b)),
-                                  "not shared")
-            pub = Publisher(pnc)
-            ts = time.time()
-            for name in pend:
-                await pub.sample(name, 1.0, ts)
-            await pub.close()
-            await wait_engines(pnc, lambda s: sum(e.pending for e in s.values()) == len(pend),
-                               "pending series not tracked")
+            ts = await send_pending(pnc, pend)
             c.start()
-            assert c.proc
+            assert a.proc and b.proc and c.proc
             three = holding([a.proc.pid, b.proc.pid, c.proc.pid])
             await wait_engines(pnc, lambda s: three(s) and all(
                 20 <= len(e.partitions) <= 22 for e in s.values()), "not rebalanced over three")
@@ -265,19 +272,9 @@ class TestTakeover:
         pend = names_spread("st.p", 12)
         rules = rule_file(tmp_path / "r.yaml", *(rule(f"stp{i}", n, when="> 0", for_="6s")
                                                  for i, n in enumerate(pend)))
-        a = EngineProcess(pnats.url, [rules]).start()
-        b = EngineProcess(pnats.url, [rules]).start()
+        a, b = await start_two(pnc, pnats.url, rules)
         try:
-            assert a.proc and b.proc
-            await wait_engines(pnc, holding([a.proc.pid, b.proc.pid], halves(a, b)),
-                                  "not shared")
-            pub = Publisher(pnc)
-            ts = time.time()
-            for name in pend:
-                await pub.sample(name, 1.0, ts)
-            await pub.close()
-            await wait_engines(pnc, lambda s: sum(e.pending for e in s.values()) == len(pend),
-                               "pending series not tracked")
+            ts = await send_pending(pnc, pend)
             a.stop_ok()
             a.wait_for_log(r"handed over 32 partitions")
             # released, not expired: B claims them within a balance round, well inside the TTL
