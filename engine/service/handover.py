@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -114,6 +115,7 @@ class Partitioned:
     async def gain(self, parts: list[int]) -> None:
         """Restore the partitions' checkpointed states, then read their subjects, then catch up."""
         engine = self.engine
+        began = time.perf_counter()
         wanted = set(parts)
         rules = [r for r, p in self.rule_partition.items() if p in wanted]
         if len(rules) <= MAX_RULE_READS:  # one consumer per rule: only these partitions' keys
@@ -125,6 +127,8 @@ class Partitioned:
                        if self.rule_partition.get(k.split(".", 1)[0]) in wanted}
         engine.evaluator.set_owner(self.owns)
         engine.evaluator.load_state(entries)
+        engine.restored_keys += len(entries)  # what `engine ... ready` reports
+        engine.restore_seconds += time.perf_counter() - began
         await self.follow()
         engine.on_deadline_now()  # a deadline that passed during the takeover fires now
         log.info("gained partitions %s: %d states restored", parts, len(entries))
