@@ -28,7 +28,8 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
-from nats.js.errors import KeyWrongLastSequenceError
+import msgspec
+from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from flarebus.engine.service.checkpoint import read_entries
@@ -164,9 +165,14 @@ class Coordinator:
         lost (a timeout under load): then adopt its revision, without extending the fence."""
         try:
             entry = await self.kv.get(partition_key(partition))
-            lease = lease_decoder.decode(entry.value or b"")
+        except (KeyNotFoundError, KeyDeletedError):
+            return False  # expired or released: not ours any more
         except Exception:
-            return False  # gone or unreadable: not ours any more
+            return None  # the bus is away: the next beat asks again
+        try:
+            lease = lease_decoder.decode(entry.value or b"")
+        except msgspec.DecodeError:
+            return False  # not a lease flarebus wrote
         if lease.engine != self.engine_id or lease.epoch != self._epochs.get(partition):
             return False
         if entry.revision is not None:
