@@ -18,7 +18,7 @@ from flarebus import bus
 from flarebus.config import NatsSettings
 from flarebus.engine.service.coordinator import registry
 from flarebus.engine.service.leases import EngineInfo, Fence
-from flarebus.events import Trigger
+from flarebus.events import Stack, StackSample, Trigger, encoder
 from flarebus.nats_server import EmbeddedNats
 from flarebus.partitions import PARTITIONS, partition_of, server_mappings, strip_mark
 from flarebus.publish import Publisher
@@ -193,6 +193,36 @@ class TestSharing:
             received = sum(e.samples_received for e in seen.values())
             assert total <= received <= total + 2  # each once (+ the second engine's probe)
             assert all(0.3 < share < 0.7 for share in shares), shares
+        finally:
+            a.stop_ok()
+            b.stop_ok()
+
+
+    async def test_stack_samples_go_to_their_partitions_engine(
+            self, pnc: Client, pnats: EmbeddedNats, tmp_path: Path) -> None:
+        """A stack rule is evaluated by the engine holding stacks.<source>'s partition only."""
+        rules = tmp_path / "r.yaml"
+        rules.write_text("rules:\n  - name: cst-hot\n"
+                         "    stack: {source: cst, frame: 'hot', measure: share}\n"
+                         "    when: '> 0.3'\n    for: 0s\n    actions: [log]\n")
+        a, b = await start_two(pnc, pnats.url, rules)
+        try:
+            seen = await engines(pnc)
+            holder = next(pid for pid, e in seen.items()
+                          if partition_of("stacks", "cst") in e.partitions)
+            sample = StackSample(source="cst", stacks=[Stack(["main", "hot"], 3.0)],
+                                 ts=time.time())
+            await pnc.publish("stacks.cst", encoder.encode(sample))
+            await pnc.flush()
+            await wait_rules(pnc, "cst-hot", 1)
+            after = await wait_engines(pnc, lambda s: s[holder].samples_received >
+                                       seen[holder].samples_received, "holder's count")
+            by_pid = {e.pid: e for e in (a, b)}
+            other_pid = next(pid for pid in by_pid if pid != holder)
+            # the other engine never received it: the server routed it by partition
+            assert after[other_pid].samples_received == seen[other_pid].samples_received
+            assert len(trigger_lines(by_pid[holder], rule_prefix="cst-hot")) == 1
+            assert not trigger_lines(by_pid[other_pid], rule_prefix="cst-hot")
         finally:
             a.stop_ok()
             b.stop_ok()
