@@ -233,7 +233,10 @@ class TestTakeover:
 
     async def test_kill9_pending_fire_once_firing_not_again(
             self, pnc: Client, pnats: EmbeddedNats, tmp_path: Path) -> None:
-        """kill -9 one of two: every pending series fires once at its deadline, none re-fires."""
+        """kill -9 one of two: every pending series fires once at its deadline, none re-fires.
+
+        On one machine the dead process is known dead at once (``known_dead``); the
+        frozen-engine test below covers the lease expiry of a lost machine."""
         fire = names_spread("ko.f", 12)
         pend = names_spread("ko.p", 12)
         rules = rule_file(tmp_path / "r.yaml",
@@ -271,6 +274,36 @@ class TestTakeover:
                 trigger_lines(a, rule_prefix="kop")) == len(pend)
         finally:
             a.stop()
+            b.stop_ok()
+
+    async def test_frozen_engine_expires_and_wakes_fenced(
+            self, pnc: Client, pnats: EmbeddedNats, tmp_path: Path) -> None:
+        """SIGSTOP (a lost machine: alive, silent): taken over after the TTL; woken, it fires
+        nothing of what it lost, and every pending series fires once."""
+        pend = names_spread("fz.p", 12)
+        rules = rule_file(tmp_path / "r.yaml", *(rule(f"fzp{i}", n, when="> 0", for_="10s")
+                                                 for i, n in enumerate(pend)))
+        a, b = await start_two(pnc, pnats.url, rules)
+        try:
+            ts = await send_pending(pnc, pend)
+            await asyncio.sleep(1.0)  # checkpointed (every 0.2 s)
+            published_before = (await engines(pnc))[a.pid].triggers_published
+            a.signal(signal.SIGSTOP)
+            await wait_engines(pnc, holding([b.pid]), "B did not take over the frozen one",
+                               timeout=TAKEOVER_WAIT)
+            got = await wait_rules(pnc, "fzp", len(pend), timeout=TAKEOVER_WAIT)
+            a.signal(signal.SIGCONT)
+            a.wait_for_log(r"lost the lease of 32 partitions", timeout=20)
+            after = await wait_engines(pnc, holding([a.pid, b.pid], halves(a, b)),
+                                       "not shared again")
+            assert {t.at for t in got} == {ts + 10}
+            # woken, A's timers fired what it had lost (the log shows them), but the fence
+            # kept every one of them off the stream: A published nothing more
+            assert after[a.pid].triggers_published == published_before
+            assert len(trigger_lines(b, rule_prefix="fzp")) == len(pend)
+        finally:
+            a.signal(signal.SIGCONT)
+            a.stop_ok()
             b.stop_ok()
 
     async def test_third_engine_rebalances_without_loss(

@@ -37,13 +37,16 @@ from flarebus.engine.service.leases import (
     BEATS,
     ENGINE_KEY,
     FENCE_SHARE,
+    PARTITION_KEY,
     EngineInfo,
     Fence,
     Lease,
     info_decoder,
+    known_dead,
     lease_decoder,
     lease_encoder,
     partition_key,
+    process_space,
 )
 from flarebus.errors import describe
 from flarebus.partitions import PARTITIONS
@@ -77,6 +80,7 @@ class Coordinator:
         self._lock = asyncio.Lock()  # one balance or hand-over at a time
         self._tasks: list[asyncio.Task[None]] = []
         self._beating = self._balancing = False
+        self.space = process_space()  # in the registry: see known_dead
         self._ratelog = RateLimitedLog(log, 10.0)
         self.live: list[str] = []
         self.takeovers = 0
@@ -185,6 +189,7 @@ class Coordinator:
         """Claim free partitions up to the fair share; hand over what is above it."""
         async with self._lock:
             entries = await read_entries(self.kv, prefix="", timeout=self.ttl)
+            await self._evict_dead(entries)
             self.live = sorted({k[len(ENGINE_KEY):] for k in entries if k.startswith(ENGINE_KEY)}
                                | {self.engine_id})
             fair = math.ceil(self.partitions / len(self.live))
@@ -198,6 +203,33 @@ class Coordinator:
             wanted = fair - len(held)
             if wanted > 0 and free:
                 await self._claim(free, wanted)
+
+    async def _evict_dead(self, entries: dict[str, bytes]) -> None:
+        """Delete the keys of engines known to be dead (``known_dead``: a restart on the
+        same machine), so their partitions are free now, not after the TTL; ``entries``
+        loses them too. Each delete is a CAS on the revision just read: never a live lease."""
+        dead = set()
+        for key, value in entries.items():
+            if key.startswith(ENGINE_KEY):
+                with contextlib.suppress(msgspec.DecodeError):
+                    if known_dead(info_decoder.decode(value), self.space):
+                        dead.add(key[len(ENGINE_KEY):])
+        if not dead:
+            return
+        leases = [k for k, v in entries.items()
+                  if k.startswith(PARTITION_KEY) and _holder(v) in dead]
+        for key in leases + [f"{ENGINE_KEY}{engine}" for engine in sorted(dead)]:
+            try:
+                entry = await self.kv.get(key)
+                if key.startswith(PARTITION_KEY) and _holder(entry.value or b"") not in dead:
+                    continue  # taken meanwhile
+                await self.kv.delete(key, last=entry.revision)
+            except Exception as exc:  # gone already, or rewritten: it expires or is live
+                log.debug("evicting %s: %s", key, describe(exc))
+                continue
+            del entries[key]
+        log.info("engines %s are gone (no such process here): their partitions are free",
+                 sorted(dead))
 
     async def _claim(self, free: Parts, wanted: int) -> None:
         claimed: Parts = []
@@ -272,6 +304,13 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
             task.cancel()
         await asyncio.wait(tasks, timeout=1.0)
         tasks = [t for t in tasks if not t.done()]
+
+
+def _holder(value: bytes) -> str | None:
+    try:
+        return lease_decoder.decode(value).engine
+    except msgspec.DecodeError:
+        return None
 
 
 def holders(entries: dict[str, bytes]) -> dict[int, str]:

@@ -348,6 +348,7 @@ class Engine:
                           partitions=held, series=counts.series, pending=counts.pending,
                           firing=counts.firing, samples_received=self.stats.samples_received,
                           triggers_published=self.stats.triggers_published,
+                          space=self.coordinator.space if self.coordinator else "",
                           subjects="partitioned" if self.partitioned and
                           self.partitioned.mapped else "all")
 

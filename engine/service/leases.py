@@ -17,6 +17,10 @@ treats partition P as publishable only until ``sent + FENCE_SHARE * ttl``, where
 ``p.P``. The server stored that write after ``sent``, so the key lives until at
 least ``sent + ttl`` on the server's clock, and B can create it only after that
 (or after A deleted it, which A does only after revoking P from its own fence).
+(A third way, for restarts: an engine whose registry entry names a process on
+the same machine and pid namespace that no longer exists is certainly dead, and
+a dead process publishes nothing: its leases may be deleted at once, by CAS on
+the revisions read; see ``known_dead``.)
 So A's last publish for P is handed to the connection at least
 ``(1 - FENCE_SHARE) * ttl`` (1.5 s at the default 6 s) before B can hold P. It
 assumes clocks tick at about the same rate and that a publish handed to a
@@ -29,8 +33,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import msgspec
 
@@ -65,11 +71,38 @@ class EngineInfo(msgspec.Struct, omit_defaults=True):
     triggers_published: int = 0
     #: "partitioned": reads only its partitions' subjects; "all": the server does not map
     subjects: str = "partitioned"
+    #: which kernel and pid namespace ``pid`` is in (``process_space``): an engine in the
+    #: same one can tell for sure that this process is gone
+    space: str = ""
 
 
 lease_encoder = msgspec.json.Encoder()
 lease_decoder = msgspec.json.Decoder(Lease)
 info_decoder = msgspec.json.Decoder(EngineInfo)
+
+
+def process_space() -> str:
+    """This machine's boot and this process's pid namespace: where a pid means one process."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return ""  # not Linux: no engine is ever known dead, its leases just expire
+    return f"{boot}:{namespace}"
+
+
+def known_dead(info: EngineInfo, space: str) -> bool:
+    """True only when ``info``'s process is certainly gone: same boot and pid namespace as
+    ours, and no process has its pid (a reused pid or a zombie counts as alive: wait)."""
+    if not space or info.space != space or info.pid == os.getpid():
+        return False
+    try:
+        os.kill(info.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # a process of another user has that pid
+    return False
 
 
 def partition_key(partition: int) -> str:
