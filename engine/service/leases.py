@@ -19,7 +19,8 @@ least ``sent + ttl`` on the server's clock, and B can create it only after that
 (or after A deleted it, which A does only after revoking P from its own fence).
 (A third way, for restarts: an engine whose registry entry names a process on
 the same machine and pid namespace that no longer exists is certainly dead, and
-a dead process publishes nothing: its leases may be deleted at once, by CAS on
+a dead process publishes nothing more (what it wrote to its socket before it
+died carries deterministic ids): its leases may be deleted at once, by CAS on
 the revisions read; see ``known_dead``.)
 So A's last publish for P is handed to the connection at least
 ``(1 - FENCE_SHARE) * ttl`` (1.5 s at the default 6 s) before B can hold P. It
