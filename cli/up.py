@@ -38,6 +38,7 @@ from flarebus.cli.options import (
     signal_events,
 )
 from flarebus.durations import format_duration
+from flarebus.partitions import PARTITIONS
 
 if TYPE_CHECKING:  # what runs the roles is imported when `up` runs, not for `flarebus --help`
     import asyncio
@@ -152,6 +153,7 @@ def _reach_hint(where: Path) -> str:
 
 async def _run_roles(args: argparse.Namespace, config: Config, console: Console,
                      server: EmbeddedNats | None, status_every: float) -> int:
+    import asyncio
 
     from flarebus.config import SamplerSettings
     from flarebus.engine.service.lifecycle import running_engine
@@ -170,6 +172,10 @@ async def _run_roles(args: argparse.Namespace, config: Config, console: Console,
             console.event("stopped", "stopped before the engine was ready (NATS not reachable)")
             return 0
         rules = engine.rules.rules
+        more = _child_engines(args, config, rules_paths, engines, stop, reload)
+        children = None if more is None else asyncio.create_task(more)
+        if children is not None:  # announced once they share: no sample lost to a rebalance
+            await _shared(engine, engines, stop)
         console.event(
             "started",
             "flarebus up\n"
@@ -185,7 +191,6 @@ async def _run_roles(args: argparse.Namespace, config: Config, console: Console,
             nats=config.nats.servers, embedded=server is not None,
             data_dir=str(server.data_dir) if server else None, rules=[r.name for r in rules],
             rule_files=rules_paths, samplers=[s.sampler for s in samplers])
-        children = _child_engines(args, config, rules_paths, engines, stop, reload)
         failed = await _beside(engine, config, console, samplers, stop, status_every,
                                children)
     console.event("stopped", "engine, worker and samplers stopped")
@@ -214,7 +219,7 @@ def _child_engines(args: argparse.Namespace, config: Config, rules_paths: list[s
 async def _beside(engine: Engine, config: Config, console: Console,
                   samplers: list[SamplerSettings], stop: asyncio.Event,
                   status_every: float,
-                  children: Coroutine[Any, Any, int] | None = None) -> bool:
+                  children: asyncio.Task[int] | None = None) -> bool:
     """The worker, the samplers and the status line beside the ready engine, until Ctrl-C
     or a role's failure; True when one failed. Stops them all before returning."""
     import asyncio
@@ -235,7 +240,7 @@ async def _beside(engine: Engine, config: Config, console: Console,
             config_doc=config_document(config) if config.samplers else None)),
     }
     if children is not None:  # every engine's triggers, not only this one's
-        tasks["engines"] = asyncio.create_task(children)
+        tasks["engines"] = children
         await _print_triggers(nc, console)
     status = asyncio.create_task(_status_loop(engine, console, status_every))
     try:
@@ -245,6 +250,25 @@ async def _beside(engine: Engine, config: Config, console: Console,
         stop.set()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
         await bus.close(nc)
+
+
+async def _shared(engine: Engine, engines: int, stop: asyncio.Event,
+                  timeout: float = 60.0) -> None:
+    """Until ``engines`` engines hold their shares of the partitions (or Ctrl-C, or timeout)."""
+    import asyncio
+
+    from flarebus.engine.service.coordinator import registry
+
+    assert engine.coordinator is not None
+    fair = PARTITIONS // engines
+    deadline = time.monotonic() + timeout
+    while not stop.is_set() and time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            infos, holders = await registry(engine.coordinator.kv)
+            if len(infos) >= engines and len(holders) == PARTITIONS and \
+                    all(len(i.partitions) >= fair for i in infos):
+                return
+        await asyncio.sleep(0.2)
 
 
 async def _print_triggers(nc: Any, console: Console) -> None:
