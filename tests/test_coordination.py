@@ -109,6 +109,14 @@ async def send_pending(pnc: Client, names: list[str]) -> float:
     return ts
 
 
+def pending_rules(tmp_path: Path, prefix: str, count: int, rule_prefix: str,
+                  for_: str) -> tuple[list[str], Path]:
+    """``count`` metrics in as many partitions, each with a rule ``> 0`` for ``for_``."""
+    names = names_spread(prefix, count)
+    return names, rule_file(tmp_path / "r.yaml", *(
+        rule(f"{rule_prefix}{i}", n, when="> 0", for_=for_) for i, n in enumerate(names)))
+
+
 def names_spread(prefix: str, count: int) -> list[str]:
     """``count`` metric names in ``count`` different partitions."""
     names: dict[int, str] = {}
@@ -280,9 +288,7 @@ class TestTakeover:
             self, pnc: Client, pnats: EmbeddedNats, tmp_path: Path) -> None:
         """SIGSTOP (a lost machine: alive, silent): taken over after the TTL; woken, it fires
         nothing of what it lost, and every pending series fires once."""
-        pend = names_spread("fz.p", 12)
-        rules = rule_file(tmp_path / "r.yaml", *(rule(f"fzp{i}", n, when="> 0", for_="10s")
-                                                 for i, n in enumerate(pend)))
+        pend, rules = pending_rules(tmp_path, "fz.p", 12, "fzp", "10s")
         a, b = await start_two(pnc, pnats.url, rules)
         try:
             ts = await send_pending(pnc, pend)
@@ -309,9 +315,7 @@ class TestTakeover:
     async def test_third_engine_rebalances_without_loss(
             self, pnc: Client, pnats: EmbeddedNats, tmp_path: Path) -> None:
         """A third engine takes a third of the partitions; pending series still fire once."""
-        pend = names_spread("rb.p", 16)
-        rules = rule_file(tmp_path / "r.yaml", *(rule(f"rbp{i}", n, when="> 0", for_="8s")
-                                                 for i, n in enumerate(pend)))
+        pend, rules = pending_rules(tmp_path, "rb.p", 16, "rbp", "8s")
         a, b = await start_two(pnc, pnats.url, rules)
         c = EngineProcess(pnats.url, [rules])
         try:
@@ -332,9 +336,7 @@ class TestTakeover:
     async def test_sigterm_hands_over_at_once(self, pnc: Client, pnats: EmbeddedNats,
                                               tmp_path: Path) -> None:
         """SIGTERM: the stopping engine checkpoints and releases; the other holds all at once."""
-        pend = names_spread("st.p", 12)
-        rules = rule_file(tmp_path / "r.yaml", *(rule(f"stp{i}", n, when="> 0", for_="6s")
-                                                 for i, n in enumerate(pend)))
+        pend, rules = pending_rules(tmp_path, "st.p", 12, "stp", "6s")
         a, b = await start_two(pnc, pnats.url, rules)
         try:
             ts = await send_pending(pnc, pend)
