@@ -13,6 +13,9 @@ same embedded nats-server:
 4. restart: engine start to resuming with 100k tracked series
 5. durable ingest (``engine.ingest.mode: durable``) vs core ingest, single and
    batched messages: samples/s of each and the ratio durable/core (same server)
+6. batched ingest with 1 and 2 coordinated engine processes (goal >= 1.6x)
+7. takeover after kill -9 of one of two engines (median; goal < 10 s)
+   (6 and 7: bench/coordination.py; ``--coordination`` runs only those)
 
 The load comes from a separate publisher process (this file, ``--role publisher``)
 so publishing does not share the measured event loop.
@@ -345,6 +348,9 @@ def _cpu_line(rounds: list[tuple[Rates, Rates, Rates, Rates]], bare: int, eng: i
 
 async def main(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.WARNING)
+    if args.coordination:
+        await coordination(args)
+        return
     single_n, batched_n = (50_000, 100_000) if args.quick else (200_000, 400_000)
     probes = 100 if args.quick else 500
     restart_series = 10_000 if args.quick else 100_000
@@ -405,12 +411,22 @@ async def main(args: argparse.Namespace) -> None:
             core, durable, ratio, shown = _ratios(modes, core_i, durable_i)
             print(f"   {label:14}: core {core:10,.0f}/s  durable {durable:10,.0f}/s  "
                   f"ratio {ratio:.2f} [{shown}]")
+    await coordination(args)
+
+
+async def coordination(args: argparse.Namespace) -> None:
+    from bench.coordination import report
+
+    await report(write_rules, [sys.executable, __file__, "--role", "publisher"],
+                 quick=args.quick)
 
 
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller figures, faster")
+    parser.add_argument("--coordination", action="store_true",
+                        help="only sections 5 and 6 (coordinated engines)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="ingest rounds (medians shown; default 3)")
     parser.add_argument("--profile", metavar="FILE.svg",

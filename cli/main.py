@@ -99,6 +99,7 @@ def setup_logging(verbosity: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # a supervisor's children's
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     args.data_dir = data_dir(args)
-    with EmbeddedNats(args.data_dir, port=args.port) as server:
+    with EmbeddedNats(args.data_dir, port=args.port, partitioned=True) as server:
         url_file = args.data_dir / URL_FILE_NAME
         url_file.write_text(server.url + "\n")
         try:  # from the first line printed on: a Ctrl-C as soon as it is read is a clean stop

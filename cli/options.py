@@ -25,6 +25,8 @@ from flarebus.durations import parse_duration
 from flarebus.servers import DEFAULT_NATS_URL, check_server_url
 
 if TYPE_CHECKING:
+    import asyncio
+
     from flarebus.config import Config
 
 #: Where `flarebus up` and `flarebus nats` keep their data, unless --data-dir or this says.
@@ -274,3 +276,16 @@ def settings(args: argparse.Namespace, **sections: dict[str, Any]) -> Config:
         if url:
             config.nats.servers = [url]
     return config
+
+
+def signal_events() -> tuple[asyncio.Event, asyncio.Event]:
+    """(stop, reload) set by SIGTERM/SIGINT and SIGHUP: what every service command obeys."""
+    import asyncio
+    import signal
+
+    stop, reload = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload.set)
+    return stop, reload

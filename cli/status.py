@@ -4,6 +4,11 @@ Reads the summary each engine writes to the state bucket at every checkpoint
 (``meta.engine.<i>-of-<N>``), so it works from anywhere that reaches NATS,
 without asking the engines anything. A summary older than a few checkpoint
 intervals means that engine is not running (or cannot reach NATS).
+
+Engines started without ``--shard`` share 64 partitions through leases: for
+those, the lease bucket's registry says which are alive (a dead one's entry
+expires with its leases) and which partitions each holds; the first line says
+how many of the 64 are held (fewer only while a dead engine's are taken over).
 """
 
 from __future__ import annotations
@@ -17,7 +22,10 @@ from flarebus.cli.options import add_nats_options, settings
 from flarebus.durations import format_duration
 
 if TYPE_CHECKING:
+    from nats.js import JetStreamContext
+
     from flarebus.actions.gatestatus import WorkerSummary
+    from flarebus.engine.service.leases import EngineInfo
     from flarebus.engine.service.summary import EngineSummary
 
 STALE_AFTER = 60.0
@@ -40,16 +48,33 @@ def _age(seconds: float) -> str:
     return format_duration(max(0.0, round(seconds, 1)))
 
 
-def render(summaries: list[EngineSummary], now: float) -> str:
-    """The human-readable report for these engine summaries."""
+def _ranges(parts: list[int]) -> str:
+    """[0, 1, 2, 5] -> "0-2,5": a partition list a person can read."""
+    runs: list[list[int]] = []
+    for p in sorted(parts):
+        if runs and runs[-1][1] == p - 1:
+            runs[-1][1] = p
+        else:
+            runs.append([p, p])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def render(summaries: list[EngineSummary], now: float,
+           held: tuple[int, int] | None = None) -> str:
+    """The human-readable report for these engine summaries (``held``: of, partitions)."""
     if not summaries:
         return "no engine has written a status yet (is `flarebus engine` running?)\n"
     out: list[str] = []
+    if held is not None:
+        live = sum(s.partitions is not None for s in summaries)
+        out.append(f"coordinated engines: {live} live, {held[0]} of {held[1]} partitions held")
     for s in summaries:
         age = now - s.updated_at
         stale = f"  STALE: last update {_age(age)} ago" if age > STALE_AFTER else ""
         out.append(f"engine {s.shard} on {s.host} (pid {s.pid}), up {_age(now - s.started_at)}, "
                    f"updated {_age(age)} ago{stale}")
+        if s.partitions is not None:
+            out.append(f"  partitions: {len(s.partitions)} ({_ranges(s.partitions)})")
         enabled = [r for r in s.rules if r.enabled]
         out.append(f"  rules: {len(enabled)} enabled of {len(s.rules)} "
                    f"({', '.join(s.rule_files)})")
@@ -111,6 +136,7 @@ async def run(args: argparse.Namespace) -> int:
     from flarebus.actions.gatestatus import workers_bucket
     from flarebus.engine.service.checkpoint import META_PREFIX, read_entries
     from flarebus.engine.service.summary import SUMMARY_PREFIX, summary_decoder, summary_encoder
+    from flarebus.partitions import PARTITIONS
 
     config = settings(args)
     nc = await bus.connect(config.nats)
@@ -120,14 +146,38 @@ async def run(args: argparse.Namespace) -> int:
         raw = await read_entries(kv, META_PREFIX + SUMMARY_PREFIX)
         workers = [worker_decoder.decode(v) for v in
                    (await read_entries(await workers_bucket(js), "")).values()]
+        engines, holders = await _registry(js)
     finally:
         await bus.close(nc)
-    summaries = sorted((summary_decoder.decode(v) for v in raw.values()), key=lambda s: s.shard)
+    summaries = []
+    for s in (summary_decoder.decode(v) for v in raw.values()):
+        if "/" in s.shard:  # a static shard
+            summaries.append(s)
+        elif s.shard in engines:  # a live coordinated engine (a dead one's summary stays)
+            s.partitions = engines[s.shard].partitions
+            summaries.append(s)
+    summaries.sort(key=lambda s: s.shard)
     if args.json:
         for s in summaries:
             sys.stdout.write(summary_encoder.encode(s).decode() + "\n")
     else:
-        sys.stdout.write(render(summaries, time.time()))
+        held = (len(holders), PARTITIONS) if engines else None
+        sys.stdout.write(render(summaries, time.time(), held))
         sys.stdout.write(render_workers(sorted(workers, key=lambda w: (w.host, w.pid)),
                                         time.time()))
     return 0 if summaries else 1  # a health check must fail while no engine reports
+
+
+async def _registry(js: JetStreamContext) -> tuple[dict[str, EngineInfo], dict[int, str]]:
+    """Live coordinated engines by id and the partitions' holders; none without the bucket."""
+    from nats.js.errors import BucketNotFoundError, NotFoundError
+
+    from flarebus import bus
+    from flarebus.engine.service.coordinator import registry
+
+    try:
+        kv = await js.key_value(bus.ENGINE_LEASES_BUCKET)
+    except (BucketNotFoundError, NotFoundError):
+        return {}, {}
+    engines, holders = await registry(kv)
+    return {e.id: e for e in engines}, holders

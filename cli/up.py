@@ -8,8 +8,10 @@ another terminal find it without flags (given the same ``--data-dir`` or
 rule set (or ``--rules``), one action worker, and the ``system`` sampler (or
 the config file's ``samplers:``), and serves the web console on
 ``--web-listen`` (default ``web.listen``, http://127.0.0.1:8090/; ``--no-web`` or
-``web.enabled: false`` turns it off). It prints a start-up summary, a line per
-trigger, and a status line every ``--status-every``. Ctrl-C stops every part
+``web.enabled: false`` turns it off); with ``--engines N`` (default: one per core)
+N-1 more coordinated engine processes share the series with the one here. It
+prints a start-up summary, a line per trigger, and a status line every
+``--status-every``. Ctrl-C stops every part
 and the server; the next ``flarebus up`` in the same directory resumes from the
 same data (checkpointed engine state included).
 """
@@ -20,7 +22,7 @@ import argparse
 import contextlib
 import json
 import logging
-import signal
+import os
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -34,12 +36,16 @@ from flarebus.cli.options import (
     add_nats_options,
     data_dir,
     duration,
+    positive_int,
     settings,
+    signal_events,
 )
 from flarebus.durations import format_duration
+from flarebus.partitions import PARTITIONS
 
 if TYPE_CHECKING:  # what runs the roles is imported when `up` runs, not for `flarebus --help`
     import asyncio
+    from collections.abc import Coroutine
 
     from flarebus.config import Config, SamplerSettings
     from flarebus.engine.service.engine import Engine
@@ -65,6 +71,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--rules", metavar="PATH", action="append",
                         help="rule file or directory; repeatable (default: the packaged "
                              "rules/default.yaml)")
+    parser.add_argument("--engines", type=positive_int, metavar="N",
+                        help="coordinated engines: this process and N-1 child processes "
+                             "(default: one per core; 1 with engine.shard set)")
     parser.add_argument("--no-sampler", action="store_true",
                         help="do not run the system sampler (publish your own samples)")
     parser.add_argument("--no-web", action="store_true",
@@ -130,7 +139,7 @@ async def run(args: argparse.Namespace) -> int:
     args.data_dir = data_dir(args)
     url_file = args.data_dir / URL_FILE_NAME
     if not config.servers_given:  # nobody named a server (flag, environment, config file)
-        server = EmbeddedNats(args.data_dir / "nats")
+        server = EmbeddedNats(args.data_dir / "nats", partitioned=True)
         config.nats.servers = [await asyncio.to_thread(server.start)]
         url_file.write_text(config.nats.servers[0] + "\n")
     try:
@@ -160,26 +169,28 @@ async def _run_roles(args: argparse.Namespace, config: Config, console: Console,
     rules_paths = args.rules or config.engine.rules or [str(default_rules_file())]
     samplers = [] if args.no_sampler else (config.samplers or [
         SamplerSettings(sampler="system", interval=DEFAULT_SAMPLER_INTERVAL)])
-    stop, reload = asyncio.Event(), asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, reload.set)
+    stop, reload = signal_events()
 
+    engines = 1 if config.engine.shard else (args.engines or os.cpu_count() or 1)
     # the engine's one lifecycle (as `flarebus engine`): leaving the block stops it
     async with running_engine(config, rules_paths, stop=stop, reload=reload,
-                              on_acked=console.trigger) as engine:
+                              on_acked=console.trigger if engines == 1 else None) as engine:
         if engine is None:
             console.event("stopped", "stopped before the engine was ready (NATS not reachable)")
             return 0
+        rules = engine.rules.rules
+        more = _child_engines(args, config, rules_paths, engines, stop, reload)
+        children = None if more is None else asyncio.create_task(more)
+        if children is not None:  # announced once they share: no sample lost to a rebalance
+            await _shared(engine, engines, stop)
         async with _web(args, config) as web_url:
-            rules = engine.rules.rules
             console.event(
                 "started",
                 "flarebus up\n"
                 f"  nats      {', '.join(config.nats.servers)}"
                 f"{' (embedded, data in ' + str(server.data_dir) + ')' if server else ''}\n"
                 f"  rules     {len(rules)} from {', '.join(rules_paths)}\n"
+                f"  engines   {_engines_text(engines)}\n"
                 f"  samplers  {', '.join(s.sampler for s in samplers) or 'none'}\n"
                 f"  worker    1 (concurrency {config.worker.concurrency}), plugins dir "
                 f"{config.worker.plugin_dir or '-'}\n"
@@ -189,7 +200,8 @@ async def _run_roles(args: argparse.Namespace, config: Config, console: Console,
                 nats=config.nats.servers, embedded=server is not None,
                 data_dir=str(server.data_dir) if server else None, rules=[r.name for r in rules],
                 rule_files=rules_paths, samplers=[s.sampler for s in samplers], console=web_url)
-            failed = await _beside(engine, config, console, samplers, stop, status_every)
+            failed = await _beside(engine, config, console, samplers, stop, status_every,
+                                   children)
     console.event("stopped", "engine, worker and samplers stopped")
     return 1 if failed else 0
 
@@ -216,9 +228,29 @@ async def _web(args: argparse.Namespace, config: Config) -> AsyncIterator[str | 
         yield url
 
 
+def _engines_text(engines: int) -> str:
+    if engines == 1:
+        return "1 (this process)"
+    return f"{engines} (this process and {engines - 1} more, sharing 64 partitions)"
+
+
+def _child_engines(args: argparse.Namespace, config: Config, rules_paths: list[str],
+                   engines: int, stop: asyncio.Event, reload: asyncio.Event
+                   ) -> Coroutine[Any, Any, int] | None:
+    """The N-1 more engine processes of ``--engines N`` (None for one engine)."""
+    if engines <= 1:
+        return None
+    from flarebus.cli.supervise import run_children
+
+    argv = ["engine", "--nats", ",".join(config.nats.servers), "--rules", *rules_paths,
+            *(["--config", args.config] if args.config else [])]
+    return run_children(argv, engines - 1, stop=stop, reload=reload)
+
+
 async def _beside(engine: Engine, config: Config, console: Console,
                   samplers: list[SamplerSettings], stop: asyncio.Event,
-                  status_every: float) -> bool:
+                  status_every: float,
+                  children: asyncio.Task[int] | None = None) -> bool:
     """The worker, the samplers and the status line beside the ready engine, until Ctrl-C
     or a role's failure; True when one failed. Stops them all before returning."""
     import asyncio
@@ -238,6 +270,9 @@ async def _beside(engine: Engine, config: Config, console: Console,
             stacks_prefix=config.engine.stacks_prefix, registry=registry,
             config_doc=config_document(config) if config.samplers else None)),
     }
+    if children is not None:  # every engine's triggers, not only this one's
+        tasks["engines"] = children
+        await _print_triggers(nc, console)
     status = asyncio.create_task(_status_loop(engine, console, status_every))
     try:
         return await _wait(stop, tasks)
@@ -246,6 +281,44 @@ async def _beside(engine: Engine, config: Config, console: Console,
         stop.set()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
         await bus.close(nc)
+
+
+async def _shared(engine: Engine, engines: int, stop: asyncio.Event,
+                  timeout: float = 60.0) -> None:
+    """Until ``engines`` engines hold their shares of the partitions (or Ctrl-C, or timeout)."""
+    import asyncio
+
+    from flarebus.engine.service.coordinator import registry
+
+    assert engine.coordinator is not None
+    fair = PARTITIONS // engines
+    deadline = time.monotonic() + timeout
+    while not stop.is_set() and time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            infos, holders = await registry(engine.coordinator.kv)
+            if len(infos) >= engines and len(holders) == PARTITIONS and \
+                    all(len(i.partitions) >= fair for i in infos):
+                return
+        await asyncio.sleep(0.2)
+
+
+async def _print_triggers(nc: Any, console: Console) -> None:
+    """Print each trigger as it reaches the stream's subjects, whichever engine published it."""
+    from flarebus import bus
+    from flarebus.events import trigger_decoder
+
+    seen: dict[str, None] = {}  # the ids printed lately: a retried publish is printed once
+
+    async def on_msg(msg: Any) -> None:
+        trigger = trigger_decoder.decode(msg.data)
+        if trigger.id in seen:
+            return
+        seen[trigger.id] = None
+        if len(seen) > 10_000:
+            del seen[next(iter(seen))]
+        console.trigger(trigger)
+
+    await nc.subscribe(bus.TRIGGERS_FILTER, cb=on_msg)
 
 
 async def _wait(stop: asyncio.Event, tasks: dict[str, asyncio.Task[Any]]) -> bool:
@@ -265,24 +338,37 @@ async def _wait(stop: asyncio.Event, tasks: dict[str, asyncio.Task[Any]]) -> boo
     return failed
 
 
+async def _figures(engine: Engine) -> tuple[int, int, int, int, int]:
+    """(samples received, series, pending, firing, triggers published) of every engine."""
+    if engine.coordinator is not None and len(engine.coordinator.live) > 1:
+        from flarebus.engine.service.coordinator import registry
+
+        infos, _ = await registry(engine.coordinator.kv)
+        return (sum(i.samples_received for i in infos), sum(i.series for i in infos),
+                sum(i.pending for i in infos), sum(i.firing for i in infos),
+                sum(i.triggers_published for i in infos))
+    stats = engine.evaluator.stats()
+    return (engine.stats.samples_received, stats.series, stats.pending, stats.firing,
+            engine.stats.triggers_published)
+
+
 async def _status_loop(engine: Engine, console: Console, every: float) -> None:
+    """A status line every ``every`` seconds: the figures of all the engines `up` runs."""
     import asyncio
 
     if every <= 0:
         return
-    last_samples, last_at = engine.stats.samples_received, time.monotonic()
+    last_samples, last_at = (await _figures(engine))[0], time.monotonic()
     while True:
         await asyncio.sleep(every)
-        now = time.monotonic()
-        samples = engine.stats.samples_received
-        rate = (samples - last_samples) / max(now - last_at, 1e-9)
-        last_samples, last_at = samples, now
         with contextlib.suppress(Exception):  # a status line must never take `up` down
-            stats = engine.evaluator.stats()
+            samples, series, pending, firing, published = await _figures(engine)
+            now = time.monotonic()
+            rate = (samples - last_samples) / max(now - last_at, 1e-9)
+            last_samples, last_at = samples, now
             console.event(
                 "status",
-                f"status   {rate:,.1f} samples/s, {stats.series} series, "
-                f"{stats.pending} pending, {stats.firing} firing, "
-                f"{engine.stats.triggers_published} triggers published",
-                samples_per_second=round(rate, 2), series=stats.series, pending=stats.pending,
-                firing=stats.firing, triggers_published=engine.stats.triggers_published)
+                f"status   {rate:,.1f} samples/s, {series} series, "
+                f"{pending} pending, {firing} firing, {published} triggers published",
+                samples_per_second=round(rate, 2), series=series, pending=pending,
+                firing=firing, triggers_published=published)

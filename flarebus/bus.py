@@ -50,6 +50,7 @@ VERDICT_HEADER = "Flarebus-Verdict"
 MSG_ID_HEADER = "Nats-Msg-Id"
 
 ENGINE_STATE_BUCKET = "FLAREBUS_ENGINE_STATE"
+ENGINE_LEASES_BUCKET = "FLAREBUS_ENGINE_LEASES"
 ACTIONS_DONE_BUCKET = "FLAREBUS_ACTIONS_DONE"
 ACTIONS_DONE_TTL = 24 * 3600.0
 GROUPS_BUCKET = "FLAREBUS_GROUPS"
@@ -249,6 +250,18 @@ async def engine_state_bucket(js: JetStreamContext,
     """The KV bucket where the engine checkpoints evaluator state."""
     return await jetstream.bucket(js, settings, ENGINE_STATE_BUCKET,
                                   description="flarebus engine state (checkpoints)")
+
+
+async def engine_leases_bucket(js: JetStreamContext, settings: JetStreamSettings | None = None,
+                               *, ttl: float) -> KeyValue:
+    """The KV bucket of coordinated engines: live engines and partition leases, with a TTL.
+
+    The TTL (the bucket's max age) is the lease: a key not rewritten within it
+    is removed by the server, on the server's clock, which is what lets another
+    engine take the partition of one that died.
+    """
+    return await jetstream.bucket(js, settings, ENGINE_LEASES_BUCKET, ttl=ttl,
+                                  description="flarebus engine leases (coordination)")
 
 
 async def actions_done_bucket(js: JetStreamContext, settings: JetStreamSettings | None = None,

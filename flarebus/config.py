@@ -129,8 +129,11 @@ class EngineSettings(_Section):
     metrics_prefix: Token = "metrics"
     stacks_prefix: Token = "stacks"
     invalid_subject: Annotated[str, Meta(min_length=1)] = "flarebus.invalid"
-    shard: Annotated[str, Meta(pattern=r"^[0-9]+/[1-9][0-9]*$", extra_json_schema={
-        "x-hint": "is not a shard (use i/N, e.g. 0/2)"})] = "0/1"
+    shard: Annotated[str, Meta(pattern=r"^([0-9]+/[1-9][0-9]*)?$", description=(
+        "static shard i/N; empty: engines share the partitions through leases"),
+        extra_json_schema={"x-hint": "is not a shard (use i/N, e.g. 0/2)"})] = ""
+    lease_ttl: Annotated[Seconds, Meta(description=(
+        "coordinated engines: how long a dead engine holds its partitions"))] = 6.0
     checkpoint_interval: Seconds = 5.0
     pending_msgs_limit: Count = 1_000_000
     pending_bytes_limit: Count = 512 * 1024 * 1024

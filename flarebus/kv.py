@@ -28,8 +28,12 @@ def is_removal(msg: Msg) -> bool:
 
 
 async def read_entries(kv: KeyValue, prefix: str = STATE_PREFIX,
-                       timeout: float = 60.0) -> dict[str, bytes]:
+                       timeout: float = 60.0, within: str = "") -> dict[str, bytes]:
     """Every live key under ``prefix`` (prefix removed) with its value: the restore input.
+
+    ``within`` narrows the read to the keys under ``prefix + within`` (a rule's
+    states, ``"<rule>."``: how a partition's states are loaded), still keyed
+    without ``prefix`` alone.
 
     Reads the bucket's stream with one ordered push consumer (last value per
     subject), which is far cheaper for 100k keys than a get per key.
@@ -51,7 +55,8 @@ async def read_entries(kv: KeyValue, prefix: str = STATE_PREFIX,
         if msg.metadata.num_pending == 0:
             done.set()
 
-    sub = await js.subscribe(f"{subject_prefix}{prefix}>", cb=on_msg, ordered_consumer=True,
+    sub = await js.subscribe(f"{subject_prefix}{prefix}{within}>", cb=on_msg,
+                             ordered_consumer=True,
                              deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
                              pending_msgs_limit=-1, pending_bytes_limit=-1)
     try:

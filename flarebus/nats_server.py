@@ -78,7 +78,7 @@ class EmbeddedNats:
 
     def __init__(self, data_dir: str | Path | None = None, *, host: str = "127.0.0.1",
                  port: int = -1, ready_timeout: float = 15.0,
-                 extra_args: tuple[str, ...] = ()) -> None:
+                 extra_args: tuple[str, ...] = (), partitioned: bool = False) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="flarebus-nats-")
@@ -88,6 +88,8 @@ class EmbeddedNats:
         self.port = port
         self.ready_timeout = ready_timeout
         self.extra_args = extra_args
+        #: map metrics.> and stacks.> to partition subjects (see flarebus.partitions)
+        self.partitioned = partitioned
         self.url = ""
         self.process: subprocess.Popen[bytes] | None = None
         self._log_path = self.data_dir / "nats-server.log"
@@ -108,7 +110,7 @@ class EmbeddedNats:
             stale.unlink(missing_ok=True)
         args = [binary, "-a", self.host, "-p", str(self.port), "-js",
                 "-sd", str(self.data_dir / "jetstream"), "--ports_file_dir", str(ports_dir),
-                "-l", str(self._log_path), *self.extra_args]
+                "-l", str(self._log_path), *self._config_args(), *self.extra_args]
         preexec = die_with_parent if sys.platform.startswith("linux") else None
         self.process = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -116,6 +118,16 @@ class EmbeddedNats:
         self.url = self._wait_ready(ports_dir, Path(binary).name)
         self.port = int(self.url.rsplit(":", 1)[1])  # a restart comes back on the same port
         return self.url
+
+    def _config_args(self) -> list[str]:
+        """``-c FILE`` with the partition mappings when ``partitioned``; none otherwise."""
+        if not self.partitioned:
+            return []
+        from flarebus.partitions import mappings_conf, server_mappings
+
+        conf = self.data_dir / "flarebus-nats.conf"
+        conf.write_text(mappings_conf(server_mappings()))
+        return ["-c", str(conf)]
 
     def _wait_ready(self, ports_dir: Path, program: str) -> str:
         assert self.process is not None

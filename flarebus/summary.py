@@ -67,6 +67,8 @@ class EngineSummary(msgspec.Struct, omit_defaults=True):
     states: list[SeriesInfo]
     truncated: bool = False
     stats: dict[str, object] = {}
+    #: a coordinated engine's partitions, from the lease registry (``flarebus status``)
+    partitions: list[int] | None = None
 
 
 def summary_key(shard_index: int, shard_count: int) -> str:

@@ -45,6 +45,15 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+def tracing_enabled() -> bool:
+    """True when a real (SDK) tracer provider is installed; spans are no-ops otherwise,
+    so a hot path can skip building them."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    return isinstance(trace.get_tracer_provider(), TracerProvider)
+
+
 def inject_headers() -> dict[str, str] | None:
     """The current trace context as NATS headers, or None when nothing is being traced.
 

@@ -62,6 +62,11 @@ class EngineProcess:
                                          + "\n".join(self.lines[-40:]))
                 self._changed.wait(min(left, 0.2))
 
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "not started"
+        return self.proc.pid
+
     def signal(self, sig: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(sig)

@@ -9,7 +9,13 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from flarebus.bus import REASON_HEADER
-from flarebus.engine.service.ingest import Ingest, Segment, decode_metric_batch, decode_stack_batch
+from flarebus.engine.service.ingest import (
+    Ingest,
+    Segment,
+    decode_metric_batch,
+    decode_stack_batch,
+    turns,
+)
 from flarebus.engine.service.invalid import (
     EMPTY_BATCH,
     INVALID_SAMPLE,
@@ -97,6 +103,20 @@ class TestDecodeBatch:
                                      len("stacks."))
         assert isinstance(decoded.segments[0].samples[0], StackSample)
         assert [r.reason for r in decoded.rejected] == [SUBJECT_MISMATCH]
+
+
+class TestTurns:
+    """A large batch is evaluated in turns, so other tasks run in between."""
+
+    def test_cut_in_order_with_headers_kept(self) -> None:
+        """Runs of at most the limit, every sample once in order, a long segment split."""
+        traced = {"traceparent": "00-x"}
+        segments = [Segment(list(range(7))), Segment([7, 8, 9], traced),
+                    Segment(list(range(10, 22)))]
+        cut = list(turns(segments, 5))
+        assert [sum(len(s.samples) for s in turn) for turn in cut] == [5, 5, 5, 5, 2]
+        assert [x for turn in cut for s in turn for x in s.samples] == list(range(22))
+        assert [s.headers for turn in cut for s in turn if 8 in s.samples] == [traced]
 
 
 class Received:

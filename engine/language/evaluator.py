@@ -348,6 +348,29 @@ class Evaluator:
             saved.restore(st, key)
             self._machine.schedule(st)
 
+    def set_owner(self, owns: Callable[[str], bool] | None) -> None:
+        """Own a different part of the series (coordinated engines gain partitions).
+
+        The keys once skipped as not owned are forgotten: they may be owned now.
+        """
+        self._owns = owns
+        self._skip.clear()
+
+    def release(self, gone: Callable[[str], bool]) -> int:
+        """Forget the series whose key ``gone`` selects, keeping their stored state.
+
+        A partition handed to another engine: that engine restores these states
+        from the checkpoint, so nothing here may delete them (unlike staleness).
+        """
+        keys = [key for key in self._series if gone(key)]
+        for key in keys:
+            for st in self._series.pop(key).states:
+                st.dead = True
+                self._machine.dirty.discard(st)
+        if keys:
+            self._aliases = {a: e for a, e in self._aliases.items() if e.key in self._series}
+        return len(keys)
+
     # ---------------------------------------------------------------- status
 
     def stats(self) -> EvaluatorStats:

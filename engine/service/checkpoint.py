@@ -40,9 +40,13 @@ class Checkpointer:
                  take_dirty: Callable[[], dict[str, bytes | None]],
                  publisher: TriggerPublisher, stats: EngineStats, *,
                  max_in_flight: int = 512, ack_timeout: float = 5.0,
-                 inflight: InFlight | None = None) -> None:
+                 inflight: InFlight | None = None,
+                 may_write: Callable[[str], bool | None] | None = None) -> None:
         self._js = js
         self._inflight = inflight or InFlight()
+        #: the fence of a coordinated engine: True write the state key now, None not
+        #: now (its lease is not confirmed), False never (its partition is gone)
+        self._may_write = may_write
         self._bucket = kv._name
         self._take_dirty = take_dirty
         self._publisher = publisher
@@ -76,6 +80,9 @@ class Checkpointer:
                 log.warning("checkpoint postponed: %d triggers still unacknowledged",
                             self._publisher.backlog)
                 return 0
+            if self._may_write is not None:
+                for key in [k for k in self._unsaved if self._may_write(k) is False]:
+                    del self._unsaved[key]
             batch = dict(self._unsaved)
             written = await self._write({STATE_PREFIX + k: v for k, v in batch.items()})
             for key, value in batch.items():
@@ -99,6 +106,9 @@ class Checkpointer:
 
         async def writer() -> None:
             for key, value in items:
+                if (self._may_write is not None and key.startswith(STATE_PREFIX)
+                        and self._may_write(key[len(STATE_PREFIX):]) is not True):
+                    continue  # checked as it is sent: the lease may have gone meanwhile
                 if await self._put(key, value):
                     written.add(key)
 

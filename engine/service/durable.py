@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -109,7 +109,10 @@ class DurableIngest(Ingest):
         """What this engine reads (the seam for partitioned ingest)."""
         return [f"{self._metrics_prefix}.>", f"{self._stacks_prefix}.>"]
 
-    async def start(self) -> None:
+    async def start(self, metrics: Sequence[str] | None = None,
+                    stacks: Sequence[str] | None = None) -> None:
+        """One ordered consumer on the samples stream (durable ingest reads every subject:
+        it runs as the one engine or a static shard, never coordinated)."""
         settings = self._settings
         await ensure_samples_stream(self._js, settings, self.subjects(), self._replication)
         if self._after is None:  # a first start: from now on, not the stream's whole history
@@ -123,7 +126,7 @@ class DurableIngest(Ingest):
         sub = await self._js.subscribe(
             self.subjects()[0], cb=self._inbox.put, stream=settings.stream, config=config,
             ordered_consumer=True, pending_msgs_limit=0, pending_bytes_limit=0)
-        self._subs.append(sub)
+        self._by_subject[settings.stream] = sub
         log.info("durable ingest from stream %s (%s), %s", settings.stream,
                  ", ".join(self.subjects()),
                  "from now on" if self._after is None else f"after sequence {self._after}")

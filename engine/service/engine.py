@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
+import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -34,6 +36,8 @@ from flarebus import bus, telemetry
 from flarebus.config import Config
 from flarebus.engine.service.cardinality import CardinalityReport
 from flarebus.engine.service.checkpoint import META_PREFIX, Checkpointer, read_entries
+from flarebus.engine.service.coordinator import Coordinator
+from flarebus.engine.service.handover import Partitioned, coordination, engine_id
 from flarebus.engine.service.inflight import InFlight
 from flarebus.engine.service.ingest import Ingest, Segment
 from flarebus.engine.service.invalid import InvalidSink
@@ -42,6 +46,7 @@ from flarebus.engine.service.reload import RuleReloader
 from flarebus.engine.service.shard import Shard
 from flarebus.engine.service.stall import StallWatch
 from flarebus.engine.service.summary import (
+    SUMMARY_PREFIX,
     EngineSummary,
     build_summary,
     encode_fitting,
@@ -53,15 +58,6 @@ from flarebus.errors import ConfigError, Problem, describe
 from flarebus.events import StackSample, Trigger, WireSample
 
 log = logging.getLogger("flarebus.engine")
-
-
-def _tracing_enabled() -> bool:
-    """True when a real (SDK) tracer provider is installed; spans are no-ops otherwise."""
-    try:
-        from opentelemetry.sdk.trace import TracerProvider
-    except ImportError:  # pragma: no cover - the SDK is a dependency
-        return False
-    return isinstance(trace.get_tracer_provider(), TracerProvider)
 
 
 class Engine:
@@ -76,8 +72,12 @@ class Engine:
         if not self.rules_paths:
             raise ConfigError([Problem("<settings>", 1, 1,
                                        "no rule files: give --rules PATH (or engine.rules)")])
+        #: no static shard: share the partitions with the other engines (coordinator). Durable
+        #: ingest reads one stream in order, so without --shard it is the one engine (0/1).
+        self.coordinated = not config.engine.shard.strip() and \
+            config.engine.ingest.mode != "durable"
         try:
-            self.shard = Shard.parse(config.engine.shard)
+            self.shard = Shard.parse(config.engine.shard) if not self.coordinated else Shard()
         except ValueError as exc:
             raise ConfigError([Problem("<settings>", 1, 1, f"engine.shard: {exc}")]) from None
         self.stats = EngineStats()
@@ -101,7 +101,11 @@ class Engine:
         self._ingest_task: asyncio.Task[None] | None = None
         self._tracing = False
         self._out_of_order_seen = 0
-        self._summary_key = summary_key(self.shard.index, self.shard.count)
+        self.engine_id = engine_id(socket.gethostname(), os.getpid())
+        self._summary_key = summary_key(self.shard.index, self.shard.count) \
+            if not self.coordinated else f"{SUMMARY_PREFIX}{self.engine_id}"
+        self.coordinator: Coordinator | None = None
+        self.partitioned: Partitioned | None = None
         self.recorder: Any = None  # a Publisher for recording rules' samples
         self._recording: set[asyncio.Future[None]] = set()
         self.inflight = InFlight()  # acks a disconnect loses: failed at once, sent again
@@ -118,7 +122,7 @@ class Engine:
         from flarebus.engine.language.rulefile import load_rules
 
         self.rules = load_rules(self.rules_paths)  # an invalid set: InvalidFileError, no start
-        self._tracing = _tracing_enabled()
+        self._tracing = telemetry.tracing_enabled()
         settings = self.config.engine
         self.nc = await bus.connect(self.config.nats, retry_initial=True,
                                     error_cb=self._on_nats_error,
@@ -131,24 +135,30 @@ class Engine:
         self.cardinality = CardinalityReport(guard, self.stats)
         self.stats.bind(series=lambda: self._stat("series"),
                         rules=lambda: len(self.rules.enabled()))
+        if self.coordinated:  # owns nothing until the coordinator gains partitions
+            self.coordinator, self.partitioned = await coordination(self, js, kv)
+            self.evaluator.set_owner(self.partitioned.owns)
 
         began = time.perf_counter()
-        entries = await read_entries(kv)
+        entries = await read_entries(kv) if not self.coordinated else {}
         self.evaluator.load_state(entries)
         self.evaluator.take_dirty()  # what was just loaded is already stored
         self.restored_keys = len(entries)
         self.restore_seconds = time.perf_counter() - began
 
+        fence = self.partitioned
         self.publisher = TriggerPublisher(js, self.stats, lanes=settings.max_publish_in_flight,
                                           on_acked=self.on_acked, jetstream=self.config.jetstream,
                                           inflight=self.inflight,
-                                          max_payload=lambda: self._max_payload)
+                                          max_payload=lambda: self._max_payload,
+                                          gate=fence.may_publish if fence else None)
         self.publisher.start()
         from flarebus.publish import Publisher
 
         self.recorder = Publisher(self.nc, metrics_prefix=settings.metrics_prefix)
         self.checkpointer = Checkpointer(js, kv, self._take_dirty, self.publisher,
-                                         self.stats, inflight=self.inflight)
+                                         self.stats, inflight=self.inflight,
+                                         may_write=fence.may_write if fence else None)
         self.timer = DeadlineTimer(self._on_deadline, clock=self.clock)
         common: dict[str, Any] = dict(
             on_metrics=self._on_metrics, on_stacks=self._on_stacks,
@@ -164,23 +174,30 @@ class Engine:
             self.ingest = durable.DurableIngest(
                 self.nc, js, self.stats, invalid, settings=settings.ingest, after=after,
                 watch=self.stall, replication=self.config.jetstream, **common)
+            await self.ingest.start()
         else:
             self.ingest = Ingest(self.nc, self.stats, invalid, **common)
-        await self.ingest.start()
+            await self.ingest.start(*(([], []) if fence else (None, None)))
         self._on_deadline(self.clock())  # whatever came due while no engine ran
         self._ingest_task = asyncio.create_task(self.ingest.run(), name="engine-ingest")
+        if self.coordinator is not None:
+            await self.coordinator.start()  # claims a share: restores it, subscribes to it
         self.reloader = RuleReloader(self.rules_paths, load_rules, self.apply_rules,
                                      interval=self.reload_interval)
         self._tasks = [asyncio.create_task(self.reloader.run(), name="engine-reload"),
                        asyncio.create_task(self.stall.run(), name="engine-stall-watch"),
                        asyncio.create_task(self._checkpoint_loop(), name="engine-checkpoint")]
+        listening = f"{settings.metrics_prefix}.> and {settings.stacks_prefix}.>" \
+            if self.coordinator is None else f"{len(self.coordinator.held)} of 64 partitions"
         log.info("engine %s ready: %d rules (%d enabled) from %s; %d state keys restored in "
-                 "%.2fs; listening on %s.> and %s.>", self.shard, len(self.rules.rules),
+                 "%.2fs; listening on %s", self.name, len(self.rules.rules),
                  len(self.rules.enabled()), ", ".join(self.rules_paths), self.restored_keys,
-                 self.restore_seconds, settings.metrics_prefix, settings.stacks_prefix)
+                 self.restore_seconds, listening)
 
     async def stop(self) -> None:
         """Graceful stop: no more input, evaluate what arrived, flush publishes, checkpoint."""
+        if self.coordinator is not None:
+            await self.coordinator.stop()  # hands every partition over (checkpointed) at once
         if self.ingest is not None:
             await self.ingest.stop()
         if self._ingest_task is not None:
@@ -207,7 +224,12 @@ class Engine:
             await self.recorder.close()
         if self.nc is not None:
             await bus.close(self.nc)
-        log.info("engine %s stopped: %s", self.shard, self.stats.as_dict())
+        log.info("engine %s stopped: %s", self.name, self.stats.as_dict())
+
+    @property
+    def name(self) -> str:
+        """``i/N`` for a static shard, the engine id for a coordinated engine."""
+        return self.engine_id if self.coordinated else str(self.shard)
 
     def request_reload(self) -> None:
         """Reload the rule files now (what SIGHUP does)."""
@@ -236,6 +258,10 @@ class Engine:
         if self.cardinality is not None:
             self.cardinality.check()
         self._reschedule()
+
+    def on_deadline_now(self) -> None:
+        """Run what is due now (after a restore: deadlines that passed while nobody held them)."""
+        self._on_deadline(self.clock())
 
     def _on_deadline(self, now: float) -> None:
         assert self.timer is not None and self.ingest is not None
@@ -277,6 +303,8 @@ class Engine:
         start_ns = time.time_ns()
         triggers = self.evaluator.replace_rules(rules, now=self.clock())
         self.rules = rules
+        if self.partitioned is not None:
+            self.partitioned.learn(rules)
         self.stats.reloads += 1
         if triggers:
             self._emit(triggers, "reload", None, start_ns)
@@ -343,7 +371,7 @@ class Engine:
         """What ``flarebus status`` shows for this engine."""
         if self.reloader is not None:
             self.stats.reloads_rejected = self.reloader.rejected
-        return build_summary(self.evaluator, self.rules, shard=str(self.shard),
+        return build_summary(self.evaluator, self.rules, shard=self.name,
                              started_at=self.started_at, now=self.clock(),
                              rule_files=list(self.rules_paths), stats=self.stats.as_dict())
 

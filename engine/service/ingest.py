@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from operator import attrgetter, methodcaller
@@ -47,6 +47,7 @@ from flarebus.events import (
     wire_decoder,
 )
 from flarebus.ingest_settings import InputLimits
+from flarebus.partitions import strip_mark
 from flarebus.ratelog import RateLimitedLog
 
 log = logging.getLogger("flarebus.engine.ingest")
@@ -156,7 +157,7 @@ def decode_batch(msgs: Sequence[Msg], decoder: msgspec.json.Decoder[Any], prefix
             samples: list[S] = decoded
         else:
             samples = [decoded]
-        if (wrong := check(samples, msg.subject[prefix_len:])) is not None:
+        if (wrong := check(samples, strip_mark(msg.subject[prefix_len:]))) is not None:
             mismatch, detail = wrong
             rejected.append(Rejection(msg, SUBJECT_MISMATCH if mismatch else INVALID_SAMPLE,
                                       f"{detail} (subject {msg.subject!r})"))
@@ -234,6 +235,29 @@ class Inbox:
         self._space.set()
 
 
+#: Samples evaluated before the loop lets other tasks run: 5000 messages of 100 samples
+#: are ~2 s of evaluation, long enough to starve a coordinated engine's lease beats.
+MAX_SAMPLES_PER_TURN = 20_000
+
+
+def turns(segments: list[Segment[S]], limit: int) -> Iterator[list[Segment[S]]]:
+    """``segments`` cut into runs of at most ``limit`` samples, in order (a long one split)."""
+    turn: list[Segment[S]] = []
+    size = 0
+    for segment in segments:
+        samples = segment.samples
+        while samples:
+            take = samples[:limit - size]
+            samples = samples[len(take):]
+            turn.append(Segment(take, segment.headers))
+            size += len(take)
+            if size >= limit:
+                yield turn
+                turn, size = [], 0
+    if turn:
+        yield turn
+
+
 MetricHandler = Callable[[list[Segment[WireSample]]], None]
 StackHandler = Callable[[list[Segment[StackSample]]], None]
 
@@ -264,22 +288,46 @@ class Ingest:
         self._traced = traced
         self._metrics_inbox = Inbox(max_batch)
         self._stacks_inbox = Inbox(max_batch)
-        self._subs: list[Subscription] = []
+        self._by_subject: dict[str, Subscription] = {}
         self._ratelog = RateLimitedLog(log, 10.0)
 
     @property
     def subscriptions(self) -> list[Subscription]:
-        return list(self._subs)
+        return list(self._by_subject.values())
 
-    async def start(self) -> None:
-        """Subscribe; from here on messages queue up until ``run`` evaluates them."""
-        for prefix, inbox in ((self._metrics_prefix, self._metrics_inbox),
-                              (self._stacks_prefix, self._stacks_inbox)):
-            sub = await self._nc.subscribe(
-                f"{prefix}.>", cb=inbox.put, pending_msgs_limit=self._pending_msgs,
-                pending_bytes_limit=self._pending_bytes)
-            self._subs.append(sub)
+    async def start(self, metrics: Sequence[str] | None = None,
+                    stacks: Sequence[str] | None = None) -> None:
+        """Subscribe; from here on messages queue up until ``run`` evaluates them.
+
+        ``metrics`` and ``stacks`` are the subjects (default ``<prefix>.>``): a
+        coordinated engine passes the partition subjects it holds (see ``follow``).
+        """
+        await self.follow([f"{self._metrics_prefix}.>"] if metrics is None else metrics,
+                          [f"{self._stacks_prefix}.>"] if stacks is None else stacks)
+
+    async def follow(self, metrics: Sequence[str], stacks: Sequence[str]) -> None:
+        """Subscribe to exactly these subjects: new ones added, dropped ones unsubscribed.
+
+        The seam for coordinated engines: which subjects an engine reads changes
+        with the partitions it holds, while the inboxes and loops stay the same.
+        """
+        wanted = {**dict.fromkeys(metrics, self._metrics_inbox),
+                  **dict.fromkeys(stacks, self._stacks_inbox)}
+        for subject in [s for s in self._by_subject if s not in wanted]:
+            await self._unsubscribe(self._by_subject.pop(subject))
+        for subject, inbox in wanted.items():
+            if subject not in self._by_subject:
+                self._by_subject[subject] = await self._nc.subscribe(
+                    subject, cb=inbox.put, pending_msgs_limit=self._pending_msgs,
+                    pending_bytes_limit=self._pending_bytes)
         await self._nc.flush()
+
+    @staticmethod
+    async def _unsubscribe(sub: Subscription) -> None:
+        try:
+            await sub.unsubscribe()
+        except Exception as exc:  # connection already gone: nothing more will arrive
+            log.debug("unsubscribe %s: %s", sub.subject, exc)
 
     async def run(self) -> None:
         """Evaluate batches until ``stop`` closed the inboxes and they are empty."""
@@ -295,11 +343,9 @@ class Ingest:
 
     async def stop(self) -> None:
         """Stop taking input: unsubscribe, then let the loops finish what was received."""
-        for sub in self._subs:
-            try:
-                await sub.unsubscribe()
-            except Exception as exc:  # connection already gone: nothing more will arrive
-                log.debug("unsubscribe %s: %s", sub.subject, exc)
+        for sub in self._by_subject.values():
+            await self._unsubscribe(sub)
+        self._by_subject.clear()
         self._metrics_inbox.close()
         self._stacks_inbox.close()
 
@@ -346,8 +392,13 @@ class Ingest:
         while msgs := await inbox.take():
             decoded = decode(msgs, prefix_len, traced=self._traced(), limits=self._limits)
             await self._account(len(msgs), decoded)
-            if decoded.segments:
-                handle(decoded.segments)
+            if decoded.samples <= MAX_SAMPLES_PER_TURN:
+                if decoded.segments:
+                    handle(decoded.segments)
+                continue
+            for turn in turns(decoded.segments, MAX_SAMPLES_PER_TURN):
+                handle(turn)
+                await asyncio.sleep(0)  # let the timers, publishes and lease beats run
 
     async def _account(self, messages: int, decoded: Decoded[Any]) -> None:
         self._stats.received(messages, decoded.samples)

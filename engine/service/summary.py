@@ -1,6 +1,7 @@
 """The engine summary: its Structs are shared contracts in ``flarebus.summary`` (the web
 console and ``flarebus status`` read them); what is the engine's own is writing one that
-always fits the server's max_payload (``encode_fitting``).
+always fits the server's max_payload (``encode_fitting``). One key per shard:
+``meta.engine.<i>-of-<N>``; a coordinated engine's is ``meta.engine.<engine id>``.
 """
 
 import os

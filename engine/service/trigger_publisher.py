@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
@@ -59,11 +59,16 @@ class TriggerPublisher:
                  on_acked: Callable[[Trigger], None] | None = None,
                  jetstream: JetStreamSettings | None = None,
                  inflight: InFlight | None = None,
-                 max_payload: Callable[[], int] = lambda: 0) -> None:
+                 max_payload: Callable[[], int] = lambda: 0,
+                 gate: Callable[[Trigger], Awaitable[bool]] | None = None) -> None:
         self._js = js
         self._jetstream = jetstream  # to recreate a deleted stream with its settings
         self._max_payload = max_payload
         self._inflight = inflight or InFlight()
+        #: a coordinated engine's fence: awaited before every publish attempt; False
+        #: means this engine no longer holds the trigger's partition (see leases)
+        self._gate = gate
+        self.fenced = 0
         self._on_acked = on_acked
         self._stats = stats
         self._lanes: list[deque[_Pending]] = [deque() for _ in range(max(1, lanes))]
@@ -130,16 +135,20 @@ class TriggerPublisher:
                 wake.clear()
                 await wake.wait()
             item = queue[0]
-            await self._publish(item)
+            published = await self._publish(item)
             queue.popleft()
-            self.acked += 1
-            self._stats.published()
-            if self._on_acked is not None:
-                self._on_acked(item.trigger)
+            self.acked += 1  # done with, published or fenced
+            if not published:
+                self.fenced += 1  # the new holder re-derives it from the last checkpoint
+            else:
+                self._stats.published()
+                if self._on_acked is not None:
+                    self._on_acked(item.trigger)
             async with self._acked:
                 self._acked.notify_all()
 
-    async def _publish(self, item: _Pending) -> None:
+    async def _publish(self, item: _Pending) -> bool:
+        """Publish until acknowledged: True; False when the fence forbids it (not published)."""
         trigger = item.trigger
         subject = trigger_subject(trigger.rule)
         payload = fit_trigger(trigger, encoder.encode(trigger), self._max_payload())
@@ -152,6 +161,9 @@ class TriggerPublisher:
             headers = {MSG_ID_HEADER: trigger.id, **(telemetry.inject_headers() or {})}
             while True:
                 attempt += 1
+                if self._gate is not None and not await self._gate(trigger):
+                    span.set_attribute("flarebus.publish.fenced", True)
+                    return False
                 try:
                     future = await self._js.publish_async(subject, payload, headers=dict(headers))
                     ack = await self._inflight.ack(future, self._ack_timeout)
@@ -173,7 +185,7 @@ class TriggerPublisher:
                 span.set_attribute("flarebus.publish.duplicate", bool(ack.duplicate))
                 if attempt > 1:
                     log.info("trigger %s published after %d attempts", trigger.id, attempt)
-                return
+                return True
 
     async def _recreate_stream(self) -> None:
         """No stream answered: it may have been deleted; put it back (harmless if it exists)."""
