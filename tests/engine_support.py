@@ -139,11 +139,14 @@ async def summaries(nc: Client) -> dict[str, EngineSummary]:
 
 async def wait_summary(nc: Client, check: Callable[[EngineSummary], bool],
                        timeout: float = 30.0) -> EngineSummary:
-    """The engine's summary once ``check(summary)`` holds (fails with the last one seen)."""
+    """The engine's summary once ``check(summary)`` holds (fails with the last one seen):
+    shard 0/1's, or the latest a coordinated engine (keyed by its engine id) wrote."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
-        last = (await summaries(nc)).get("0/1")
+        found = await summaries(nc)
+        last = found.get("0/1") or max(found.values(), key=lambda s: s.updated_at,
+                                       default=None)
         if last is not None and check(last):
             return last
         await asyncio.sleep(0.2)

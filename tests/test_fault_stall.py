@@ -33,6 +33,11 @@ class TestCoreStall:
             assert received < 300_000, f"{received} of 300000 received: no samples were lost?"
             failed = [x for x in engine.lines[mark:] if "checkpoint write" in x]
             assert not failed, f"{len(failed)} failed checkpoint writes after reconnect: {failed}"
+            # a stall longer than the lease TTL (6s) lost this coordinated engine its
+            # partitions: it evaluates again once it has claimed them back
+            engine.wait_for_log("gained partitions", 30,
+                                after=engine.lines.index(engine.wait_for_log("lost the lease",
+                                                                             30, after=mark)))
             await send(nc, "stall.core", 99, host="after")  # and it evaluates again
             (fired,) = await wait_triggers(nc, "triggers.stall-core", 1, timeout=20)
             assert fired.labels == {"host": "after"}

@@ -35,17 +35,19 @@ from flarebus.engine.language.series import (
     FIRING,
     INACTIVE,
     INF,
-    PENDING,
-    PHASE_NAMES,
     Check,
     Entry,
-    Phase,
     State,
     alias_of,
     saved_decoder,
 )
 from flarebus.engine.language.stack_figures import StackMeasure
-from flarebus.engine.language.status import EvaluatorStats, SeriesStatus
+from flarebus.engine.language.status import (
+    EvaluatorStats,
+    SeriesStatus,
+    count_states,
+    list_states,
+)
 from flarebus.events import MetricSample, StackSample, Trigger, WireSample, series_key
 
 #: Received keys remembered as matching nothing; bounded, so a churning label cannot leak.
@@ -374,23 +376,8 @@ class Evaluator:
     # ---------------------------------------------------------------- status
 
     def stats(self) -> EvaluatorStats:
-        pending = firing = 0
-        series = 0
-        by_rule: dict[str, list[int]] = {}
-        for entry in self._entries():
-            series += 1
-            for st in entry.states:
-                counts = by_rule.setdefault(st.check.rule.name, [0, 0, 0])
-                counts[0] += 1
-                if st.phase == PENDING:
-                    pending += 1
-                    counts[1] += 1
-                elif st.phase == FIRING:
-                    firing += 1
-                    counts[2] += 1
-        return EvaluatorStats(series=series, pending=pending, firing=firing,
-                              rules=len(self.rules.enabled()),
-                              samples_dropped_out_of_order=self._dropped, by_rule=by_rule)
+        return count_states(self._entries(), rules=len(self.rules.enabled()),
+                            dropped=self._dropped)
 
     def firing(self, rule: str, stage: int = 0) -> list[Trigger]:
         """The series of ``rule`` firing now, each as its (first) firing trigger."""
@@ -399,24 +386,8 @@ class Evaluator:
                 if st.phase == FIRING and st.check.rule.name == rule and st.check.stage == stage]
 
     def states(self, *, active: bool = False) -> Iterator[SeriesStatus]:
-        """Every tracked (rule, series): firing first, then pending, then inactive (not ``active``).
-
-        ``active`` skips the inactive ones without building their statuses: the
-        engine's summary lists only those, and every checkpoint writes it (with 40k
-        inactive states, building them all held the event loop for 24 ms).
-        """
-        phases: tuple[Phase, ...] = (FIRING, PENDING) if active else (FIRING, PENDING, INACTIVE)
-        for phase in phases:
-            for entry in self._entries():
-                for st in entry.states:
-                    if st.phase == phase:
-                        since = st.since if phase == FIRING else (
-                            st.t0 if phase == PENDING else entry.last_ts)
-                        yield SeriesStatus(rule=st.check.rule.name, series_key=entry.key,
-                                           labels=entry.labels, state=PHASE_NAMES[phase],
-                                           since=since,
-                                           value=entry.value if entry.calm else st.value,
-                                           stage=st.check.stage)
+        """Every tracked (rule, series): firing first, then pending, then inactive."""
+        return list_states(self._entries, active=active)
 
 
 def _at(trigger: Trigger) -> float:

@@ -142,7 +142,8 @@ class Coordinator:
             gone = sorted(set(lost) | set(expired))
             log.warning("lost the lease of %d partitions %s (another engine holds them, or "
                         "it could not be renewed within the TTL): dropping them without "
-                        "publishing", len(gone), gone)
+                        "publishing; samples published to them until an engine claims them "
+                        "again are not received (core ingest)", len(gone), gone)
             await self._drop(gone)
 
     async def _renew(self, partition: int) -> bool | None:

@@ -77,7 +77,7 @@ class Engine:
         self.coordinated = not config.engine.shard.strip() and \
             config.engine.ingest.mode != "durable"
         try:
-            self.shard = Shard.parse(config.engine.shard) if not self.coordinated else Shard()
+            self.shard = Shard.parse(config.engine.shard) if config.engine.shard else Shard()
         except ValueError as exc:
             raise ConfigError([Problem("<settings>", 1, 1, f"engine.shard: {exc}")]) from None
         self.stats = EngineStats()
