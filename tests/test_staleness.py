@@ -81,6 +81,15 @@ def test_a_marker_ends_only_its_own_series_and_every_stage() -> None:
     assert {t.labels["host"] for t in ev.firing("r")} == {"b"}
 
 
+def test_a_marker_finds_its_series_whatever_the_label_order() -> None:
+    """Labels in another key order than the series' first sample: still that series' end."""
+    ev = Evaluator(rule())
+    assert len(ev.ingest([s(0.0, 9.0, host="a", zone="x")], now=0.0)) == 1
+    ended = ev.ingest([stale_marker("m", 5.0, {"zone": "x", "host": "a"})], now=5.0)
+    assert [(t.state, t.at) for t in ended] == [("resolved", 5.0)]
+    assert ev.stats().series == 0
+
+
 def test_a_quiet_series_ends_at_its_marker() -> None:
     """A series in the evaluator's calm fast path still sees the marker (pending -> dropped)."""
     ev = Evaluator(rule(**{"for": "10s", "missing": "{after: 1m}"}))

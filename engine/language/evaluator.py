@@ -181,9 +181,11 @@ class Evaluator:
             entry = aliases.get(alias)  # a known series: one lookup
             if entry is None:
                 checks = by_metric.get(name)
-                if checks is None or alias in skip or s.stale:  # a marker starts nothing
+                if checks is None or alias in skip:
                     continue
-                entry = self._new_entry(alias, name, labels, checks)
+                # a marker starts nothing, but may name a known series in another label order
+                entry = self._series.get(series_key(name, labels)) if s.stale else \
+                    self._new_entry(alias, name, labels, checks)
                 if entry is None:
                     continue
             if ts < entry.last_ts:
