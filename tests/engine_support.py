@@ -22,12 +22,19 @@ from tests.support import start_flarebus
 
 
 class EngineProcess:
-    """`flarebus engine` as a child process, its log lines collected as they come."""
+    """`flarebus engine` as a child process, its log lines collected as they come.
+
+    A static shard (``--shard 0/1``) unless ``coordinated``: engines of different tests
+    on the session's shared server must not share partitions (each would then hold
+    half of the other's series); tests of coordination, and those on a server of
+    their own, ask for the default, coordinated engine.
+    """
 
     def __init__(self, nats_url: str, rules: list[str | Path], *extra: str,
-                 checkpoint_interval: float = 0.2) -> None:
+                 checkpoint_interval: float = 0.2, coordinated: bool = False) -> None:
+        shard = [] if coordinated or "--shard" in extra else ["--shard", "0/1"]
         self.args = ["-v", "engine", "--nats", nats_url, "--rules", *map(str, rules),
-                     "--checkpoint-interval", str(checkpoint_interval), *extra]
+                     "--checkpoint-interval", str(checkpoint_interval), *shard, *extra]
         self.proc: subprocess.Popen[str] | None = None
         self.lines: list[str] = []
         self._changed = threading.Condition()

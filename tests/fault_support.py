@@ -62,7 +62,7 @@ async def engine_on_own_server(tmp_path: Path, rules: Path, *extra: str,
     """
     server = EmbeddedNats(tmp_path / "nats", extra_args=server_args)
     server.start()
-    engine = EngineProcess(server.url, [rules], *extra)
+    engine = EngineProcess(server.url, [rules], *extra, coordinated=True)
     nc = await bus.connect(NatsSettings(servers=[server.url], reconnect_wait=0.2))
     try:
         engine.start()

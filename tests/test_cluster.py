@@ -90,8 +90,11 @@ async def cluster_nc(nats_cluster: NatsCluster) -> AsyncIterator[Client]:
 
 @pytest.fixture
 def replicated_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Roles started from here on read FLAREBUS_JETSTREAM_REPLICAS=3."""
+    """Roles started from here on read FLAREBUS_JETSTREAM_REPLICAS=3, and engines a lease
+    TTL above JetStream's leader election (4-9 s): a node's loss then never costs a
+    coordinated engine its partitions (docs/operations.md, Production)."""
     monkeypatch.setenv("FLAREBUS_JETSTREAM_REPLICAS", "3")
+    monkeypatch.setenv("FLAREBUS_ENGINE_LEASE_TTL", "15s")
 
 
 @pytest.fixture
@@ -161,7 +164,7 @@ class TestReplicatedResources:
             rules_file: Path, receiver: Receiver, tmp_path: Path) -> None:
         """Engine and worker with FLAREBUS_JETSTREAM_REPLICAS=3: every stream has 3 servers."""
         js = cluster_nc.jetstream()
-        engine = EngineProcess(nats_cluster.url, [rules_file]).start()
+        engine = EngineProcess(nats_cluster.url, [rules_file], coordinated=True).start()
         worker = Worker(nats_cluster.url, receiver.url, tmp_path / "worker.log")
         try:
             await worker.ready(js)
@@ -260,7 +263,8 @@ async def test_kill_9_one_nats_node_under_load_loses_nothing_and_runs_nothing_tw
     or the engine's or the worker's server) is killed with SIGKILL and later restarted: every
     trigger is delivered once, no action runs twice."""
     js = cluster_nc.jetstream()
-    engine = EngineProcess(nats_cluster.url, [rules_file], "--nats-name", ENGINE_NAME).start()
+    engine = EngineProcess(nats_cluster.url, [rules_file], "--nats-name", ENGINE_NAME,
+                           coordinated=True).start()
     worker = Worker(nats_cluster.url, receiver.url, tmp_path / "worker.log")
     restarted: asyncio.Task[None] | None = None
     killed = before_kill = during_outage = -1

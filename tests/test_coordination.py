@@ -86,8 +86,8 @@ def halves(a: EngineProcess, b: EngineProcess) -> dict[int, int]:
 
 async def start_two(pnc: Client, url: str, rules: Path) -> tuple[EngineProcess, EngineProcess]:
     """Two engines, once they hold 32 partitions each."""
-    a = EngineProcess(url, [rules]).start()
-    b = EngineProcess(url, [rules]).start()
+    a = EngineProcess(url, [rules], coordinated=True).start()
+    b = EngineProcess(url, [rules], coordinated=True).start()
     try:
         await wait_engines(pnc, holding([a.pid, b.pid], halves(a, b)), "not shared")
     except BaseException:
@@ -181,8 +181,8 @@ class TestSharing:
                                                             tmp_path: Path) -> None:
         """Two engines hold 32 partitions each and each decodes about half of the samples."""
         rules = rule_file(tmp_path / "r.yaml", rule("share-r", "share.x"))
-        a = EngineProcess(pnats.url, [rules]).start()
-        b = EngineProcess(pnats.url, [rules]).start()
+        a = EngineProcess(pnats.url, [rules], coordinated=True).start()
+        b = EngineProcess(pnats.url, [rules], coordinated=True).start()
         try:
             assert a.proc and b.proc
             await wait_engines(pnc, holding([a.proc.pid, b.proc.pid],
@@ -236,22 +236,36 @@ class TestSharing:
             b.stop_ok()
 
 
+@pytest.fixture(params=["one node", "3-node cluster"])
+async def takeover_bus(request: pytest.FixtureRequest,
+                       pnats: EmbeddedNats) -> AsyncIterator[tuple[str, Client]]:
+    """The server the engines share: the partitioned single node, or a real 3-node cluster
+    (every URL given; unmapped, so each engine reads every sample and keeps its own)."""
+    url = pnats.url if request.param == "one node" else ",".join(
+        request.getfixturevalue("nats_cluster").urls)
+    client = await bus.connect(NatsSettings(servers=url.split(","), name="flarebus-test"))
+    yield url, client
+    await client.close()
+
+
 class TestTakeover:
     """A dead engine's partitions are taken over from its checkpoints."""
 
     async def test_kill9_pending_fire_once_firing_not_again(
-            self, pnc: Client, pnats: EmbeddedNats, tmp_path: Path) -> None:
+            self, takeover_bus: tuple[str, Client], tmp_path: Path) -> None:
         """kill -9 one of two: every pending series fires once at its deadline, none re-fires.
 
         On one machine the dead process is known dead at once (``known_dead``); the
-        frozen-engine test below covers the lease expiry of a lost machine."""
+        frozen-engine test below covers the lease expiry of a lost machine. Run on one
+        node and on a 3-node cluster."""
+        url, pnc = takeover_bus
         fire = names_spread("ko.f", 12)
         pend = names_spread("ko.p", 12)
         rules = rule_file(tmp_path / "r.yaml",
                           *(rule(f"kof{i}", n, when="> 0") for i, n in enumerate(fire)),
                           *(rule(f"kop{i}", n, when="> 0", for_="12s")
                             for i, n in enumerate(pend)))
-        a, b = await start_two(pnc, pnats.url, rules)
+        a, b = await start_two(pnc, url, rules)
         try:
             assert a.proc and b.proc
             before = await engines(pnc)
@@ -317,7 +331,7 @@ class TestTakeover:
         """A third engine takes a third of the partitions; pending series still fire once."""
         pend, rules = pending_rules(tmp_path, "rb.p", 16, "rbp", "8s")
         a, b = await start_two(pnc, pnats.url, rules)
-        c = EngineProcess(pnats.url, [rules])
+        c = EngineProcess(pnats.url, [rules], coordinated=True)
         try:
             ts = await send_pending(pnc, pend)
             c.start()
@@ -372,7 +386,7 @@ class TestFence:
         name = names_spread("fe.p", 1)[0]
         rules = rule_file(tmp_path / "r.yaml", rule("fep", name, when="> 0", for_="4s"),
                           rule("fe-alive", "fe.alive", when="> 0"))
-        a = EngineProcess(pnats.url, [rules]).start()
+        a = EngineProcess(pnats.url, [rules], coordinated=True).start()
         try:
             assert a.proc
             await wait_engines(pnc, holding([a.proc.pid]), "not holding all")
@@ -405,7 +419,7 @@ class TestProcesses:
                                                 tmp_path: Path) -> None:
         """Two child engines share the partitions, status lists both, a killed one comes back."""
         rules = rule_file(tmp_path / "r.yaml", rule("proc-r", "proc.x"))
-        sup = EngineProcess(pnats.url, [rules], "--processes", "2").start()
+        sup = EngineProcess(pnats.url, [rules], "--processes", "2", coordinated=True).start()
         try:
             assert sup.proc
             seen = await wait_engines(pnc, lambda s: len(s) == 2 and holding(list(s))(s),
