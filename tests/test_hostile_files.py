@@ -125,6 +125,17 @@ class TestRuleFiles:
             "allowed")
 
 
+    def test_huge_format_width(self, tmp_path: Path) -> None:
+        """A template asking for a 200 MB field is refused at the annotation, not rendered."""
+        path = tmp_path / "width.yaml"
+        path.write_text('rules:\n  - name: w\n    metric: cpu\n    when: "> 1"\n'
+                        '    annotations:\n      summary: "{value:>200000000}"\n')
+        done = run_capped("check", str(path))
+        assert done.returncode == 1, done.stderr
+        line = problem_line(done)
+        assert line.startswith(f"{path}:6:") and "width or precision over 256" in line, line
+
+
 class TestOtherFiles:
     """Config and rule test files share the loader, and so its limits."""
 

@@ -8,6 +8,7 @@ a typo is a ``flarebus check`` error instead of a broken notification at 3 am.
 from __future__ import annotations
 
 import difflib
+import re
 import string
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +19,10 @@ from flarebus.durations import format_duration
 FIELDS = ("value", "threshold", "duration", "labels", "rule", "severity", "metric_name",
           "state", "active_since", "at")
 _formatter = string.Formatter()
+#: The largest width or precision a format spec may ask for: ``{value:>200000000}`` would
+#: build a 200 MB string for every trigger (and for the check itself), from one line of YAML.
+MAX_FORMAT_WIDTH = 256
+_NUMBERS = re.compile(r"\d+")
 
 
 class _Labels(dict[str, str]):
@@ -57,6 +62,12 @@ def check_template(template: str) -> str | None:
             return "bad template field {labels}: name the label, e.g. {labels[host]}"
         if root != "labels" and "[" in field_name:
             return f"bad template field {{{field_name}}}: only labels can be indexed"
+        if "{" in _spec:
+            return f"bad template field {{{field_name}:{_spec}}}: a format spec may not " \
+                   "hold another field"
+        if any(int(n) > MAX_FORMAT_WIDTH for n in _NUMBERS.findall(_spec)):
+            return f"bad template field {{{field_name}:{_spec}}}: a width or precision over " \
+                   f"{MAX_FORMAT_WIDTH} is not allowed"
     try:
         render(template, sample_context())
     except (ValueError, TypeError, KeyError, IndexError) as exc:
