@@ -23,6 +23,8 @@ is part of the hash, so it is fixed: changing it moves every series.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 PARTITIONS = 64
 #: The token the server's mapping puts before the partition number.
 MARK = "~"
@@ -56,6 +58,18 @@ def mappings_conf(mappings: dict[str, str]) -> str:
     """``mappings`` as nats-server configuration text (the default account's block)."""
     lines = "".join(f'  "{src}": "{dst}"\n' for src, dst in mappings.items())
     return f"mappings = {{\n{lines}}}\n"
+
+
+def ranges(partitions: Iterable[int]) -> str:
+    """``0-31, 40, 42-43``: a partition list as a log line can carry it (64 numbers are noise)."""
+    out: list[str] = []
+    for p in sorted(set(partitions)):
+        if out and (last := out[-1].rpartition("-")[2]) and int(last) == p - 1:
+            first = out[-1].partition("-")[0]
+            out[-1] = f"{first}-{p}"
+        else:
+            out.append(str(p))
+    return ", ".join(out) or "none"
 
 
 def strip_mark(tail: str) -> str:

@@ -62,11 +62,12 @@ def check_template(template: str) -> str | None:
             return "bad template field {labels}: name the label, e.g. {labels[host]}"
         if root != "labels" and "[" in field_name:
             return f"bad template field {{{field_name}}}: only labels can be indexed"
-        if "{" in _spec:
-            return f"bad template field {{{field_name}:{_spec}}}: a format spec may not " \
+        spec = _spec or ""
+        if "{" in spec:
+            return f"bad template field {{{field_name}:{spec}}}: a format spec may not " \
                    "hold another field"
-        if any(int(n) > MAX_FORMAT_WIDTH for n in _NUMBERS.findall(_spec)):
-            return f"bad template field {{{field_name}:{_spec}}}: a width or precision over " \
+        if any(int(n) > MAX_FORMAT_WIDTH for n in _NUMBERS.findall(spec)):
+            return f"bad template field {{{field_name}:{spec}}}: a width or precision over " \
                    f"{MAX_FORMAT_WIDTH} is not allowed"
     try:
         render(template, sample_context())

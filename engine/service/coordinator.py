@@ -49,7 +49,7 @@ from flarebus.engine.service.leases import (
     process_space,
 )
 from flarebus.errors import describe
-from flarebus.partitions import PARTITIONS
+from flarebus.partitions import PARTITIONS, ranges
 from flarebus.ratelog import RateLimitedLog
 
 log = logging.getLogger("flarebus.engine.coordinator")
@@ -143,7 +143,7 @@ class Coordinator:
             log.warning("lost the lease of %d partitions %s (another engine holds them, or "
                         "it could not be renewed within the TTL): dropping them without "
                         "publishing; samples published to them until an engine claims them "
-                        "again are not received (core ingest)", len(gone), gone)
+                        "again are not received (core ingest)", len(gone), ranges(gone))
             await self._drop(gone)
 
     async def _renew(self, partition: int) -> bool | None:
@@ -249,7 +249,7 @@ class Coordinator:
             claimed.append(partition)
         if claimed:
             log.info("claimed %d partitions (%d live engines): %s", len(claimed),
-                     len(self.live), sorted(claimed))
+                     len(self.live), ranges(claimed))
             await self._on_gain(sorted(claimed))
             self.takeovers += 1
 
@@ -261,7 +261,7 @@ class Coordinator:
         await self._drop(parts)
         for partition in parts:
             await self._release(partition)
-        log.info("handed over %d partitions: %s", len(parts), parts)
+        log.info("handed over %d partitions: %s", len(parts), ranges(parts))
 
     async def _release(self, partition: int) -> None:
         """Delete our lease of ``partition`` (CAS: never another engine's), at once for others."""

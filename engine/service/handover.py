@@ -31,7 +31,7 @@ from flarebus.engine.service.checkpoint import read_entries
 from flarebus.engine.service.coordinator import Coordinator
 from flarebus.engine.service.leases import EngineInfo, Fence
 from flarebus.events import Trigger
-from flarebus.partitions import PARTITIONS, partition_of, partition_subject
+from flarebus.partitions import PARTITIONS, partition_of, partition_subject, ranges
 
 if TYPE_CHECKING:
     from flarebus.engine.service.engine import Engine
@@ -133,7 +133,7 @@ class Partitioned:
         engine.restore_seconds += time.perf_counter() - began
         await self.follow()
         engine.on_deadline_now()  # a deadline that passed during the takeover fires now
-        log.info("gained partitions %s: %d states restored", parts, len(entries))
+        log.info("gained partitions %s: %d states restored", ranges(parts), len(entries))
 
     async def prepare(self, parts: list[int]) -> None:
         """Before a hand-over: stop reading them, publish what is queued, checkpoint."""
@@ -150,7 +150,7 @@ class Partitioned:
         gone = set(parts)
         forgotten = self.engine.evaluator.release(lambda key: self.of_series(key) in gone)
         await self.follow()
-        log.info("dropped partitions %s: %d series forgotten", parts, forgotten)
+        log.info("dropped partitions %s: %d series forgotten", ranges(parts), forgotten)
 
     async def follow(self) -> None:
         assert self.engine.ingest is not None
