@@ -75,12 +75,13 @@ class TestSmallMaxPayload:
 
     async def test_huge_annotation_and_wide_series_still_publish_and_report(
             self, tmp_path: Path) -> None:
-        """A 100 KB templated annotation publishes cut; 40 wide firing series: status written."""
+        """120 KB of templated annotations publish cut; 40 wide firing series: status written."""
         conf = tmp_path / "small.conf"
         conf.write_text("max_payload: 65536\n")
         rules = rule_file(tmp_path / "r.yaml",
-                          rule("wide", "wide.cpu", extra="    annotations:\n"
-                               "      summary: \"{value:>100000}\"\n"))
+                          rule("wide", "wide.cpu", extra="    annotations:\n" + "".join(
+                              f"      part{i}: \"{{value:>250}}{'x' * 30_000}\"\n"
+                              for i in range(4))))  # 120 KB of annotations, 64 KB max_payload
         async with engine_on_own_server(tmp_path, rules,
                                         server_args=("-c", str(conf))) as (engine, nc, _):
             pub = Publisher(nc)
