@@ -207,13 +207,9 @@ async def coordination(engine: Engine, js: JetStreamContext,
     """The coordinator and partition map of a coordinated engine (started by the engine)."""
     settings = engine.config.engine
     leases = await bus.engine_leases_bucket(js, engine.config.jetstream, ttl=settings.lease_ttl)
-    # The bucket's TTL is what the server enforces: a bucket made with another
-    # engine.lease_ttl keeps its own, and the fence must follow the server's.
+    # The fence follows the TTL the server enforces; flarebus.jetstream has already
+    # reported and updated a bucket made with another engine.lease_ttl.
     ttl = (await leases.status()).ttl or settings.lease_ttl
-    if abs(ttl - settings.lease_ttl) > 1e-6:
-        log.warning("the lease bucket %s has a TTL of %.1fs, not engine.lease_ttl %.1fs: "
-                    "using %.1fs (delete the bucket to change it)", bus.ENGINE_LEASES_BUCKET,
-                    ttl, settings.lease_ttl, ttl)
     assert engine.nc is not None
     mapped = await server_partitions(engine.nc, settings.metrics_prefix)
     holder: list[Partitioned] = []
