@@ -377,9 +377,13 @@ class Evaluator:
 
     # ---------------------------------------------------------------- status
 
+    @property
+    def dropped_out_of_order(self) -> int:
+        """Samples older than their series' last one, dropped (no pass over the states)."""
+        return self._dropped
+
     def stats(self) -> EvaluatorStats:
-        return count_states(self._entries(), rules=len(self.rules.enabled()),
-                            dropped=self._dropped)
+        return count_states(self._entries(), rules=len(self.rules.enabled()), dropped=self._dropped)
 
     def firing(self, rule: str, stage: int = 0) -> list[Trigger]:
         """The series of ``rule`` firing now, each as its (first) firing trigger."""

@@ -363,7 +363,7 @@ class Engine:
         return int(getattr(self.evaluator.stats(), name, 0) or 0)
 
     def _count_out_of_order(self) -> None:
-        seen = self._stat("samples_dropped_out_of_order")
+        seen = self.evaluator.dropped_out_of_order
         self.stats.drop("out_of_order", seen - self._out_of_order_seen)
         self._out_of_order_seen = seen
 
