@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import IO
 
 from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy
 
 from bench.latency_http import ABOVE, BELOW, GAUGE, FlipTarget, Receiver
 from bench.latency_prometheus import INSTALL_HINT, binaries, run_prometheus
@@ -110,12 +111,15 @@ async def run_flarebus(setup: str, trials: list[str], fors: list[float], rng: ra
     url = await asyncio.to_thread(server.start)
     target = FlipTarget([*trials, WARMUP]) if setup == "scraped" else None
     hook = f"{receiver.url}/{setup}"
-    published: dict[tuple[str, str], float] = {}  # (rule, trial) -> trigger seen on the bus
+    published: dict[tuple[str, str], float] = {}  # (rule, trial) -> trigger stored on the bus
 
     async def on_trigger(msg: Msg) -> None:
+        # the instant JetStream stored it (the server's stamp), not when this process's loop
+        # got to the message: that lags under load, and once came after the webhook's arrival
         trigger = trigger_decoder.decode(msg.data)
         if trigger.state == "firing":
-            published.setdefault((trigger.rule, trigger.labels.get("trial", "")), time.time())
+            published.setdefault((trigger.rule, trigger.labels.get("trial", "")),
+                                 msg.metadata.timestamp.timestamp())
 
     nc = None
     try:
@@ -128,7 +132,8 @@ async def run_flarebus(setup: str, trials: list[str], fors: list[float], rng: ra
         await start_up(children, url, write_rules(tmp / "rules.yaml", GAUGE, fors, hook),
                        config)
         nc = await bus.connect(NatsSettings(servers=[url], name="bench-latency"))
-        await nc.subscribe(bus.TRIGGERS_FILTER, cb=on_trigger)
+        await nc.jetstream().subscribe(bus.TRIGGERS_FILTER, cb=on_trigger, ordered_consumer=True,
+                                       deliver_policy=DeliverPolicy.NEW)
         # batch=False: each sample goes out at once (batching would add its 5 ms linger)
         pub = Publisher(nc, batch=False)
         await warm_up(setup, target, pub, trials, rule_name(min(fors)), receiver, children)

@@ -7,7 +7,7 @@ cycles, and each series is its own alert instance, notified on its own. What
 a trial measures is the time from its flip to its notification's arrival,
 and, where the path reports them, the steps between: flip -> sample (the
 sample's timestamp, or the first scrape after the flip), -> fire (the
-trigger's arrival on the bus, seen by a subscriber: its ``at`` is the
+trigger stored on the bus, by the server's stamp on it: its ``at`` is the
 sample's event time, not when the engine got to it; Prometheus' ``startsAt``,
 the evaluation that fired the alert), -> notify (arrival at the receiver).
 The table shows the median with min-max of the whole path and the median of

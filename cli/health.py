@@ -57,7 +57,7 @@ async def _engine(js: JetStreamContext, args: argparse.Namespace) -> str | None:
 
     from flarebus import bus
     from flarebus.engine.service.checkpoint import META_PREFIX, read_entries
-    from flarebus.engine.service.summary import SUMMARY_PREFIX, summary_decoder
+    from flarebus.summary import SUMMARY_PREFIX, summary_decoder
 
     try:
         kv = await js.key_value(bus.ENGINE_STATE_BUCKET)

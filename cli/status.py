@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from flarebus.actions.gatestatus import WorkerSummary
     from flarebus.engine.service.leases import EngineInfo
-    from flarebus.engine.service.summary import EngineSummary
+    from flarebus.summary import EngineSummary
 
 STALE_AFTER = 60.0
 
@@ -135,8 +135,8 @@ async def run(args: argparse.Namespace) -> int:
     from flarebus.actions.gatestatus import summary_decoder as worker_decoder
     from flarebus.actions.gatestatus import workers_bucket
     from flarebus.engine.service.checkpoint import META_PREFIX, read_entries
-    from flarebus.engine.service.summary import SUMMARY_PREFIX, summary_decoder, summary_encoder
     from flarebus.partitions import PARTITIONS
+    from flarebus.summary import SUMMARY_PREFIX, summary_decoder, summary_encoder
 
     config = settings(args)
     nc = await bus.connect(config.nats)

@@ -16,8 +16,8 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from flarebus import bus
 from flarebus.engine.service.checkpoint import META_PREFIX, read_entries
-from flarebus.engine.service.summary import SUMMARY_PREFIX, EngineSummary, summary_decoder
 from flarebus.events import Trigger, trigger_decoder
+from flarebus.summary import SUMMARY_PREFIX, EngineSummary, summary_decoder
 from tests.support import start_flarebus
 
 

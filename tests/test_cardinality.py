@@ -11,8 +11,8 @@ from flarebus.engine.language.cardinality import GLOBAL, SeriesGuard
 from flarebus.engine.language.evaluator import Evaluator
 from flarebus.engine.service.cardinality import CardinalityReport
 from flarebus.engine.service.metrics import EngineStats
-from flarebus.engine.service.summary import EngineSummary
 from flarebus.events import MetricSample
+from flarebus.summary import EngineSummary
 from tests.test_evaluator import rules
 
 TWO_RULES = rules(

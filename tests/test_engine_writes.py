@@ -8,15 +8,10 @@ from pathlib import Path
 import pytest
 
 from flarebus.engine.service.fit import TRUNCATED_ANNOTATION, fit_trigger
-from flarebus.engine.service.summary import (
-    EngineSummary,
-    RuleInfo,
-    SeriesInfo,
-    encode_fitting,
-    summary_decoder,
-)
+from flarebus.engine.service.summary import encode_fitting
 from flarebus.events import Trigger, encoder, trigger_decoder
 from flarebus.publish import Publisher
+from flarebus.summary import EngineSummary, RuleInfo, SeriesInfo, summary_decoder
 from tests.engine_support import wait_summary, wait_triggers
 from tests.fault_support import engine_on_own_server
 from tests.test_engine import rule, rule_file

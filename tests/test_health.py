@@ -14,8 +14,8 @@ from nats.js.errors import NotFoundError
 from flarebus import bus
 from flarebus.config import NatsSettings
 from flarebus.engine.service.checkpoint import META_PREFIX, read_entries
-from flarebus.engine.service.summary import SUMMARY_PREFIX, EngineSummary, summary_encoder
 from flarebus.nats_server import EmbeddedNats
+from flarebus.summary import SUMMARY_PREFIX, EngineSummary, summary_encoder
 from tests.engine_support import EngineProcess
 from tests.plugin_pkg.harness import wait_until
 from tests.support import ROOT, flarebus_cmd, run_flarebus

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -42,12 +43,7 @@ from flarebus.engine.language.series import (
     saved_decoder,
 )
 from flarebus.engine.language.stack_figures import StackMeasure
-from flarebus.engine.language.status import (
-    EvaluatorStats,
-    SeriesStatus,
-    count_states,
-    list_states,
-)
+from flarebus.engine.language.status import EvaluatorStats, SeriesStatus, count_states, list_states
 from flarebus.events import MetricSample, StackSample, Trigger, WireSample, series_key
 
 #: Received keys remembered as matching nothing; bounded, so a churning label cannot leak.
@@ -382,6 +378,10 @@ class Evaluator:
         """Samples older than their series' last one, dropped (no pass over the states)."""
         return self._dropped
 
+    def series_count(self) -> int:
+        """Series tracked, without the pass over every state that ``stats()`` makes."""
+        return len(self._series) + (self._expr.output_count() if self._expr else 0)
+
     def stats(self) -> EvaluatorStats:
         return count_states(self._entries(), rules=len(self.rules.enabled()), dropped=self._dropped)
 
@@ -396,5 +396,4 @@ class Evaluator:
         return list_states(self._entries, active=active)
 
 
-def _at(trigger: Trigger) -> float:
-    return trigger.at
+_at: Callable[[Trigger], float] = attrgetter("at")  # the sort key of a run's triggers

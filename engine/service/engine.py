@@ -45,17 +45,12 @@ from flarebus.engine.service.metrics import EngineStats
 from flarebus.engine.service.reload import RuleReloader
 from flarebus.engine.service.shard import Shard
 from flarebus.engine.service.stall import StallWatch
-from flarebus.engine.service.summary import (
-    SUMMARY_PREFIX,
-    EngineSummary,
-    build_summary,
-    encode_fitting,
-    summary_key,
-)
+from flarebus.engine.service.summary import build_summary, encode_fitting
 from flarebus.engine.service.timers import DeadlineTimer
 from flarebus.engine.service.trigger_publisher import TriggerPublisher
 from flarebus.errors import ConfigError, Problem, describe
 from flarebus.events import StackSample, Trigger, WireSample
+from flarebus.summary import SUMMARY_PREFIX, EngineSummary, summary_key
 
 log = logging.getLogger("flarebus.engine")
 
@@ -133,7 +128,7 @@ class Engine:
         guard = SeriesGuard(limits.max_series, limits.max_series_per_rule)
         self.evaluator = Evaluator(self.rules, owns=self.shard.owns(), guard=guard)
         self.cardinality = CardinalityReport(guard, self.stats)
-        self.stats.bind(series=lambda: self._stat("series"),
+        self.stats.bind(series=self.evaluator.series_count,
                         rules=lambda: len(self.rules.enabled()))
         if self.coordinated:  # owns nothing until the coordinator gains partitions
             self.coordinator, self.partitioned = await coordination(self, js, kv)
@@ -358,9 +353,6 @@ class Engine:
         from flarebus.engine.service.durable import Position, position_encoder
         await self.checkpointer.put_meta(self._position_key, position_encoder.encode(
             Position(self.config.engine.ingest.stream, self._mark)))
-
-    def _stat(self, name: str) -> int:
-        return int(getattr(self.evaluator.stats(), name, 0) or 0)
 
     def _count_out_of_order(self) -> None:
         seen = self.evaluator.dropped_out_of_order

@@ -10,19 +10,7 @@ from typing import Any
 
 from flarebus.engine.language.evaluator import Evaluator
 from flarebus.engine.language.rulefile import RuleSet
-from flarebus.summary import (
-    MAX_LISTED_SERIES,
-    SUMMARY_PREFIX,
-    EngineSummary,
-    RuleInfo,
-    SeriesInfo,
-    summary_decoder,
-    summary_encoder,
-    summary_key,
-)
-
-__all__ = ["MAX_LISTED_SERIES", "SUMMARY_PREFIX", "EngineSummary", "RuleInfo", "SeriesInfo",
-           "build_summary", "encode_fitting", "summary_decoder", "summary_encoder", "summary_key"]
+from flarebus.summary import MAX_LISTED_SERIES, EngineSummary, RuleInfo, SeriesInfo, summary_encoder
 
 #: Room kept under the server's max_payload for the KV subject and protocol framing.
 _FRAMING = 1024

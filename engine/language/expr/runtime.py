@@ -287,6 +287,9 @@ class ExprEvaluator:
 
     # ------------------------------------------------------------ status
 
+    def output_count(self) -> int:
+        return sum(len(runtime.outputs) for runtime in self.runtimes.values())
+
     def entries(self) -> Iterator[Entry]:
         for runtime in self.runtimes.values():
             yield from runtime.outputs.values()
