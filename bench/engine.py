@@ -290,7 +290,7 @@ async def restart(url: str, tmp: Path, series: int) -> tuple[float, float, int]:
     await nc.close()
     while engine.stats.samples_received < series:
         await asyncio.sleep(0.01)
-    tracked = engine._stat("series")
+    tracked = engine.evaluator.series_count()
     began = time.perf_counter()
     await engine.stop()
     checkpoint_s = time.perf_counter() - began
@@ -300,7 +300,7 @@ async def restart(url: str, tmp: Path, series: int) -> tuple[float, float, int]:
     start_s = time.perf_counter() - began
     keys = engine.restored_keys
     print(f"   tracked series before stop: {tracked}; tracked after restart: "
-          f"{engine._stat('series')}, pending {engine._stat('pending')}")
+          f"{engine.evaluator.series_count()}, pending {engine.evaluator.stats().pending}")
     await engine.stop()
     return checkpoint_s, start_s, keys
 
