@@ -30,7 +30,7 @@ from flarebus.engine.service.invalid import (
     fit_payload,
 )
 from flarebus.engine.service.metrics import EngineStats
-from flarebus.events import StackSample, WireSample
+from flarebus.events import StackSample, WireSample, encoder
 from flarebus.ingest_settings import InputLimits
 from tests.support import collect
 
@@ -283,6 +283,24 @@ class TestBounds:
         decoded = decode_metric_batch([msg("metrics.cpu.usage", batch)], len("metrics."),
                                       limits=self.LIMITS)
         assert [r.reason for r in decoded.rejected] == [TOO_MANY_LABELS]
+
+    def test_an_invalid_sample_past_a_limit_is_invalid_first(self) -> None:
+        """A negative ts beside a too-long label: INVALID_SAMPLE with msgspec's own message."""
+        bad = json.dumps({"name": "cpu.usage", "value": 1, "labels": {"host": "h" * 101},
+                          "ts": -1})
+        decoded = decode_metric_batch([msg("metrics.cpu.usage", bad)], len("metrics."),
+                                      limits=self.LIMITS)
+        assert [r.reason for r in decoded.rejected] == [INVALID_SAMPLE]
+        assert "`$.ts`" in decoded.rejected[0].detail
+
+    def test_samples_within_the_limits_are_wire_samples(self) -> None:
+        """What the limits-checking decoder returns is a WireSample, and encodes the same."""
+        batch = json.dumps([json.loads(labelled(8, "v" * 100)) for _ in range(3)])
+        decoded = decode_metric_batch([msg("metrics.cpu.usage", batch)], len("metrics."),
+                                      limits=self.LIMITS)
+        (segment,) = decoded.segments
+        assert all(isinstance(s, WireSample) for s in segment.samples)
+        assert json.loads(encoder.encode(segment.samples)) == json.loads(batch)
 
     def test_stack_samples_have_the_same_bounds(self) -> None:
         """Stack samples: too large, too many labels and too long a label are refused too."""

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import chain
 from operator import attrgetter, methodcaller
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
 from nats.aio.msg import Msg
@@ -101,18 +102,39 @@ def check_sources(samples: list[StackSample], tail: str) -> tuple[bool, str] | N
     return True, f"sample source {wrong!r} does not match the subject's {tail!r}"
 
 
+@lru_cache(maxsize=8)
+def limited_wire_decoder(max_labels: int, max_label_value_length: int
+                         ) -> msgspec.json.Decoder[WireSample | list[WireSample]]:
+    """WireSample with ``engine.limits``' label bounds as msgspec constraints, checked in C.
+
+    ``check_labels``' passes over every sample's labels cost a third of a batch's
+    decoding (docs/performance.md, fourth round); as constraints they cost nothing
+    measurable. The samples are a subclass of WireSample, so nothing downstream
+    sees a difference. A message this refuses is decoded again by ``wire_decoder``
+    (``decode_batch``'s ``fallback``), so the rejection still says which limit it broke.
+    """
+    labels = Annotated[dict[str, Annotated[str, msgspec.Meta(max_length=max_label_value_length)]],
+                       msgspec.Meta(max_length=max_labels)]
+    limited = msgspec.defstruct("WireSample", [("labels", labels, msgspec.field(
+        default_factory=dict))], bases=(WireSample,))
+    return msgspec.json.Decoder(limited | list[limited])  # type: ignore[valid-type]
+
+
 def decode_batch(msgs: Sequence[Msg], decoder: msgspec.json.Decoder[Any], prefix_len: int,
-                 check: Check, *, traced: bool = False,
-                 limits: InputLimits = DEFAULT_LIMITS) -> Decoded[S]:
+                 check: Check, *, traced: bool = False, limits: InputLimits = DEFAULT_LIMITS,
+                 fallback: msgspec.json.Decoder[Any] | None = None) -> Decoded[S]:
     """Decode a batch of messages: valid samples in arrival order, and what was rejected why.
 
     A message is one sample or a JSON array of them; ``check`` sees its samples
     and the subject's tail (each sample's name must be that tail) and says what
     is wrong, if anything: then the whole message is rejected, as it is past ``limits``
     (its size first, unread; labels only when the message is long enough to break
-    them, so a typical small sample costs nothing more). With ``traced``, a
-    message carrying a trace context becomes its own segment so the spans it
-    causes can join its trace; the others are merged into as few segments as possible.
+    them, so a typical small sample costs nothing more). With ``fallback``,
+    ``decoder`` checks the label limits itself and a message it refuses is decoded
+    again with ``fallback`` to tell a broken limit from an invalid sample. With
+    ``traced``, a message carrying a trace context becomes its own segment so the
+    spans it causes can join its trace; the others are merged into as few segments
+    as possible.
     """
     segments: list[Segment[S]] = []
     current: list[S] = []
@@ -120,6 +142,8 @@ def decode_batch(msgs: Sequence[Msg], decoder: msgspec.json.Decoder[Any], prefix
     count = 0
     max_bytes = limits.max_message_bytes
     label_bound = min(limits.max_labels * _MIN_LABEL_BYTES, limits.max_label_value_length)
+    if fallback is not None:
+        label_bound = max_bytes  # the decoder checked them
     for msg in msgs:
         size = len(msg.data)
         if size > max_bytes:
@@ -128,9 +152,17 @@ def decode_batch(msgs: Sequence[Msg], decoder: msgspec.json.Decoder[Any], prefix
             continue
         try:
             decoded = decoder.decode(msg.data)
+            limited = False
         except msgspec.ValidationError as exc:
-            rejected.append(Rejection(msg, INVALID_SAMPLE, str(exc)))
-            continue
+            if fallback is None:
+                rejected.append(Rejection(msg, INVALID_SAMPLE, str(exc)))
+                continue
+            try:  # past a label limit, or invalid whatever the limits: the plain decoder says
+                decoded = fallback.decode(msg.data)
+                limited = True
+            except msgspec.ValidationError as plain:
+                rejected.append(Rejection(msg, INVALID_SAMPLE, str(plain)))
+                continue
         except msgspec.DecodeError as exc:
             rejected.append(Rejection(msg, MALFORMED_JSON, str(exc)))
             continue
@@ -146,7 +178,7 @@ def decode_batch(msgs: Sequence[Msg], decoder: msgspec.json.Decoder[Any], prefix
             rejected.append(Rejection(msg, SUBJECT_MISMATCH if mismatch else INVALID_SAMPLE,
                                       f"{detail} (subject {msg.subject!r})"))
             continue
-        if size > label_bound and (past := check_labels(samples, limits)) is not None:
+        if (size > label_bound or limited) and (past := check_labels(samples, limits)) is not None:
             rejected.append(Rejection(msg, *past))
             continue
         count += len(samples)
@@ -165,9 +197,12 @@ def decode_batch(msgs: Sequence[Msg], decoder: msgspec.json.Decoder[Any], prefix
 
 def decode_metric_batch(msgs: Sequence[Msg], prefix_len: int, *, traced: bool = False,
                         limits: InputLimits = DEFAULT_LIMITS) -> Decoded[WireSample]:
-    """Metric messages as WireSamples: MetricSample's checks, without its Python call each."""
-    return decode_batch(msgs, wire_decoder, prefix_len, check_wire, traced=traced,
-                        limits=limits)
+    """Metric messages as WireSamples: MetricSample's checks, without its Python call each,
+    and the label limits checked by msgspec while it decodes."""
+    return decode_batch(msgs, limited_wire_decoder(limits.max_labels,
+                                                   limits.max_label_value_length),
+                        prefix_len, check_wire, traced=traced, limits=limits,
+                        fallback=wire_decoder)
 
 
 def decode_stack_batch(msgs: Sequence[Msg], prefix_len: int, *, traced: bool = False,
