@@ -316,8 +316,12 @@ async def restart(url: str, tmp: Path, series: int) -> tuple[float, float, int]:
             await nc.publish(f"metrics.restart{m}", encoder.encode(batch[i:i + 100]))
     await nc.flush()
     await nc.close()
+    waited = time.perf_counter()
     while engine.stats.samples_received < series:
         await asyncio.sleep(0.01)
+        if time.perf_counter() - waited > 120:
+            raise RuntimeError(f"restart: only {engine.stats.samples_received} of {series} "
+                               f"samples consumed; engine dropped {dict(engine.stats.dropped)}")
     tracked = engine.evaluator.series_count()
     began = time.perf_counter()
     await engine.stop()

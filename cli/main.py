@@ -17,6 +17,7 @@ import importlib
 import sys
 from collections.abc import Coroutine, Sequence
 
+from flarebus.cli.deferred import defer_aiohttp
 from flarebus.cli.options import CommandParser, HelpFormatter
 from flarebus.errors import FlarebusError, UsageError, describe
 
@@ -97,6 +98,7 @@ def setup_logging(verbosity: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    defer_aiohttp()
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # a supervisor's children's

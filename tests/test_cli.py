@@ -68,6 +68,16 @@ class TestStartUp:
         assert "nats" in names
         assert names & (ROLE_LIBRARIES - {"nats"} | {"yaml", "jsonschema"}) == set()
 
+    def test_nats_is_imported_without_aiohttp_which_loads_on_use(self, tmp_path: Path) -> None:
+        """nats-py's transport gets a stand-in for aiohttp (WebSocket only) that imports on use."""
+        code = ("import sys; from flarebus.cli.deferred import defer_aiohttp; defer_aiohttp(); "
+                "import nats.aio.client, nats.aio.transport as t; "
+                "print('aiohttp' in sys.modules); "
+                "print(t.aiohttp.ClientSession.__module__); print('aiohttp' in sys.modules)")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             cwd=tmp_path, timeout=60, check=True).stdout.split()
+        assert out == ["False", "aiohttp.client", "True"]
+
 
 class TestUsageErrors:
     """A bad flag is argparse's usage error, exit 2, before anything connects or starts."""
