@@ -69,14 +69,13 @@ from flarebus.grouping import (
     group_labels,
     resolve_policy,
 )
+from flarebus.kv import lost_race
 
 log = logging.getLogger("flarebus.worker")
 
 GROUP_HEADER = "Flarebus-Group"
 #: The longest the scheduler sleeps without looking again (the watch wakes it earlier).
 MAX_SLEEP = 5.0
-#: JetStream's "wrong last sequence" error codes (JSStreamWrongLastSequence*).
-WRONG_REVISION = frozenset({10071, 10164})
 #: Conflicting writes tolerated for one change before it counts as a failure.
 MAX_CONFLICTS = 200
 
@@ -228,7 +227,7 @@ class Grouper:
             except KeyWrongLastSequenceError:
                 continue
             except APIError as exc:  # delete() reports a wrong revision as a plain APIError
-                if exc.err_code in WRONG_REVISION:
+                if lost_race(exc):
                     continue
                 raise
             return result

@@ -20,6 +20,15 @@ if TYPE_CHECKING:  # nats-py is imported by what reads, not by who needs a key's
 STATE_PREFIX = "state."
 META_PREFIX = "meta."
 KV_OPERATION = "KV-Operation"
+#: JetStream's "wrong last sequence" error codes (JSStreamWrongLastSequence*): a
+#: compare-and-set lost. nats-py raises KeyWrongLastSequenceError for update(), but
+#: delete(last=...) reports it as a plain APIError carrying one of these.
+WRONG_REVISION = frozenset({10071, 10164})
+
+
+def lost_race(exc: BaseException) -> bool:
+    """``exc`` says another writer changed the key first (any KV write with ``last``)."""
+    return getattr(exc, "err_code", None) in WRONG_REVISION
 
 
 def is_removal(msg: Msg) -> bool:

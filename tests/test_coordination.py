@@ -326,6 +326,23 @@ class TestTakeover:
             a.stop_ok()
             b.stop_ok()
 
+    async def test_woken_and_stopped_at_once_releases_quietly(
+            self, pnc: Client, pnats: EmbeddedNats, tmp_path: Path) -> None:
+        """SIGCONT then SIGTERM before it noticed its leases were taken: exit 0, and the
+        leases it no longer holds are not reported as failures, one line per partition."""
+        _, rules = pending_rules(tmp_path, "fq.p", 2, "fqp", "10s")
+        a, b = await start_two(pnc, pnats.url, rules)
+        try:
+            a.signal(signal.SIGSTOP)
+            await wait_engines(pnc, holding([b.pid]), "B did not take over the frozen one",
+                               timeout=TAKEOVER_WAIT)
+            a.signal(signal.SIGCONT)
+            a.stop_ok()
+            assert not [line for line in a.lines if "could not release" in line], a.lines[-20:]
+        finally:
+            a.signal(signal.SIGCONT)
+            b.stop_ok()
+
     async def test_third_engine_rebalances_without_loss(
             self, pnc: Client, pnats: EmbeddedNats, tmp_path: Path) -> None:
         """A third engine takes a third of the partitions; pending series still fire once."""

@@ -12,7 +12,7 @@ from nats.js.errors import APIError
 
 from flarebus import bus
 from flarebus.actions.deadletter import TRIES_HEADER
-from flarebus.actions.grouping import GROUP_HEADER, WRONG_REVISION
+from flarebus.actions.grouping import GROUP_HEADER
 from flarebus.actions.groupstate import (
     state_decoder,
 )
@@ -22,6 +22,7 @@ from flarebus.grouping import (
     TriggerGroup,
     group_key,
 )
+from flarebus.kv import WRONG_REVISION
 from flarebus.plugin import Action
 from tests.plugin_pkg.harness import (
     fresh_stream,

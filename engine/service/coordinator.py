@@ -49,6 +49,7 @@ from flarebus.engine.service.leases import (
     process_space,
 )
 from flarebus.errors import describe
+from flarebus.kv import lost_race
 from flarebus.partitions import PARTITIONS, ranges
 from flarebus.ratelog import RateLimitedLog
 
@@ -270,12 +271,13 @@ class Coordinator:
             try:
                 await self.kv.delete(key, last=self._revisions.get(partition))
                 break
-            except KeyWrongLastSequenceError:
+            except Exception as exc:
+                if not isinstance(exc, KeyWrongLastSequenceError) and not lost_race(exc):
+                    # the bus is away: the lease expires after the TTL
+                    log.warning("could not release partition %d: %s", partition, describe(exc))
+                    break
                 if await self._own_write(partition) is False:
-                    break  # not ours any more
-            except Exception as exc:  # the bus is away: the lease expires after the TTL
-                log.warning("could not release partition %d: %s", partition, describe(exc))
-                break
+                    break  # not ours any more (taken over while this engine was away)
         self._revisions.pop(partition, None)
         self._epochs.pop(partition, None)
 
