@@ -112,9 +112,12 @@ class EmbeddedNats:
                 "-sd", str(self.data_dir / "jetstream"), "--ports_file_dir", str(ports_dir),
                 "-l", str(self._log_path), *self._config_args(), *self.extra_args]
         preexec = die_with_parent if sys.platform.startswith("linux") else None
+        # its own process group: a Ctrl-C in the terminal goes to the whole foreground group,
+        # and a server stopping with it left the roles' graceful stop (hand-over, the final
+        # checkpoint) retrying against nothing for minutes; its owner stops it after them
         self.process = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT, preexec_fn=preexec, start_new_session=False)
+            stderr=subprocess.STDOUT, preexec_fn=preexec, process_group=0)
         self.url = self._wait_ready(ports_dir, Path(binary).name)
         self.port = int(self.url.rsplit(":", 1)[1])  # a restart comes back on the same port
         return self.url

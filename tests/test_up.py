@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -95,6 +96,28 @@ def test_up_fires_a_default_rule_stops_cleanly_and_resumes(workdir: Path) -> Non
         assert (workdir / ".flarebus" / "nats" / "jetstream").is_dir()
     finally:
         assert stop(again, family(again.pid)) == 0, second.text()
+
+
+def test_ctrl_c_in_a_terminal_stops_the_roles_before_the_server(workdir: Path) -> None:
+    """Ctrl-C reaches the whole process group (the server too): the embedded server must
+    outlive the roles' graceful stop, so nothing is left retrying a vanished server."""
+    proc = start_flarebus("up", "--engines", "2", "--status-every", "0", cwd=workdir,
+                          start_new_session=True)  # its own group, as a terminal's job
+    out = Output(proc)
+    try:
+        out.wait_for(r"flarebus up\n\s+nats\s+nats://127\.0\.0\.1:\d+ \(embedded", 40)
+        members = family(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C
+        code = proc.wait(60)
+        _, alive = psutil.wait_procs(members, timeout=10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert code == 0 and alive == [], out.text()
+    text = out.text()
+    assert "nats-server stopped" in text
+    assert not re.search(r"unexpected EOF|Connect call failed|could not release|"
+                         r"checkpoint write .* failed", text), text
 
 
 def test_up_help_teaches() -> None:
