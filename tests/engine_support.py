@@ -110,12 +110,16 @@ async def stream_triggers(nc: Client, subject: str = "triggers.*") -> list[Trigg
         return []
     sub = await js.pull_subscribe(subject, config=ConsumerConfig(
         deliver_policy=DeliverPolicy.ALL, inactive_threshold=5.0))
+    # as many as matched when the consumer was made: a fetch that times out is not "no more"
+    # (on a loaded 3-node cluster the new consumer's first fetch took longer than 0.5 s)
+    wanted = (await sub.consumer_info()).num_pending
     out: list[Trigger] = []
-    while True:
+    deadline = time.monotonic() + 30
+    while len(out) < wanted and time.monotonic() < deadline:
         try:
-            msgs = await sub.fetch(1000, timeout=0.5)
-        except Exception:  # nothing left
-            break
+            msgs = await sub.fetch(min(1000, wanted - len(out)), timeout=2.0)
+        except TimeoutError:  # nats-py's is one
+            continue
         for m in msgs:
             out.append(trigger_decoder.decode(m.data))
             await m.ack()
