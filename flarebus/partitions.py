@@ -62,14 +62,13 @@ def mappings_conf(mappings: dict[str, str]) -> str:
 
 def ranges(partitions: Iterable[int]) -> str:
     """``0-31, 40, 42-43``: a partition list as a log line can carry it (64 numbers are noise)."""
-    out: list[str] = []
+    runs: list[list[int]] = []  # [first, last] of each run of consecutive partitions
     for p in sorted(set(partitions)):
-        if out and (last := out[-1].rpartition("-")[2]) and int(last) == p - 1:
-            first = out[-1].partition("-")[0]
-            out[-1] = f"{first}-{p}"
+        if runs and runs[-1][1] == p - 1:
+            runs[-1][1] = p
         else:
-            out.append(str(p))
-    return ", ".join(out) or "none"
+            runs.append([p, p])
+    return ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in runs) or "none"
 
 
 def strip_mark(tail: str) -> str:

@@ -20,7 +20,7 @@ from flarebus.engine.service.coordinator import registry
 from flarebus.engine.service.leases import EngineInfo, Fence
 from flarebus.events import Stack, StackSample, Trigger, encoder
 from flarebus.nats_server import EmbeddedNats
-from flarebus.partitions import PARTITIONS, partition_of, server_mappings, strip_mark
+from flarebus.partitions import PARTITIONS, partition_of, ranges, server_mappings, strip_mark
 from flarebus.publish import Publisher
 from tests.engine_support import EngineProcess, stream_triggers, wait_triggers
 from tests.support import run_flarebus
@@ -172,6 +172,13 @@ class TestPartitions:
             "metrics.>": "metrics.~.{{partition(64)}}.>"}
         assert strip_mark("~.17.cpu.usage") == "cpu.usage"
         assert strip_mark("cpu.usage") == "cpu.usage"
+
+
+    def test_partition_lists_are_logged_as_ranges(self) -> None:
+        """Runs of consecutive partitions as first-last, in order, duplicates once."""
+        assert ranges(range(64)) == "0-63"
+        assert ranges([43, 0, 1, 2, 5, 7, 8, 40, 42, 2]) == "0-2, 5, 7-8, 40, 42-43"
+        assert ranges([]) == "none"
 
 
 class TestSharing:

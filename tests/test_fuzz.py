@@ -23,7 +23,7 @@ from flarebus import typed
 from flarebus.config import ConfigFile
 from flarebus.engine.language.rulefile import load_rules_text
 from flarebus.engine.language.ruleformat import RuleFile
-from flarebus.engine.service.ingest import decode_metric_batch, decode_stack_batch
+from flarebus.engine.service.decoding import decode_metric_batch, decode_stack_batch
 from flarebus.errors import InvalidFileError
 from flarebus.events import decode_metrics, decode_stacks, trigger_decoder
 from flarebus.ingest_settings import InputLimits

@@ -9,13 +9,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from flarebus.bus import REASON_HEADER
-from flarebus.engine.service.ingest import (
-    Ingest,
-    Segment,
-    decode_metric_batch,
-    decode_stack_batch,
-    turns,
-)
+from flarebus.engine.service.decoding import Segment, decode_metric_batch, decode_stack_batch
+from flarebus.engine.service.ingest import Ingest, turns
 from flarebus.engine.service.invalid import (
     EMPTY_BATCH,
     INVALID_SAMPLE,

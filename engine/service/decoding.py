@@ -142,8 +142,6 @@ def decode_batch(msgs: Sequence[Msg], decoder: msgspec.json.Decoder[Any], prefix
     count = 0
     max_bytes = limits.max_message_bytes
     label_bound = min(limits.max_labels * _MIN_LABEL_BYTES, limits.max_label_value_length)
-    if fallback is not None:
-        label_bound = max_bytes  # the decoder checked them
     for msg in msgs:
         size = len(msg.data)
         if size > max_bytes:
@@ -152,14 +150,16 @@ def decode_batch(msgs: Sequence[Msg], decoder: msgspec.json.Decoder[Any], prefix
             continue
         try:
             decoded = decoder.decode(msg.data)
-            limited = False
+            # with a fallback the decoder checked the label limits; else only a message
+            # long enough to break them is looked at
+            check_label_limits = fallback is None and size > label_bound
         except msgspec.ValidationError as exc:
             if fallback is None:
                 rejected.append(Rejection(msg, INVALID_SAMPLE, str(exc)))
                 continue
             try:  # past a label limit, or invalid whatever the limits: the plain decoder says
                 decoded = fallback.decode(msg.data)
-                limited = True
+                check_label_limits = True  # which limit it broke
             except msgspec.ValidationError as plain:
                 rejected.append(Rejection(msg, INVALID_SAMPLE, str(plain)))
                 continue
@@ -178,7 +178,7 @@ def decode_batch(msgs: Sequence[Msg], decoder: msgspec.json.Decoder[Any], prefix
             rejected.append(Rejection(msg, SUBJECT_MISMATCH if mismatch else INVALID_SAMPLE,
                                       f"{detail} (subject {msg.subject!r})"))
             continue
-        if (size > label_bound or limited) and (past := check_labels(samples, limits)) is not None:
+        if check_label_limits and (past := check_labels(samples, limits)) is not None:
             rejected.append(Rejection(msg, *past))
             continue
         count += len(samples)

@@ -46,7 +46,8 @@ from nats.js.kv import KeyValue
 
 from flarebus.bus import ensure_samples_stream
 from flarebus.config import JetStreamSettings
-from flarebus.engine.service.ingest import Inbox, Ingest, decode_metric_batch, decode_stack_batch
+from flarebus.engine.service.decoding import decode_metric_batch, decode_stack_batch
+from flarebus.engine.service.ingest import Inbox, Ingest
 from flarebus.engine.service.stall import StallWatch
 from flarebus.errors import describe
 from flarebus.ingest_settings import IngestSettings

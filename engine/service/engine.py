@@ -37,9 +37,10 @@ from flarebus.config import Config
 from flarebus.engine.service.cardinality import CardinalityReport
 from flarebus.engine.service.checkpoint import META_PREFIX, Checkpointer, read_entries
 from flarebus.engine.service.coordinator import Coordinator
+from flarebus.engine.service.decoding import Segment
 from flarebus.engine.service.handover import Partitioned, coordination, engine_id
 from flarebus.engine.service.inflight import InFlight
-from flarebus.engine.service.ingest import Ingest, Segment
+from flarebus.engine.service.ingest import Ingest
 from flarebus.engine.service.invalid import InvalidSink
 from flarebus.engine.service.metrics import EngineStats
 from flarebus.engine.service.reload import RuleReloader

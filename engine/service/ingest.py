@@ -27,12 +27,8 @@ from nats.aio.subscription import Subscription
 from flarebus.engine.service.decoding import (
     DEFAULT_LIMITS,
     Decoded,
-    Rejection,
     S,
     Segment,
-    check_labels,
-    check_sources,
-    decode_batch,
     decode_metric_batch,
     decode_stack_batch,
 )
@@ -49,10 +45,6 @@ from flarebus.ratelog import RateLimitedLog
 
 log = logging.getLogger("flarebus.engine.ingest")
 
-#: Decoding lives in decoding.py; these names are imported from here too.
-__all__ = ["DEFAULT_LIMITS", "MAX_SAMPLES_PER_TURN", "Decoded", "Inbox", "Ingest", "Rejection",
-           "Segment", "check_labels", "check_sources", "decode_batch", "decode_metric_batch",
-           "decode_stack_batch", "turns"]
 
 class Inbox:
     """Messages of one subscription, handed over in batches; holds at most ``max_batch``."""
